@@ -1,0 +1,1 @@
+"""Channel analysis: per-op rules build channel dependency groups over a normalised graph."""

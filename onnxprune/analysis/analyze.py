@@ -1,0 +1,102 @@
+"""Run the rules over a prepared graph and resolve the channel dependency groups."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from ..loading import Prepared
+from .builder import Builder, Layout, Member
+from .cost import Cost, count_cost
+from .groups import Group, Resolution, resolve
+from .rules import rule_for
+from .shapes import infer_shapes
+
+
+@dataclass
+class Analysis:
+    """Every channel dependency group of a model, with what each group touches."""
+
+    groups: list[Group]
+    resolution: Resolution
+    layouts: dict[str, Layout]
+    notes: dict[str, dict[str, Any]]
+    members: list[Member]
+    cost: Cost
+    sha256: str
+    source: str
+
+    def group(self, gid: str) -> Group:
+        for g in self.groups:
+            if g.id == gid:
+                return g
+        raise KeyError(gid)
+
+    @property
+    def prunable(self) -> list[Group]:
+        return [g for g in self.groups if g.prunable]
+
+    def positions(self, member: Member, group: Group) -> tuple[np.ndarray, np.ndarray]:
+        """Positions on the member's axis that belong to the group, and their channel indices."""
+        pos = np.nonzero(self.resolution.group(member.elements) == group.index)[0]
+        return pos, self.resolution.index(member.elements[pos])
+
+    def to_json(self) -> dict:
+        from ..report import analysis_json
+
+        return analysis_json(self)
+
+
+def _subgraph_tensors(node: gs.Node) -> set[str]:
+    """Names used inside a node's subgraphs (they may reach outer tensors implicitly)."""
+    names: set[str] = set()
+    for value in node.attrs.values():
+        for sub in value if isinstance(value, list) else [value]:
+            if isinstance(sub, gs.Graph):
+                for inner in sub.nodes:
+                    names.update(t.name for t in inner.inputs)
+                    names |= _subgraph_tensors(inner)
+    return names
+
+
+def _unknown(node: gs.Node, b: Builder) -> None:
+    """No rule: freeze every channel the node reads, explicitly or from inside a subgraph."""
+    where = f"{node.domain}." if node.domain not in (None, "", "ai.onnx") else ""
+    reason = f"no channel rule for {where}{node.op} (node '{b.name(node)}')"
+    b.freeze_inputs(node, reason)
+    for name in _subgraph_tensors(node):
+        lay = b.layouts.get(name)
+        if lay is not None:
+            b.freeze(lay.elements, reason)
+
+
+def build_analysis(prep: Prepared, input_dims: dict[str, tuple[int, ...]] | None = None) -> Analysis:
+    """Apply each node's rule in graph order, then resolve groups and their cost shares."""
+    graph = prep.graph
+    shapes = infer_shapes(graph, list(prep.template.opset_import))
+    b = Builder(graph, shapes, prep.names)
+    for node in graph.nodes:
+        rule = rule_for(node)
+        if rule is None:
+            _unknown(node, b)
+            continue
+        before = b.size
+        try:
+            rule.analyze(node, b)
+        except (KeyError, IndexError, ValueError, TypeError, StopIteration) as exc:
+            reason = f"{node.op} '{b.name(node)}' could not be analysed ({exc})"
+            b.freeze_inputs(node, reason)
+            b.freeze(np.arange(before, b.size), reason)
+            for out in node.outputs:
+                b.layouts.pop(out.name, None)
+    for out in graph.outputs:
+        lay = b.layouts.get(out.name)
+        if lay is not None:
+            b.freeze(lay.elements, f"reaches graph output '{out.name}'")
+    res, groups = resolve(b)
+    cost = count_cost(graph, list(prep.template.opset_import), input_dims, prep.names)
+    analysis = Analysis(groups, res, b.layouts, b.notes, b.members, cost, prep.sha256, prep.source)
+    cost.assign_shares(analysis)
+    return analysis

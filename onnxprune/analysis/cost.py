@@ -1,0 +1,93 @@
+"""Parameter and MAC counter over the shape-inferred graph (shared by analyze, prune and validate)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from .shapes import Shape, infer_shapes
+
+if TYPE_CHECKING:
+    from .analyze import Analysis
+
+DEFAULT_DIM = 224  # stand-in for a symbolic non-batch input dim, unless the caller fixes it
+NORMS = {"BatchNormalization", "InstanceNormalization", "GroupNormalization", "LayerNormalization"}
+
+
+@dataclass
+class Cost:
+    """Totals and per-node MACs / per-initializer parameter counts for one input shape."""
+
+    params: int
+    macs: int
+    node_macs: dict[str, int] = field(default_factory=dict)
+    param_sizes: dict[str, int] = field(default_factory=dict)
+    input_dims: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+    def assign_shares(self, analysis: "Analysis") -> None:
+        """Share of parameters and MACs each group's channels touch (shares overlap between groups)."""
+        for g in analysis.groups:
+            param_frac: dict[str, float] = {}
+            node_frac: dict[str, float] = {}
+            for m in g.members:
+                frac = len(analysis.positions(m, g)[0]) / len(m.elements)
+                if m.kind is not None:
+                    param_frac[m.tensor] = max(param_frac.get(m.tensor, 0.0), frac)
+                node_frac[m.node] = max(node_frac.get(m.node, 0.0), frac)
+            g.params_share = sum(self.param_sizes.get(t, 0) * f for t, f in param_frac.items()) / max(self.params, 1)
+            g.macs_share = sum(self.node_macs.get(n, 0) * f for n, f in node_frac.items()) / max(self.macs, 1)
+
+
+def resolve_input_dims(graph: gs.Graph, given: dict[str, tuple[int, ...]] | None = None) -> dict[str, tuple[int, ...]]:
+    """Concrete input shapes: given ones, else static dims, 1 for a symbolic batch, DEFAULT_DIM elsewhere."""
+    dims = {}
+    for t in graph.inputs:
+        if given and t.name in given:
+            dims[t.name] = tuple(given[t.name])
+        elif t.shape is not None:
+            dims[t.name] = tuple(d if isinstance(d, int) and d > 0 else (1 if i == 0 else DEFAULT_DIM)
+                                 for i, d in enumerate(t.shape))
+    return dims
+
+
+def _macs(node: gs.Node, shapes: dict[str, Shape]) -> int:
+    """Multiply-accumulates of one node, 0 where shapes are unknown or the op is free."""
+    def vol(t: gs.Tensor) -> int | None:
+        s = shapes.get(t.name)
+        return math.prod(s) if s is not None and all(isinstance(d, int) for d in s) else None
+
+    op, out = node.op, vol(node.outputs[0]) if node.outputs else None
+    w = node.inputs[1].values.shape if len(node.inputs) > 1 and isinstance(node.inputs[1], gs.Constant) else None
+    if op == "Conv" and w is not None and out is not None:
+        return out * math.prod(w[1:])
+    if op == "ConvTranspose" and w is not None and vol(node.inputs[0]) is not None:
+        return vol(node.inputs[0]) * math.prod(w[1:])
+    if op in ("Gemm", "MatMul") and out is not None:
+        a = shapes.get(node.inputs[0].name)
+        if a and isinstance(a[-1], int):
+            k = a[0] if op == "Gemm" and node.attrs.get("transA", 0) else a[-1]
+            return out * int(k)
+    if op in NORMS and out is not None:
+        return out
+    if op in ("MaxPool", "AveragePool", "LpPool") and out is not None:
+        return out * math.prod(node.attrs.get("kernel_shape", [1]))
+    if op.startswith("Global") and vol(node.inputs[0]) is not None:
+        return vol(node.inputs[0])
+    return 0
+
+
+def count_cost(graph: gs.Graph, opset_imports, input_dims: dict[str, tuple[int, ...]] | None = None,
+               names: dict[int, str] | None = None) -> Cost:
+    """Count parameters (floating-point constants) and MACs at concrete input shapes."""
+    dims = resolve_input_dims(graph, input_dims)
+    shapes = infer_shapes(graph, opset_imports, dims)
+    node_macs = {}
+    for i, node in enumerate(graph.nodes):
+        name = (names or {}).get(id(node)) or node.name or f"{node.op}#{i}"
+        node_macs[name] = _macs(node, shapes)
+    param_sizes = {t.name: int(t.values.size) for t in graph.tensors().values()
+                   if isinstance(t, gs.Constant) and np.issubdtype(t.values.dtype, np.floating)}
+    return Cost(sum(param_sizes.values()), sum(node_macs.values()), node_macs, param_sizes, dims)

@@ -1,0 +1,51 @@
+"""Per-op channel rules: one rule per op type, registered by op name.
+
+A rule's `analyze(node, b)` reads the input layouts from the Builder and declares output layouts,
+couplings, sliced parameters and freezes. Its optional `rewrite(node, rw)` updates attributes and
+shape constants once the plan is known (group counts, split sizes, slice bounds, reshape targets).
+Adding an op means adding one rule class here or in a sibling module.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+import onnx_graphsurgeon as gs
+
+if TYPE_CHECKING:
+    from ..builder import Builder
+    from ...rewrite.rewriter import Rewriter
+
+
+class Rule:
+    """How the channel axis flows through one op type."""
+
+    def analyze(self, node: gs.Node, b: "Builder") -> None:
+        raise NotImplementedError
+
+    def rewrite(self, node: gs.Node, rw: "Rewriter") -> None:
+        """Update attributes or shape constants after slicing; most ops need nothing."""
+
+
+RULES: dict[str, Rule] = {}
+
+
+def register(*op_types: str) -> Callable[[type[Rule]], type[Rule]]:
+    """Class decorator: one instance of the rule serves every listed op type."""
+    def deco(cls: type[Rule]) -> type[Rule]:
+        inst = cls()
+        for op in op_types:
+            if op in RULES:
+                raise ValueError(f"two rules for {op}")
+            RULES[op] = inst
+        return cls
+    return deco
+
+
+def rule_for(node: gs.Node) -> Rule | None:
+    """The rule for a node of the default ONNX domain, None for anything else."""
+    if node.domain not in (None, "", "ai.onnx"):
+        return None
+    return RULES.get(node.op)
+
+
+from . import conv, linear, elementwise, normalization, pooling, reshaping, concat_split, spatial  # noqa: E402,F401

@@ -1,0 +1,56 @@
+"""Small helpers shared by the rules."""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from ..builder import Builder
+
+
+def norm_axis(axis: int, rank: int) -> int:
+    return axis + rank if axis < 0 else axis
+
+
+def static(dims: Sequence) -> bool:
+    return all(isinstance(d, int) for d in dims)
+
+
+def volume(dims: Sequence) -> int | None:
+    """Product of dims, None if any is not a known int."""
+    return math.prod(dims) if static(dims) else None
+
+
+def attr_or_input(node: gs.Node, b: Builder, attr: str, index: int) -> np.ndarray | None:
+    """A list-valued argument given as an attribute (old opsets) or a constant input (new opsets).
+
+    Returns None when it is absent, and raises LookupError when it is a computed input.
+    """
+    if attr in node.attrs:
+        return np.asarray(node.attrs[attr], dtype=np.int64)
+    t = b.input(node, index)
+    if t is None:
+        return None
+    value = b.const(t)
+    if value is None:
+        raise LookupError(f"{node.op} '{b.name(node)}': '{attr}' is computed at runtime")
+    return np.asarray(value, dtype=np.int64).reshape(-1)
+
+
+def channel_input(node: gs.Node, b: Builder, index: int = 0, axis: int | None = None):
+    """The layout of an input, frozen and dropped if it sits on another axis than required."""
+    lay = b.layout(b.input(node, index))
+    if lay is not None and axis is not None and lay.axis != axis:
+        b.freeze(lay.elements, f"{node.op} '{b.name(node)}' expects channels on axis {axis}, "
+                               f"found them on axis {lay.axis}")
+        return None
+    return lay
+
+
+def passthrough(node: gs.Node, b: Builder, axis: int, elements: np.ndarray, outputs: int | None = None) -> None:
+    """Give outputs the same channel layout and record the node as a pass-through member."""
+    for out in node.outputs[:outputs]:
+        b.set(out, axis, elements)
+        b.member(node, out)

@@ -1,0 +1,157 @@
+"""Ops that move, merge or broadcast axes: the channel axis is followed or the channels frozen.
+
+Merging the channel axis with the axes after it (Flatten, Reshape to [N, C*H*W]) repeats each
+channel element over its H*W features, so a consumer Gemm slices all of a channel's rows at once.
+"""
+from __future__ import annotations
+
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from ..builder import Builder
+from . import Rule, register
+from .common import attr_or_input, norm_axis, passthrough, volume
+
+
+def _merged(elements: np.ndarray, inner: int, outer: int) -> np.ndarray:
+    """Layout of a channel axis flattened with `outer` leading and `inner` trailing elements."""
+    return np.tile(np.repeat(elements, inner), outer)
+
+
+@register("Flatten")
+class FlattenRule(Rule):
+    """[d0..d(k-1), dk..] -> [prod(d0..), prod(dk..)]: channels after k merge into axis 1."""
+
+    def analyze(self, node: gs.Node, b: Builder) -> None:
+        lay, shape = b.layout(node.inputs[0]), b.shape(node.inputs[0])
+        if lay is None:
+            return
+        k = norm_axis(node.attrs.get("axis", 1), len(shape)) if shape is not None else None
+        inner = volume(shape[lay.axis + 1:]) if shape is not None else None
+        outer = volume(shape[k:lay.axis]) if k is not None and k <= lay.axis else None
+        if inner is None or outer is None:
+            b.freeze(lay.elements, f"Flatten '{b.name(node)}': channel axis not after a static split point")
+            return
+        passthrough(node, b, 1, _merged(lay.elements, inner, outer))
+
+
+def _prefix_matches(a, b_) -> bool:
+    """Same leading dims: equal dim by dim, or equal static products."""
+    if len(a) == len(b_) and all(x == y and x is not None for x, y in zip(a, b_)):
+        return True
+    pa, pb = volume(a), volume(b_)
+    return pa is not None and pa == pb
+
+
+@register("Reshape")
+class ReshapeRule(Rule):
+    """Channels stay an axis of their own, or merge with the trailing axes; a split freezes them."""
+
+    def analyze(self, node: gs.Node, b: Builder) -> None:
+        lay = b.layout(node.inputs[0])
+        if lay is None:
+            return
+        name = f"Reshape '{b.name(node)}'"
+        s_in, s_out = b.shape(node.inputs[0]), b.shape(node.outputs[0])
+        target = b.const(node.inputs[1])
+        if s_in is None or s_out is None or target is None:
+            b.freeze(lay.elements, f"{name}: shapes or target unknown (target computed at runtime?)")
+            return
+        c, a = len(lay.elements), lay.axis
+        for j in range(len(s_out)):
+            if not _prefix_matches(s_in[:a], s_out[:j]):
+                continue
+            for end in range(a + 1, len(s_in) + 1):
+                inner = volume(s_in[a + 1:end])
+                if inner is not None and s_out[j] == c * inner and _prefix_matches(s_in[end:], s_out[j + 1:]):
+                    if int(target[j]) not in (-1, 0, c * inner) or (int(target[j]) == 0 and inner != 1):
+                        break
+                    b.note(node, index=j, inner=inner, elements=lay.elements)
+                    passthrough(node, b, j, np.repeat(lay.elements, inner))
+                    return
+        b.freeze(lay.elements, f"{name} splits or reorders the channel axis ({list(s_in)} -> {list(s_out)})")
+
+    def rewrite(self, node: gs.Node, rw) -> None:
+        note = rw.note(node)
+        target = np.array(node.inputs[1].values)
+        if note and target[note["index"]] > 0:
+            target[note["index"]] = int(rw.kept(note["elements"]).sum()) * note["inner"]
+            rw.set_input(node, 1, target)
+
+
+@register("Squeeze", "Unsqueeze")
+class SqueezeRule(Rule):
+    """Removing or inserting size-1 axes shifts the channel axis."""
+
+    def analyze(self, node: gs.Node, b: Builder) -> None:
+        lay = b.layout(node.inputs[0])
+        if lay is None:
+            return
+        try:
+            axes = attr_or_input(node, b, "axes", 1)
+        except LookupError as exc:
+            b.freeze(lay.elements, str(exc))
+            return
+        rank_in, rank_out = b.rank(node.inputs[0]), b.rank(node.outputs[0])
+        if axes is None or rank_in is None or rank_out is None:
+            b.freeze(lay.elements, f"{node.op} '{b.name(node)}': axes or ranks unknown")
+            return
+        if node.op == "Squeeze":
+            axes = {norm_axis(int(x), rank_in) for x in axes}
+            axis = lay.axis - sum(x < lay.axis for x in axes)
+        else:
+            axes = {norm_axis(int(x), rank_out) for x in axes}
+            axis = next(o for o in range(rank_out) if o not in axes and
+                        (o - sum(x < o for x in axes)) == lay.axis)
+        if node.op == "Squeeze" and lay.axis in axes:
+            b.freeze(lay.elements, f"Squeeze '{b.name(node)}' removes the channel axis")
+            return
+        passthrough(node, b, axis, lay.elements)
+
+
+@register("Transpose")
+class TransposeRule(Rule):
+    """The channel axis moves to where the permutation puts it."""
+
+    def analyze(self, node: gs.Node, b: Builder) -> None:
+        lay = b.layout(node.inputs[0])
+        if lay is None:
+            return
+        rank = b.rank(node.inputs[0])
+        perm = node.attrs.get("perm", list(range(rank))[::-1] if rank is not None else None)
+        if perm is None:
+            b.freeze(lay.elements, f"Transpose '{b.name(node)}': rank unknown")
+            return
+        passthrough(node, b, list(perm).index(lay.axis), lay.elements)
+
+
+@register("Expand", "Tile")
+class BroadcastShapeRule(Rule):
+    """Expand's shape or Tile's repeats at the channel axis must be 1 or (Expand) the channel count."""
+
+    def analyze(self, node: gs.Node, b: Builder) -> None:
+        lay = b.layout(node.inputs[0])
+        if lay is None:
+            return
+        arg, rank_in = b.const(node.inputs[1]), b.rank(node.inputs[0])
+        if arg is None or rank_in is None:
+            b.freeze(lay.elements, f"{node.op} '{b.name(node)}': shape argument computed at runtime")
+            return
+        arg = np.asarray(arg).reshape(-1)
+        offset = max(len(arg) - rank_in, 0) if node.op == "Expand" else 0
+        index, c = lay.axis + offset, len(lay.elements)
+        if arg[index] == 1 or (node.op == "Expand" and arg[index] == c):
+            b.note(node, index=index, elements=lay.elements)
+            passthrough(node, b, index, lay.elements)
+        else:
+            b.freeze(lay.elements, f"{node.op} '{b.name(node)}' repeats along the channel axis")
+
+    def rewrite(self, node: gs.Node, rw) -> None:
+        note = rw.note(node)
+        arg = np.array(node.inputs[1].values).reshape(-1)
+        if note and node.op == "Expand" and arg[note["index"]] > 1:
+            arg[note["index"]] = int(rw.kept(note["elements"]).sum())
+            rw.set_input(node, 1, arg)
+
+

@@ -1,0 +1,146 @@
+"""Load, normalise and save ONNX models without touching the caller's object or file."""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx
+import onnx_graphsurgeon as gs
+from google.protobuf.message import DecodeError
+
+from .errors import OnnxPruneError
+
+MIN_OPSET, MAX_OPSET = 9, 23
+TWO_GB = 2**31 - 1
+QUANTIZED_OPS = {
+    "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
+    "ConvInteger", "MatMulInteger", "QLinearAdd", "QLinearMul", "QGemm",
+}
+ModelSource = str | os.PathLike | onnx.ModelProto
+
+from onnx_graphsurgeon.logger import G_LOGGER  # noqa: E402
+
+G_LOGGER.severity = G_LOGGER.ERROR
+
+
+@dataclass
+class Prepared:
+    """A normalised copy of a model: its graphsurgeon graph plus what is needed to export it again."""
+
+    graph: gs.Graph
+    sha256: str
+    opset: int
+    template: onnx.ModelProto  # the original model without its graph: metadata, opsets, producer
+    external_data: bool = False
+    source: str = "<ModelProto>"
+    names: dict[int, str] = field(default_factory=dict)
+
+
+def read_model(src: ModelSource) -> tuple[onnx.ModelProto, str, bool]:
+    """Return a private copy of the model, its description and whether it used external data."""
+    if isinstance(src, onnx.ModelProto):
+        copy = onnx.ModelProto()
+        copy.CopyFrom(src)
+        return copy, "<ModelProto>", False
+    path = Path(src)
+    if not path.is_file():
+        raise OnnxPruneError(f"{path}: no such file")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+        external = any(_uses_external_data(t) for t in model.graph.initializer)
+        if external:
+            onnx.external_data_helper.load_external_data_for_model(model, str(path.parent))
+    except (DecodeError, RuntimeError, ValueError, OSError) as exc:
+        raise OnnxPruneError(f"{path}: not a readable ONNX model ({_first_line(exc)})") from None
+    return model, str(path), external
+
+
+def _uses_external_data(tensor: onnx.TensorProto) -> bool:
+    return tensor.data_location == onnx.TensorProto.EXTERNAL
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def model_sha256(model: onnx.ModelProto) -> str:
+    """Content hash of a model, stable for the same model read from a file or passed as a proto."""
+    return hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()
+
+
+def default_opset(model: onnx.ModelProto) -> int:
+    """The version of the default ONNX domain the model imports."""
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return imp.version
+    raise OnnxPruneError("model imports no version of the default ONNX operator set")
+
+
+def check_supported(model: onnx.ModelProto, source: str) -> int:
+    """Refuse what the tool does not understand; return the default-domain opset."""
+    if not model.HasField("graph") or not model.graph.node or not model.ir_version:
+        raise OnnxPruneError(f"{source}: not an ONNX model (no graph, no nodes or no IR version)")
+    opset = default_opset(model)
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise OnnxPruneError(f"{source}: opset {opset} is not supported (supported: {MIN_OPSET} to {MAX_OPSET})")
+    quantized = sorted({n.op_type for n in model.graph.node} & QUANTIZED_OPS)
+    if quantized:
+        raise OnnxPruneError(f"{source}: quantized models are not supported (found {', '.join(quantized)})")
+    try:
+        onnx.checker.check_model(model) if model.ByteSize() < TWO_GB else None
+    except onnx.checker.ValidationError as exc:
+        raise OnnxPruneError(f"{source}: invalid ONNX model ({_first_line(exc)})") from None
+    return opset
+
+
+def prepare(src: ModelSource) -> Prepared:
+    """Read a model and normalise it: Constant nodes and constant subgraphs become initializers."""
+    model, source, external = read_model(src)
+    opset = check_supported(model, source)
+    sha = model_sha256(model)
+    graph = gs.import_onnx(model)
+    graph.fold_constants(fold_shapes=False, recurse_subgraphs=False, error_ok=True)
+    graph.cleanup(remove_unused_graph_inputs=False)
+    model.graph.Clear()
+    names = {id(node): node.name or f"{node.op}#{i}" for i, node in enumerate(graph.nodes)}
+    return Prepared(graph, sha, opset, model, external, source, names)
+
+
+def export(prep: Prepared, graph: gs.Graph | None = None) -> onnx.ModelProto:
+    """Export a (possibly rewritten) graph with the original model's metadata, opsets and names."""
+    out = gs.export_onnx(graph or prep.graph, do_type_check=False,
+                         opset_imports=list(prep.template.opset_import))
+    t = prep.template
+    out.ir_version = t.ir_version
+    out.producer_name, out.producer_version = t.producer_name, t.producer_version
+    out.domain, out.model_version, out.doc_string = t.domain, t.model_version, t.doc_string
+    del out.metadata_props[:]
+    out.metadata_props.extend(t.metadata_props)
+    del out.functions[:]
+    out.functions.extend(t.functions)
+    return out
+
+
+def save_model(model: onnx.ModelProto, path: str | os.PathLike, external_data: bool | None = None) -> list[str]:
+    """Write a model atomically (no partial file on failure); return the paths written."""
+    path = Path(path)
+    external = model.ByteSize() > TWO_GB if external_data is None else external_data
+    external = external or model.ByteSize() > TWO_GB
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmpdir = Path(tempfile.mkdtemp(prefix=".onnxprune-", dir=path.parent))
+    try:
+        data_name = path.name + ".data"
+        onnx.save_model(model, str(tmpdir / path.name), save_as_external_data=external,
+                        all_tensors_to_one_file=True, location=data_name, size_threshold=1024)
+        written = []
+        for name in [data_name, path.name] if external else [path.name]:
+            os.replace(tmpdir / name, path.parent / name)
+            written.append(str(path.parent / name))
+        return written
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)

@@ -1,0 +1,71 @@
+"""Pruning plans: which channels of which group go, checked against the model they are for."""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from .analysis.analyze import Analysis
+from .errors import OnnxPruneError
+
+FORMAT = "onnxprune-plan/1"
+Plan = dict[str, Any]
+
+
+def make_plan(analysis: Analysis, removed: dict[str, list[int]], **extra: Any) -> Plan:
+    """A plan for this model; `extra` keys (criterion, ratio...) are kept for the record."""
+    groups = {gid: sorted(int(i) for i in idx) for gid, idx in removed.items() if len(idx)}
+    return {"format": FORMAT, "model_sha256": analysis.sha256, **extra, "groups": groups}
+
+
+def load_plan(path: str | os.PathLike) -> Plan:
+    """Read a plan file; a file that is not a JSON object is a one-line error."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            plan = json.load(fh)
+    except FileNotFoundError:
+        raise OnnxPruneError(f"{path}: no such plan file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise OnnxPruneError(f"{path}: not a JSON plan ({exc})") from None
+    if not isinstance(plan, dict):
+        raise OnnxPruneError(f"{path}: a plan is a JSON object")
+    return plan
+
+
+def save_plan(plan: Plan, path: str | os.PathLike) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(plan, fh, indent=1)
+        fh.write("\n")
+
+
+def check_plan(plan: Plan, analysis: Analysis) -> dict[str, list[int]]:
+    """Validate a plan against the analysis of its model; return group id -> sorted removed indices."""
+    if plan.get("format") != FORMAT:
+        raise OnnxPruneError(f"plan format is {plan.get('format')!r}, expected {FORMAT!r}")
+    if plan.get("model_sha256") != analysis.sha256:
+        raise OnnxPruneError(f"plan is for another model (sha256 {str(plan.get('model_sha256'))[:12]}..., "
+                             f"this model is {analysis.sha256[:12]}...)")
+    groups = plan.get("groups")
+    if not isinstance(groups, dict):
+        raise OnnxPruneError("plan 'groups' must map group ids to lists of channel indices")
+    ids = {g.id: g for g in analysis.groups}
+    removed = {}
+    for gid, idx in groups.items():
+        if gid not in ids:
+            raise OnnxPruneError(f"plan names group '{gid}', which this model does not have")
+        g = ids[gid]
+        if not isinstance(idx, list) or not all(isinstance(i, int) and not isinstance(i, bool) for i in idx):
+            raise OnnxPruneError(f"group '{gid}': removed channels must be a list of integers")
+        if not idx:
+            continue
+        if not g.prunable:
+            raise OnnxPruneError(f"group '{gid}' is frozen ({g.reason})")
+        bad = [i for i in idx if not 0 <= i < g.channels]
+        if bad:
+            raise OnnxPruneError(f"group '{gid}': channel index {bad[0]} out of range 0..{g.channels - 1}")
+        if len(set(idx)) != len(idx):
+            raise OnnxPruneError(f"group '{gid}': a channel index is listed twice")
+        if len(idx) >= g.channels:
+            raise OnnxPruneError(f"group '{gid}': the plan removes all {g.channels} channels")
+        removed[gid] = sorted(idx)
+    return removed

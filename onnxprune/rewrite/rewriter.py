@@ -1,0 +1,133 @@
+"""Apply a checked plan to a prepared graph: slice parameters, run the rules' rewrite hooks."""
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from ..analysis.analyze import Analysis
+from ..analysis.builder import Layout
+from ..analysis.rules import rule_for
+from ..errors import OnnxPruneError
+from ..loading import TWO_GB, Prepared, export
+
+
+class Rewriter:
+    """What the rules' rewrite hooks see: which channels stay, and a way to replace constant inputs."""
+
+    def __init__(self, prep: Prepared, analysis: Analysis, removed: dict[str, list[int]]):
+        self.prep, self.analysis, self.opset = prep, analysis, prep.opset
+        res = analysis.resolution
+        gone = np.zeros(len(res.group_of_class), bool)
+        for gid, idx in removed.items():
+            g = analysis.group(gid)
+            gone |= (res.group_of_class == g.index) & np.isin(res.index_of_class, idx)
+        self.gone_class = gone
+        self.names = {t for t in prep.graph.tensors()}
+
+    def kept(self, elements: np.ndarray) -> np.ndarray:
+        """True at each position whose channel stays."""
+        return ~self.gone_class[self.analysis.resolution.cls[elements]]
+
+    def layout(self, tensor: str) -> Layout | None:
+        return self.analysis.layouts.get(tensor)
+
+    def note(self, node: gs.Node) -> dict[str, Any]:
+        return self.analysis.notes.get(self.prep.names[id(node)], {})
+
+    def fresh_name(self, base: str) -> str:
+        name, k = base, 2
+        while name in self.names:
+            name, k = f"{base}_{k}", k + 1
+        self.names.add(name)
+        return name
+
+    def set_input(self, node: gs.Node, index: int, values: np.ndarray) -> None:
+        """Give this node alone a new constant input (shape constants may be shared with other nodes)."""
+        while len(node.inputs) <= index:
+            node.inputs.append(gs.Variable.empty())
+        base = node.inputs[index].name or f"{self.prep.names[id(node)]}_input{index}"
+        node.inputs[index] = gs.Constant(self.fresh_name(base + "_pruned"), np.asarray(values))
+
+
+def _slice(values: np.ndarray, masks: dict[int, np.ndarray]) -> np.ndarray:
+    for axis, mask in sorted(masks.items()):
+        values = np.compress(mask, values, axis=axis)
+    return values
+
+
+def slice_parameters(rw: Rewriter) -> None:
+    """Slice every parameter member; a constant shared by differently sliced users is cloned."""
+    by_node = {id(n): n for n in rw.prep.graph.nodes}
+    by_name = {rw.prep.names[k]: n for k, n in by_node.items()}
+    masks: dict[tuple[str, int], dict[int, np.ndarray]] = defaultdict(dict)
+    for m in rw.analysis.members:
+        if m.input_index is None:
+            continue
+        keep = rw.kept(m.elements)
+        if not keep.all():
+            masks[(m.node, m.input_index)][m.axis] = keep
+    users: dict[str, list[tuple[gs.Node, int]]] = defaultdict(list)
+    for node in rw.prep.graph.nodes:
+        for i, t in enumerate(node.inputs):
+            if isinstance(t, gs.Constant):
+                users[t.name].append((node, i))
+    done: set[tuple[str, int]] = set()
+    for (node_name, index), spec in masks.items():
+        if (node_name, index) in done:
+            continue
+        node = by_name[node_name]
+        tensor = node.inputs[index]
+        key = _key(spec)
+        uses = users[tensor.name]
+        if all(_key(masks.get((rw.prep.names[id(n)], i), {})) == key for n, i in uses):
+            tensor.values = _slice(tensor.values, spec)
+            done.update((rw.prep.names[id(n)], i) for n, i in uses)
+        else:
+            rw.set_input(node, index, _slice(tensor.values, spec))
+            done.add((node_name, index))
+
+
+def _key(spec: dict[int, np.ndarray]) -> tuple:
+    return tuple((axis, mask.tobytes()) for axis, mask in sorted(spec.items()))
+
+
+def rewrite(prep: Prepared, analysis: Analysis, removed: dict[str, list[int]]) -> onnx.ModelProto:
+    """Apply the removal to the prepared graph and return a checked model."""
+    rw = Rewriter(prep, analysis, removed)
+    graph = prep.graph
+    original_outputs = {t.name: t.shape for t in graph.outputs}
+    slice_parameters(rw)
+    for node in graph.nodes:
+        rule = rule_for(node)
+        if rule is not None:
+            rule.rewrite(node, rw)
+    keep = {t.name for t in [*graph.inputs, *graph.outputs]}
+    for t in graph.tensors().values():
+        if isinstance(t, gs.Variable) and t.name not in keep:
+            t.shape = None
+    model = export(prep, graph)
+    return finish(model, original_outputs)
+
+
+def finish(model: onnx.ModelProto, outputs: dict[str, Any]) -> onnx.ModelProto:
+    """Re-infer shapes and refuse a model that is invalid or whose outputs changed shape."""
+    if model.ByteSize() >= TWO_GB:
+        return model  # checked on the saved file by the caller
+    try:
+        model = onnx.shape_inference.infer_shapes(model, check_type=True, data_prop=True)
+        onnx.checker.check_model(model, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise OnnxPruneError(f"the rewritten model does not check: {first}") from None
+    inferred = {o.name: [d.dim_value if d.HasField("dim_value") else d.dim_param or None
+                         for d in o.type.tensor_type.shape.dim] for o in model.graph.output}
+    for name, shape in outputs.items():
+        new = inferred.get(name)
+        if shape is not None and new and any(isinstance(a, int) and isinstance(c, int) and a != c
+                                             for a, c in zip(shape, new)):
+            raise OnnxPruneError(f"the rewritten model changes the shape of output '{name}' ({shape} -> {new})")
+    return model

@@ -1,0 +1,75 @@
+"""The dead-channel oracle: channels made exactly dead can be removed without changing any output."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from onnxprune import apply_plan, make_plan
+from onnxprune.analysis.analyze import build_analysis
+from onnxprune.analysis.cost import resolve_input_dims
+from onnxprune.loading import export, prepare
+
+KEEP_VALUE = {"mean", "var"}  # BN statistics: gamma = beta = 0 already kills the channel
+ONE_VALUE = {"divisor"}  # dividing by zero would make NaN, dividing by one keeps zero
+
+
+def subsets(channels: int, rng: np.random.Generator) -> dict[str, list[int]]:
+    """Channel subsets to remove: first, last, a random ~40%, and all but one."""
+    k = max(1, int(channels * 0.4))
+    return {
+        "first": [0],
+        "last": [channels - 1],
+        "random": sorted(rng.choice(channels, size=min(k, channels - 1), replace=False).tolist()),
+        "all_but_one": sorted(set(range(channels)) - {int(rng.integers(channels))}),
+    }
+
+
+def dead_copy(model: onnx.ModelProto, removed: dict[str, list[int]]) -> onnx.ModelProto:
+    """A copy of the model whose `removed` channels are zero in every parameter slice that carries them."""
+    prep = prepare(model)
+    analysis = build_analysis(prep)
+    nodes = {prep.names[id(n)]: n for n in prep.graph.nodes}
+    for m in analysis.members:
+        if m.input_index is None or m.kind in KEEP_VALUE:
+            continue
+        tensor = nodes[m.node].inputs[m.input_index]
+        values = np.array(tensor.values)
+        for gid, idx in removed.items():
+            pos, index = analysis.positions(m, analysis.group(gid))
+            sel = pos[np.isin(index, idx)]
+            where = [slice(None)] * values.ndim
+            where[m.axis] = sel
+            values[tuple(where)] = 1 if m.kind in ONE_VALUE else 0
+        tensor.values = values
+    return export(prep)
+
+
+def feeds(model: onnx.ModelProto, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random inputs at the model's concrete input shapes."""
+    prep = prepare(model)
+    rng = np.random.default_rng(seed)
+    dims = resolve_input_dims(prep.graph)
+    return {t.name: rng.standard_normal(dims[t.name]).astype(t.dtype) for t in prep.graph.inputs}
+
+
+def run(model: onnx.ModelProto, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 2
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return sess.run(None, inputs)
+
+
+def check_dead_channels(model: onnx.ModelProto, removed: dict[str, list[int]], rtol: float = 1e-5) -> onnx.ModelProto:
+    """Prune dead channels and assert every output is unchanged; return the pruned model."""
+    dead = dead_copy(model, removed)
+    plan = make_plan(build_analysis(prepare(dead)), removed)
+    pruned = apply_plan(dead, plan)
+    x = feeds(dead)
+    for name, want, got in zip([o.name for o in dead.graph.output], run(dead, x), run(pruned, x)):
+        assert want.shape == got.shape, f"output {name}: shape {got.shape} != {want.shape}"
+        scale = max(float(np.abs(want).max()), 1e-6)
+        err = float(np.abs(want - got).max()) / scale
+        assert err <= rtol, f"output {name}: relative error {err:.2e} after removing {removed}"
+    return pruned
