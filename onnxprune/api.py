@@ -14,9 +14,9 @@ def analyze(model: ModelSource, input_shapes: dict[str, tuple[int, ...]] | None 
     return build_analysis(prepare(model), input_shapes)
 
 
-def apply_plan(model: ModelSource, plan: Plan) -> onnx.ModelProto:
-    """Remove the plan's channels and return the smaller, checked model."""
+def apply_plan(model: ModelSource, plan: Plan, input_shapes: dict[str, tuple[int, ...]] | None = None) -> onnx.ModelProto:
+    """Remove the plan's channels and return the smaller, checked model (input_shapes as for analyze)."""
     prep = prepare(model)
-    analysis = build_analysis(prep)
+    analysis = build_analysis(prep, input_shapes)
     removed = check_plan(plan, analysis)
     return rewrite(prep, analysis, removed)

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .analysis.builder import CONSUMER, PRODUCER
+from .analysis.cost import prunable_macs_share
 
 if TYPE_CHECKING:
     from .analysis.analyze import Analysis
@@ -41,6 +42,7 @@ def analysis_json(analysis: "Analysis") -> dict:
         "params": analysis.cost.params, "macs": analysis.cost.macs,
         "input_shapes": {k: list(v) for k, v in analysis.cost.input_dims.items()},
         "groups_total": len(analysis.groups), "groups_prunable": len(prunable),
+        "prunable_macs_share": round(prunable_macs_share(analysis), 6),
         "groups": groups,
     }
 
@@ -60,10 +62,9 @@ def analysis_table(analysis: "Analysis", show_frozen: bool = True) -> str:
         status = "prunable" if g.prunable else f"frozen: {g.reason}"
         rows.append(f"{g.id[:28]:<28} {g.channels:>5} {g.params_share:>6.1%} {g.macs_share:>6.1%}  {flow:<60} {status}")
     p = analysis.prunable
-    share = sum(g.macs_share for g in p)
     rows.append(f"{len(analysis.groups)} groups, {len(p)} prunable; {analysis.cost.params:,} parameters, "
-                f"{analysis.cost.macs:,} MACs at {_shapes(analysis)}; prunable groups touch "
-                f"{min(share, 1):.0%} of MACs")
+                f"{analysis.cost.macs:,} MACs at {_shapes(analysis)}; prunable channels reach "
+                f"{prunable_macs_share(analysis):.0%} of MACs")
     return "\n".join(rows)
 
 

@@ -25,10 +25,10 @@ def subsets(channels: int, rng: np.random.Generator) -> dict[str, list[int]]:
     }
 
 
-def dead_copy(model: onnx.ModelProto, removed: dict[str, list[int]]) -> onnx.ModelProto:
+def dead_copy(model: onnx.ModelProto, removed: dict[str, list[int]], shapes=None) -> onnx.ModelProto:
     """A copy of the model whose `removed` channels are zero in every parameter slice that carries them."""
     prep = prepare(model)
-    analysis = build_analysis(prep)
+    analysis = build_analysis(prep, shapes)
     nodes = {prep.names[id(n)]: n for n in prep.graph.nodes}
     for m in analysis.members:
         if m.input_index is None or m.kind in KEEP_VALUE:
@@ -45,11 +45,11 @@ def dead_copy(model: onnx.ModelProto, removed: dict[str, list[int]]) -> onnx.Mod
     return export(prep)
 
 
-def feeds(model: onnx.ModelProto, seed: int = 0) -> dict[str, np.ndarray]:
+def feeds(model: onnx.ModelProto, shapes=None, seed: int = 0) -> dict[str, np.ndarray]:
     """Random inputs at the model's concrete input shapes."""
     prep = prepare(model)
     rng = np.random.default_rng(seed)
-    dims = resolve_input_dims(prep.graph)
+    dims = resolve_input_dims(prep.graph, shapes)
     return {t.name: rng.standard_normal(dims[t.name]).astype(t.dtype) for t in prep.graph.inputs}
 
 
@@ -61,15 +61,28 @@ def run(model: onnx.ModelProto, inputs: dict[str, np.ndarray]) -> list[np.ndarra
     return sess.run(None, inputs)
 
 
-def check_dead_channels(model: onnx.ModelProto, removed: dict[str, list[int]], rtol: float = 1e-5) -> onnx.ModelProto:
+def check_dead_channels(model: onnx.ModelProto, removed: dict[str, list[int]], rtol: float = 1e-5,
+                        shapes=None, atol: float = 1e-6) -> onnx.ModelProto:
     """Prune dead channels and assert every output is unchanged; return the pruned model."""
-    dead = dead_copy(model, removed)
-    plan = make_plan(build_analysis(prepare(dead)), removed)
-    pruned = apply_plan(dead, plan)
-    x = feeds(dead)
-    for name, want, got in zip([o.name for o in dead.graph.output], run(dead, x), run(pruned, x)):
+    dead = dead_copy(model, removed, shapes)
+    plan = make_plan(build_analysis(prepare(dead), shapes), removed)
+    pruned = apply_plan(dead, plan, shapes)
+    x = feeds(dead, shapes)
+    want_all = run(dead, x)
+    noise = _sensitivity(dead, x, want_all)
+    for name, want, got in zip([o.name for o in dead.graph.output], want_all, run(pruned, x)):
         assert want.shape == got.shape, f"output {name}: shape {got.shape} != {want.shape}"
-        scale = max(float(np.abs(want).max()), 1e-6)
-        err = float(np.abs(want - got).max()) / scale
-        assert err <= rtol, f"output {name}: relative error {err:.2e} after removing {removed}"
+        # relative to the output's scale, with a floor for float32 noise: saturated outputs, and
+        # models so ill-conditioned (many dead channels) that rounding alone moves the output
+        scale = float(np.abs(want).max())
+        err = float(np.abs(want - got).max())
+        bound = rtol * scale + atol + 10 * noise[name]
+        assert err <= bound, (f"output {name}: max error {err:.2e} > bound {bound:.2e} (scale {scale:.2e}) "
+                              f"after removing {removed}")
     return pruned
+
+
+def _sensitivity(model: onnx.ModelProto, x: dict[str, np.ndarray], want: list[np.ndarray]) -> dict[str, float]:
+    """How far each output moves when float inputs change by one part in a million."""
+    nudged = {k: v * np.asarray(1 + 1e-6, v.dtype) if np.issubdtype(v.dtype, np.floating) else v for k, v in x.items()}
+    return {o.name: float(np.abs(a - b).max()) for o, a, b in zip(model.graph.output, want, run(model, nudged))}

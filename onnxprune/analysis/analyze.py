@@ -12,7 +12,7 @@ from .builder import Builder, Layout, Member
 from .cost import Cost, count_cost
 from .groups import Group, Resolution, resolve
 from .rules import rule_for
-from .shapes import infer_shapes
+from .shapes import probe_shapes
 
 
 @dataclass
@@ -75,7 +75,7 @@ def _unknown(node: gs.Node, b: Builder) -> None:
 def build_analysis(prep: Prepared, input_dims: dict[str, tuple[int, ...]] | None = None) -> Analysis:
     """Apply each node's rule in graph order, then resolve groups and their cost shares."""
     graph = prep.graph
-    shapes = infer_shapes(graph, list(prep.template.opset_import))
+    shapes = probe_shapes(graph, list(prep.template.opset_import), input_dims)
     b = Builder(graph, shapes, prep.names)
     for node in graph.nodes:
         rule = rule_for(node)

@@ -41,6 +41,18 @@ class Cost:
             g.macs_share = sum(self.node_macs.get(n, 0) * f for n, f in node_frac.items()) / max(self.macs, 1)
 
 
+def prunable_macs_share(analysis: "Analysis") -> float:
+    """Share of all MACs in nodes whose channels some prunable group can slice (each node counted once)."""
+    frac: dict[str, float] = {}
+    for g in analysis.prunable:
+        for m in g.members:
+            if m.kind is not None:
+                f = len(analysis.positions(m, g)[0]) / len(m.elements)
+                frac[m.node] = max(frac.get(m.node, 0.0), f)
+    cost = analysis.cost
+    return sum(cost.node_macs.get(n, 0) * f for n, f in frac.items()) / max(cost.macs, 1)
+
+
 def resolve_input_dims(graph: gs.Graph, given: dict[str, tuple[int, ...]] | None = None) -> dict[str, tuple[int, ...]]:
     """Concrete input shapes: given ones, else static dims, 1 for a symbolic batch, DEFAULT_DIM elsewhere."""
     dims = {}

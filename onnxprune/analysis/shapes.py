@@ -1,6 +1,7 @@
 """Shape inference over a weight-free skeleton of the graph, so big models are not copied."""
 from __future__ import annotations
 
+import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 from onnx import helper
@@ -38,13 +39,61 @@ def _node_proto(node: gs.Node) -> onnx.NodeProto:
     return OnnxExporter.export_node(node)
 
 
+def probe_shapes(graph: gs.Graph, opset_imports, fixed: dict[str, tuple[int, ...]] | None = None) -> dict[str, Shape]:
+    """Shapes at two different concrete input sizes: dims that agree are static, the others dynamic.
+
+    A dynamic dim becomes a token naming its two probe values, so two dims that follow the same
+    input dim still compare equal, and a dynamic dim is never mistaken for a broadcast 1. Input
+    dims the caller fixes are used in both probes, except a symbolic batch dim, which always varies.
+    """
+    symbolic = infer_shapes(graph, opset_imports)
+    probes = [infer_shapes(graph, opset_imports, _probe_dims(graph, k, fixed or {})) for k in (0, 1)]
+    merged = dict(symbolic)
+    for name, a in probes[0].items():
+        b = probes[1].get(name)
+        old = symbolic.get(name)
+        if b is None or len(a) != len(b) or (old is not None and len(old) != len(a)):
+            continue
+        dims = [x if x == y else f"~{x},{y}" for x, y in zip(a, b)]
+        merged[name] = tuple(o if isinstance(o, int) else d for o, d in zip(old or dims, dims))
+    return merged
+
+
+def _probe_dims(graph: gs.Graph, k: int, fixed: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+    """Probe k's input shapes: model-static dims kept; the rest from `fixed` or 224 / 256; batch 1 / 2."""
+    dims = {}
+    for t in graph.inputs:
+        if t.shape is None:
+            continue
+        given = fixed.get(t.name)
+        shape = []
+        for i, d in enumerate(t.shape):
+            if isinstance(d, int) and d > 0:
+                shape.append(d)
+            elif i == 0:
+                shape.append((given[0] if given else 1) + k)
+            else:
+                shape.append(given[i] if given else (224, 256)[k])
+        dims[t.name] = tuple(shape)
+    return dims
+
+
 def infer_shapes(graph: gs.Graph, opset_imports, input_dims: dict[str, tuple[int, ...]] | None = None) -> dict[str, Shape]:
     """Tensor name -> inferred shape (ints, symbolic names or None per dim); rank-unknown tensors absent."""
-    model = _skeleton(graph, opset_imports, input_dims)
+    skeleton = _skeleton(graph, opset_imports, input_dims)
+    shapes = _run_inference(skeleton, graph)
+    for _ in range(4 if input_dims else 0):  # concrete sizes: resolve runtime Reshape targets, re-infer
+        if not _pin_reshape_targets(skeleton, graph, shapes):
+            break
+        shapes = _run_inference(skeleton, graph)
+    return shapes
+
+
+def _run_inference(skeleton: onnx.ModelProto, graph: gs.Graph) -> dict[str, Shape]:
     try:
-        model = onnx.shape_inference.infer_shapes(model, data_prop=True)
+        model = onnx.shape_inference.infer_shapes(skeleton, data_prop=True)
     except Exception:  # noqa: BLE001 - partial inference is still useful; unknown shapes freeze
-        pass
+        model = skeleton
     shapes: dict[str, Shape] = {}
     for vi in [*model.graph.input, *model.graph.value_info, *model.graph.output]:
         tt = vi.type.tensor_type
@@ -54,6 +103,28 @@ def infer_shapes(graph: gs.Graph, opset_imports, input_dims: dict[str, tuple[int
         if isinstance(t, gs.Constant):
             shapes[t.name] = tuple(t.values.shape)
     return shapes
+
+
+def _pin_reshape_targets(skeleton: onnx.ModelProto, graph: gs.Graph, shapes: dict[str, Shape]) -> bool:
+    """In the skeleton only: replace traceable runtime Reshape targets by their concrete values."""
+    from .shape_values import trace
+
+    ranks = {k: len(v) for k, v in shapes.items()}
+    tensors = graph.tensors()
+    pinned = False
+    for proto in skeleton.graph.node:
+        if proto.op_type != "Reshape" or proto.output[0] in shapes or proto.input[1] not in tensors:
+            continue
+        entries = trace(tensors[proto.input[1]], ranks)
+        if entries is None:
+            continue
+        values = [e if isinstance(e, int) else (shapes.get(e[0]) or (None,) * (e[1] + 1))[e[1]] for e in entries]
+        if all(isinstance(v, int) for v in values):
+            name = f"{proto.input[1]}__pinned"
+            skeleton.graph.initializer.append(onnx.numpy_helper.from_array(np.array(values, np.int64), name))
+            proto.input[1] = name
+            pinned = True
+    return pinned
 
 
 def _dim(d) -> Dim:

@@ -18,9 +18,23 @@ def static(dims: Sequence) -> bool:
     return all(isinstance(d, int) for d in dims)
 
 
-def volume(dims: Sequence) -> int | None:
-    """Product of dims, None if any is not a known int."""
-    return math.prod(dims) if static(dims) else None
+def volume(dims: Sequence) -> int | str | None:
+    """Product of dims: an int, a probe token `~a,b` when dynamic dims are involved, else None."""
+    if static(dims):
+        return math.prod(dims)
+    probes = [(d, d) if isinstance(d, int) else _token(d) for d in dims]
+    if any(p is None for p in probes):
+        return None
+    a, b = math.prod(p[0] for p in probes), math.prod(p[1] for p in probes)
+    return a if a == b else f"~{a},{b}"
+
+
+def _token(d) -> tuple[int, int] | None:
+    """The two probe values of a dynamic dim token (see shapes.probe_shapes)."""
+    if isinstance(d, str) and d.startswith("~"):
+        a, _, b = d[1:].partition(",")
+        return int(a), int(b)
+    return None
 
 
 def attr_or_input(node: gs.Node, b: Builder, attr: str, index: int) -> np.ndarray | None:

@@ -11,6 +11,7 @@ import onnx_graphsurgeon as gs
 
 from ..builder import Builder
 from . import Rule, register
+from ..shape_values import trace
 from .common import attr_or_input, norm_axis, passthrough, volume
 
 
@@ -30,7 +31,7 @@ class FlattenRule(Rule):
         k = norm_axis(node.attrs.get("axis", 1), len(shape)) if shape is not None else None
         inner = volume(shape[lay.axis + 1:]) if shape is not None else None
         outer = volume(shape[k:lay.axis]) if k is not None and k <= lay.axis else None
-        if inner is None or outer is None:
+        if not isinstance(inner, int) or not isinstance(outer, int):
             b.freeze(lay.elements, f"Flatten '{b.name(node)}': channel axis not after a static split point")
             return
         passthrough(node, b, 1, _merged(lay.elements, inner, outer))
@@ -54,9 +55,9 @@ class ReshapeRule(Rule):
             return
         name = f"Reshape '{b.name(node)}'"
         s_in, s_out = b.shape(node.inputs[0]), b.shape(node.outputs[0])
-        target = b.const(node.inputs[1])
-        if s_in is None or s_out is None or target is None:
-            b.freeze(lay.elements, f"{name}: shapes or target unknown (target computed at runtime?)")
+        target = trace(node.inputs[1], {k: len(v) for k, v in b.shapes.items()})
+        if s_in is None or s_out is None or target is None or len(target) != len(s_out):
+            b.freeze(lay.elements, f"{name}: shapes unknown or target not traceable")
             return
         c, a = len(lay.elements), lay.axis
         for j in range(len(s_out)):
@@ -64,18 +65,31 @@ class ReshapeRule(Rule):
                 continue
             for end in range(a + 1, len(s_in) + 1):
                 inner = volume(s_in[a + 1:end])
-                if inner is not None and s_out[j] == c * inner and _prefix_matches(s_in[end:], s_out[j + 1:]):
-                    if int(target[j]) not in (-1, 0, c * inner) or (int(target[j]) == 0 and inner != 1):
-                        break
+                if isinstance(inner, int) and s_out[j] == c * inner and _prefix_matches(s_in[end:], s_out[j + 1:]):
+                    problem = self._entry_problem(node, target[j], a, c * inner, j)
+                    if problem:
+                        b.freeze(lay.elements, f"{name}: {problem}")
+                        return
                     b.note(node, index=j, inner=inner, elements=lay.elements)
                     passthrough(node, b, j, np.repeat(lay.elements, inner))
                     return
         b.freeze(lay.elements, f"{name} splits or reorders the channel axis ({list(s_in)} -> {list(s_out)})")
 
+    @staticmethod
+    def _entry_problem(node: gs.Node, entry, axis: int, size: int, j: int) -> str | None:
+        """Why the target entry for the channel axis cannot follow pruning, or None if it can."""
+        if entry == -1 or entry == (node.inputs[0].name, axis) or (entry == 0 and j == axis):
+            return None
+        if entry == size and isinstance(node.inputs[1], gs.Constant):
+            return None
+        return f"target entry {j} ({entry}) fixes the channel count and cannot be rewritten"
+
     def rewrite(self, node: gs.Node, rw) -> None:
         note = rw.note(node)
+        if not note or not isinstance(node.inputs[1], gs.Constant):
+            return
         target = np.array(node.inputs[1].values)
-        if note and target[note["index"]] > 0:
+        if target[note["index"]] > 0:
             target[note["index"]] = int(rw.kept(note["elements"]).sum()) * note["inner"]
             rw.set_input(node, 1, target)
 

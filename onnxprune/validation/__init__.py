@@ -1,0 +1,1 @@
+"""Validation: run models in onnxruntime to vouch for a rewritten graph."""

@@ -1,0 +1,48 @@
+"""A smoke run: the rewritten model must load and run in onnxruntime with the original's output shapes."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from ..errors import OnnxPruneError
+
+
+def _session(model: onnx.ModelProto | str):
+    import onnxruntime as ort  # lazy: analysis and rewriting do not need it
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    data = model if isinstance(model, str) else model.SerializeToString()
+    return ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+
+
+def random_feeds(model: onnx.ModelProto, dims: dict[str, tuple[int, ...]], seed: int = 0) -> dict[str, np.ndarray]:
+    """Random inputs at concrete shapes, typed as the model declares them."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    inits = {t.name for t in model.graph.initializer}
+    for vi in [i for i in model.graph.input if i.name not in inits]:
+        dtype = onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)
+        shape = dims[vi.name]
+        feeds[vi.name] = (rng.standard_normal(shape) if np.issubdtype(dtype, np.floating)
+                          else rng.integers(0, 2, shape)).astype(dtype)
+    return feeds
+
+
+def smoke_check(original: onnx.ModelProto | str, pruned: onnx.ModelProto, dims: dict[str, tuple[int, ...]]) -> None:
+    """Run both models on one random input; refuse a pruned model that fails or changes output shapes."""
+    feeds = random_feeds(pruned, dims)
+    try:
+        want = _session(original).run(None, feeds)
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises many types
+        raise OnnxPruneError(f"the original model does not run in onnxruntime at {dims} "
+                             f"(fix shapes with --shape): {str(exc).splitlines()[0]}") from None
+    try:
+        got = _session(pruned).run(None, feeds)
+    except Exception as exc:  # noqa: BLE001
+        raise OnnxPruneError(f"the pruned model does not run in onnxruntime: {str(exc).splitlines()[0]}") from None
+    for out, a, b in zip(pruned.graph.output, want, got):
+        if a.shape != b.shape:
+            raise OnnxPruneError(f"the pruned model changes output '{out.name}' from {a.shape} to {b.shape}")
+        if np.issubdtype(b.dtype, np.floating) and not np.isfinite(b).all() and np.isfinite(a).all():
+            raise OnnxPruneError(f"the pruned model's output '{out.name}' is not finite")
