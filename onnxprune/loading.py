@@ -132,6 +132,10 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike, external_data: b
     external = model.ByteSize() > TWO_GB if external_data is None else external_data
     external = external or model.ByteSize() > TWO_GB
     path.parent.mkdir(parents=True, exist_ok=True)
+    if external:  # onnx moves tensor data out of the proto it saves: keep the caller's intact
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)
+        model = copy
     tmpdir = Path(tempfile.mkdtemp(prefix=".onnxprune-", dir=path.parent))
     try:
         data_name = path.name + ".data"

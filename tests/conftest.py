@@ -1,0 +1,32 @@
+"""Shared fixtures: hand-built patterns, committed exports, third-party models fetched by .ci/run."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).parent
+ROOT = TESTS.parent
+sys.path.insert(0, str(TESTS))
+
+THIRD_PARTY = ROOT / "models" / "third_party" / "rapidocr"
+# PP-OCR models need their real input sizes (det: multiple of 32; rec: height 48)
+OCR_MODELS = {
+    "ch_ppocr_mobile_v2.0_cls_infer.onnx": {"x": (1, 3, 48, 192)},
+    "ch_PP-OCRv4_det_infer.onnx": {"x": (1, 3, 128, 128)},
+    "ch_PP-OCRv4_rec_infer.onnx": {"x": (1, 3, 48, 320)},
+}
+
+
+def ocr_model(name: str) -> Path:
+    """Path of a PP-OCR model; `python tools/fetch_models.py` (run by .ci/run) puts them there."""
+    path = THIRD_PARTY / name
+    if not path.is_file():
+        pytest.fail(f"{path} missing: run `python tools/fetch_models.py` first (no network: see README)")
+    return path
+
+
+@pytest.fixture
+def tmp(tmp_path: Path) -> Path:
+    return tmp_path

@@ -1,0 +1,95 @@
+"""Python API contracts: inputs untouched, deterministic ids, metadata kept, external data, replay."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+import handmade
+import oracle
+from onnxprune import analyze, apply_plan, make_plan
+from onnxprune.loading import save_model
+
+
+def _with_metadata() -> onnx.ModelProto:
+    m = handmade.concat_offsets()
+    onnx.helper.set_model_props(m, {"character": "a\nb\nc", "labels": "cat,dog"})
+    m.producer_name, m.producer_version = "unit-test", "9.9"
+    return m
+
+
+def test_caller_model_not_modified() -> None:
+    m = _with_metadata()
+    before = m.SerializeToString()
+    a = analyze(m)
+    apply_plan(m, make_plan(a, {g.id: [0] for g in a.prunable}))
+    assert m.SerializeToString() == before
+
+
+def test_ids_deterministic_and_path_equals_proto(tmp: Path) -> None:
+    m = handmade.residual_add()
+    path = tmp / "m.onnx"
+    onnx.save(m, path)
+    a, b = analyze(m), analyze(path)
+    assert [g.id for g in a.groups] == [g.id for g in b.groups] and a.sha256 == b.sha256
+    assert a.to_json()["groups"] == analyze(m).to_json()["groups"]
+
+
+def test_names_metadata_opsets_preserved() -> None:
+    m = _with_metadata()
+    a = analyze(m)
+    p = apply_plan(m, make_plan(a, {g.id: [1] for g in a.prunable}))
+    assert [i.name for i in p.graph.input] == [i.name for i in m.graph.input]
+    assert [o.name for o in p.graph.output] == [o.name for o in m.graph.output]
+    assert {x.key: x.value for x in p.metadata_props} == {"character": "a\nb\nc", "labels": "cat,dog"}
+    assert (p.producer_name, p.producer_version) == ("unit-test", "9.9")
+    assert [(o.domain, o.version) for o in p.opset_import] == [(o.domain, o.version) for o in m.opset_import]
+    shapes = lambda g: [[d.dim_value for d in o.type.tensor_type.shape.dim] for o in g.output]  # noqa: E731
+    assert shapes(p.graph) == shapes(m.graph)
+
+
+def test_plan_replays_to_identical_model() -> None:
+    m = handmade.flatten_gemm()
+    a = analyze(m)
+    plan = make_plan(a, {"conv1": [1, 4], "gemm1": [0, 5, 9]})
+    assert apply_plan(m, plan).SerializeToString() == apply_plan(m, plan).SerializeToString()
+
+
+def test_external_data_in_and_out(tmp: Path) -> None:
+    m = handmade.conv_bn_relu_chain()
+    src = tmp / "ext.onnx"
+    copy = onnx.ModelProto()
+    copy.CopyFrom(m)  # saving with external data rewrites the proto it is given
+    onnx.save(copy, src, save_as_external_data=True, location="ext.onnx.data", size_threshold=0)
+    assert (tmp / "ext.onnx.data").exists()
+    a = analyze(src)
+    assert a.sha256 == analyze(m).sha256
+    pruned = apply_plan(src, make_plan(a, {"conv1": [2]}))
+    out = tmp / "out" / "pruned.onnx"
+    written = save_model(pruned, out, external_data=True)
+    assert written == [str(out.parent / "pruned.onnx.data"), str(out)]
+    back = onnx.load(out)
+    x = oracle.feeds(m)
+    assert oracle.run(back, x)[0].shape == oracle.run(m, x)[0].shape
+
+
+def test_opsets_9_and_23() -> None:
+    for build in (handmade.opset9_chain, handmade.opset23_chain):
+        m = build()
+        a = analyze(m)
+        assert len(a.prunable) == 2
+        p = apply_plan(m, make_plan(a, {g.id: [0] for g in a.prunable}))
+        onnx.checker.check_model(p, full_check=True)
+
+
+def test_counter_hand_computed() -> None:
+    """MACs of a conv chain: out_elems * cin/g * k*k per conv, plus BN elements."""
+    a = analyze(handmade.conv_bn_relu_chain())
+    node = a.cost.node_macs
+    m = handmade.conv_bn_relu_chain()
+    w = {t.name: list(t.dims) for t in m.graph.initializer}
+    conv1 = next(n for n in m.graph.node if n.name == "conv1")
+    cout, cin, kh, kw = w[conv1.input[1]]
+    assert node["conv1"] == 16 * 16 * cout * cin * kh * kw
+    assert a.cost.params == sum(int(np.prod(d)) for d in w.values())
