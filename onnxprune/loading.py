@@ -69,8 +69,20 @@ def _first_line(exc: BaseException) -> str:
 
 
 def model_sha256(model: onnx.ModelProto) -> str:
-    """Content hash of a model, stable for the same model read from a file or passed as a proto."""
-    return hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()
+    """Content hash: the same for one model whether its weights are raw, typed or external data.
+
+    Hashes the proto without initializers, then each initializer's name, type, dims and values.
+    The model must be a private copy: its initializers are detached and put back.
+    """
+    inits = list(model.graph.initializer)
+    del model.graph.initializer[:]
+    digest = hashlib.sha256(model.SerializeToString(deterministic=True))
+    for t in inits:
+        values = onnx.numpy_helper.to_array(t)
+        digest.update(f"{t.name}|{t.data_type}|{list(t.dims)}|".encode())
+        digest.update(values.tobytes())
+    model.graph.initializer.extend(inits)
+    return digest.hexdigest()
 
 
 def default_opset(model: onnx.ModelProto) -> int:
