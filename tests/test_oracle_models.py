@@ -1,0 +1,62 @@
+"""Dead-channel oracle on real exporter output and real trained third-party networks.
+
+Every prunable group of each model is pruned at once, with several channel subsets.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+import oracle
+from conftest import OCR_MODELS, ROOT, ocr_model
+from onnxprune import analyze
+from onnxprune.analysis.cost import prunable_macs_share
+
+TORCHVISION = sorted((ROOT / "models" / "torchvision").glob("*.onnx"))
+# Architectures whose channels nearly all stay prunable; a rule regression would show up here.
+MOSTLY_PRUNABLE = ("resnet", "mobilenet", "vgg", "densenet", "efficientnet", "regnet", "squeezenet")
+
+
+def _oracle(model: onnx.ModelProto, subset: str, shapes=None) -> None:
+    analysis = analyze(model, shapes)
+    rng = np.random.default_rng(3)
+    removed = {g.id: oracle.subsets(g.channels, rng)[subset] for g in analysis.prunable}
+    assert removed
+    oracle.check_dead_channels(model, removed, shapes=shapes)
+
+
+def test_torchvision_exports_present() -> None:
+    assert len(TORCHVISION) >= 40, "models/torchvision is incomplete: see tools/export_torchvision_models.py"
+
+
+@pytest.mark.parametrize("subset", ["random", "last", "all_but_one"])
+@pytest.mark.parametrize("path", TORCHVISION, ids=[p.stem for p in TORCHVISION])
+def test_torchvision(path: Path, subset: str) -> None:
+    _oracle(onnx.load(path), subset)
+
+
+@pytest.mark.parametrize("path", TORCHVISION, ids=[p.stem for p in TORCHVISION])
+def test_torchvision_coverage(path: Path) -> None:
+    analysis = analyze(path)
+    if path.stem.startswith(MOSTLY_PRUNABLE):
+        assert prunable_macs_share(analysis) > 0.9
+        assert [g.reason for g in analysis.groups if not g.prunable] == [
+            f"reaches graph output '{onnx.load(path).graph.output[0].name}'"]
+
+
+@pytest.mark.parametrize("subset", ["first", "random", "all_but_one"])
+@pytest.mark.parametrize("name", list(OCR_MODELS))
+def test_pp_ocr(name: str, subset: str) -> None:
+    _oracle(onnx.load(ocr_model(name)), subset, OCR_MODELS[name])
+
+
+def test_pp_ocr_rec_freezes_only_what_mixes_channels() -> None:
+    name = "ch_PP-OCRv4_rec_infer.onnx"
+    analysis = analyze(ocr_model(name), OCR_MODELS[name])
+    reasons = " ".join(g.reason for g in analysis.groups if not g.prunable)
+    assert len(analysis.prunable) >= 20
+    assert "reduces over the channel axis" in reasons and "Softmax" in reasons
+    assert "unknown rank" not in reasons and "not traceable" not in reasons
