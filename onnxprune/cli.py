@@ -10,7 +10,7 @@ from pathlib import Path
 from .analysis.analyze import build_analysis
 from .analysis.cost import resolve_input_dims
 from .errors import OnnxPruneError
-from .loading import prepare, save_model
+from .loading import check_file, prepare, save_model
 from .plan import check_plan, load_plan
 from .report import analysis_table
 from .rewrite.rewriter import rewrite
@@ -62,12 +62,17 @@ def cmd_prune(args: argparse.Namespace) -> int:
     removed = check_plan(plan, analysis)
     dims = resolve_input_dims(prep.graph, shapes)
     model = rewrite(prep, analysis, removed)
-    if not args.no_verify:
-        from .validation.smoke import smoke_check
-
-        smoke_check(str(args.model), model, dims)
     after = build_analysis(prepare(model), shapes).cost
-    written = save_model(model, args.output, external_data=prep.external_data or None)
+
+    def verify(path: Path) -> None:
+        """Vouch for the bytes written: full check (from the file, so >2 GB works) and a run."""
+        check_file(path)
+        if not args.no_verify:
+            from .validation.smoke import smoke_check
+
+            smoke_check(str(args.model), str(path), dims)
+
+    written = save_model(model, args.output, external_data=prep.external_data or None, verify=verify)
     before = analysis.cost
     print(f"removed {sum(map(len, removed.values()))} channels in {len(removed)} groups; "
           f"parameters {before.params:,} -> {after.params:,} ({1 - after.params / max(before.params, 1):.1%} fewer), "

@@ -7,6 +7,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import onnx
 import onnx_graphsurgeon as gs
@@ -138,8 +139,20 @@ def export(prep: Prepared, graph: gs.Graph | None = None) -> onnx.ModelProto:
     return out
 
 
-def save_model(model: onnx.ModelProto, path: str | os.PathLike, external_data: bool | None = None) -> list[str]:
-    """Write a model atomically (no partial file on failure); return the paths written."""
+def check_file(path: Path) -> None:
+    """Full onnx check of a written model file (works past 2 GB with external data)."""
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise OnnxPruneError(f"the written model does not check: {_first_line(exc)}") from None
+
+
+def save_model(model: onnx.ModelProto, path: str | os.PathLike, external_data: bool | None = None,
+               verify: Callable[[Path], None] | None = None) -> list[str]:
+    """Write a model atomically; `verify` sees the written file before it is moved into place.
+
+    Nothing is left at `path` when writing or verifying fails. Returns the paths written.
+    """
     path = Path(path)
     external = model.ByteSize() > TWO_GB if external_data is None else external_data
     external = external or model.ByteSize() > TWO_GB
@@ -153,6 +166,8 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike, external_data: b
         data_name = path.name + ".data"
         onnx.save_model(model, str(tmpdir / path.name), save_as_external_data=external,
                         all_tensors_to_one_file=True, location=data_name, size_threshold=1024)
+        if verify is not None:
+            verify(tmpdir / path.name)
         written = []
         for name in [data_name, path.name] if external else [path.name]:
             os.replace(tmpdir / name, path.parent / name)

@@ -156,3 +156,27 @@ def test_shape_option(model_file: Path) -> None:
     assert r.returncode == 2 and "not a model input" in r.stderr
     r = cli("analyze", str(model_file), "--shape", "x:1x3xbad")
     assert r.returncode == 2 and "expected NAME:D1xD2" in r.stderr
+
+
+def test_failed_verification_leaves_nothing(tmp: Path) -> None:
+    from onnxprune import OnnxPruneError
+    from onnxprune.loading import save_model
+
+    def refuse(path: Path) -> None:
+        assert path.is_file()  # verification sees the written bytes
+        raise OnnxPruneError("no")
+
+    with pytest.raises(OnnxPruneError):
+        save_model(handmade.residual_add(), tmp / "o.onnx", external_data=True, verify=refuse)
+    assert list(tmp.iterdir()) == []
+
+
+def test_external_data_model_through_cli(tmp: Path) -> None:
+    src = tmp / "ext.onnx"
+    onnx.save(handmade.conv_bn_relu_chain(), src, save_as_external_data=True, location="ext.onnx.data",
+              size_threshold=0)
+    plan = plan_file(tmp, src, {"conv2": [0, 3]})
+    out = tmp / "out.onnx"
+    r = cli("prune", str(src), "-o", str(out), "--plan", str(plan))
+    assert r.returncode == 0, r.stderr
+    assert (tmp / "out.onnx.data").is_file() and analyze(out).group("conv2").channels == 10

@@ -29,9 +29,11 @@ def random_feeds(model: onnx.ModelProto, dims: dict[str, tuple[int, ...]], seed:
     return feeds
 
 
-def smoke_check(original: onnx.ModelProto | str, pruned: onnx.ModelProto, dims: dict[str, tuple[int, ...]]) -> None:
+def smoke_check(original: onnx.ModelProto | str, pruned: onnx.ModelProto | str,
+                dims: dict[str, tuple[int, ...]]) -> None:
     """Run both models on one random input; refuse a pruned model that fails or changes output shapes."""
-    feeds = random_feeds(pruned, dims)
+    header = onnx.load(pruned, load_external_data=False) if isinstance(pruned, str) else pruned
+    feeds = random_feeds(header, dims)
     try:
         want = _session(original).run(None, feeds)
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises many types
@@ -41,7 +43,7 @@ def smoke_check(original: onnx.ModelProto | str, pruned: onnx.ModelProto, dims: 
         got = _session(pruned).run(None, feeds)
     except Exception as exc:  # noqa: BLE001
         raise OnnxPruneError(f"the pruned model does not run in onnxruntime: {str(exc).splitlines()[0]}") from None
-    for out, a, b in zip(pruned.graph.output, want, got):
+    for out, a, b in zip(header.graph.output, want, got):
         if a.shape != b.shape:
             raise OnnxPruneError(f"the pruned model changes output '{out.name}' from {a.shape} to {b.shape}")
         if np.issubdtype(b.dtype, np.floating) and not np.isfinite(b).all() and np.isfinite(a).all():
