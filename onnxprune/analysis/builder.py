@@ -1,7 +1,7 @@
 """The context per-op rules write into: channel layouts, couplings, sliced parameters, freezes."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np

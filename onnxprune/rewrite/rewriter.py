@@ -9,7 +9,6 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from ..analysis.analyze import Analysis
-from ..analysis.builder import Layout
 from ..analysis.rules import rule_for
 from ..errors import OnnxPruneError
 from ..loading import TWO_GB, Prepared, export
@@ -31,9 +30,6 @@ class Rewriter:
     def kept(self, elements: np.ndarray) -> np.ndarray:
         """True at each position whose channel stays."""
         return ~self.gone_class[self.analysis.resolution.cls[elements]]
-
-    def layout(self, tensor: str) -> Layout | None:
-        return self.analysis.layouts.get(tensor)
 
     def note(self, node: gs.Node) -> dict[str, Any]:
         return self.analysis.notes.get(self.prep.names[id(node)], {})

@@ -39,7 +39,7 @@ class ResizeRule(Rule):
     """Scale 1 on the channel axis; a `sizes` input holding the channel count is rewritten."""
 
     def analyze(self, node: gs.Node, b: Builder) -> None:
-        lay, rank = b.layout(node.inputs[0]), b.rank(node.inputs[0])
+        lay = b.layout(node.inputs[0])
         if lay is None:
             return
         name = f"{node.op} '{b.name(node)}'"
