@@ -1,0 +1,86 @@
+"""Score every prunable group with one criterion; aggregate over the group's members."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from ..analysis.analyze import Analysis
+from ..analysis.builder import CONSUMER, PRODUCER
+from ..analysis.groups import Group
+from ..errors import OnnxPruneError
+from ..loading import Prepared
+from .fpgm import fpgm
+from .norms import l1, l2
+from .slices import channel_matrix
+
+KERNELS: dict[str, Callable[[np.ndarray], np.ndarray]] = {"l1": l1, "l2": l2, "fpgm": fpgm}
+CRITERIA = ("l1", "l2", "fpgm", "bn", "random")
+AGGREGATE = {"mean": np.mean, "sum": np.sum, "max": np.max}
+BN_FALLBACK = "l1"
+
+
+@dataclass
+class GroupScores:
+    """Per-channel importance of one group (higher = keep), and what produced it."""
+
+    scores: np.ndarray
+    criterion: str
+    note: str | None = None
+
+
+def _normalised(s: np.ndarray) -> np.ndarray:
+    """Scale to mean 1 so members (and, for global ranking, groups) of different scale compare."""
+    m = float(np.mean(s))
+    return s / m if m > 0 else s
+
+
+def _weight_scores(prep: Prepared, analysis: Analysis, g: Group, kernel, consumers: bool, agg, norm: bool):
+    """Criterion over the producers' output filters (and consumers' input slices if asked)."""
+    roles = (PRODUCER, CONSUMER) if consumers else (PRODUCER,)
+    tensors = prep.graph.tensors()
+    per_member = []
+    for m in g.members:
+        if m.kind == "weight" and m.role in roles:
+            s = kernel(channel_matrix(analysis, tensors[m.tensor].values, m, g))
+            per_member.append(_normalised(s) if norm else s)
+    if not per_member:
+        raise OnnxPruneError(f"group '{g.id}' has no weights to score")
+    return agg(np.stack(per_member), axis=0)
+
+
+def _bn_scores(prep: Prepared, analysis: Analysis, g: Group, agg) -> np.ndarray | None:
+    """|gamma| of the group's BatchNormalization nodes (Network Slimming), None if there are none."""
+    tensors = prep.graph.tensors()
+    gammas = [np.abs(channel_matrix(analysis, tensors[m.tensor].values, m, g)).mean(axis=1)
+              for m in g.members if m.op_type == "BatchNormalization" and m.kind == "scale"]
+    return agg(np.stack(gammas), axis=0) if gammas else None
+
+
+def score_groups(prep: Prepared, analysis: Analysis, criterion: str = "l1", include_consumers: bool = False,
+                 aggregate: str = "mean", normalize: bool = True, seed: int = 0) -> dict[str, GroupScores]:
+    """Scores for every prunable group."""
+    if criterion not in CRITERIA:
+        raise OnnxPruneError(f"unknown criterion '{criterion}' (choose from {', '.join(CRITERIA)})")
+    if aggregate not in AGGREGATE:
+        raise OnnxPruneError(f"unknown aggregation '{aggregate}' (choose from {', '.join(AGGREGATE)})")
+    agg = AGGREGATE[aggregate]
+    out = {}
+    for g in analysis.prunable:
+        if criterion == "random":
+            rng = np.random.default_rng([seed, g.index])
+            out[g.id] = GroupScores(rng.random(g.channels), "random")
+            continue
+        if criterion == "bn":
+            s = _bn_scores(prep, analysis, g, agg)
+            if s is not None:
+                out[g.id] = GroupScores(s, "bn")
+                continue
+            note = f"no BatchNormalization scale (folded into the conv by the exporter?): ranked by {BN_FALLBACK}"
+            s = _weight_scores(prep, analysis, g, KERNELS[BN_FALLBACK], include_consumers, agg, normalize)
+            out[g.id] = GroupScores(s, BN_FALLBACK, note)
+            continue
+        s = _weight_scores(prep, analysis, g, KERNELS[criterion], include_consumers, agg, normalize)
+        out[g.id] = GroupScores(s, criterion)
+    return out
