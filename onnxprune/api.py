@@ -1,22 +1,56 @@
-"""The Python API: analyze a model, apply a plan. Neither touches the caller's object or file."""
+"""The Python API: analyze, apply a plan, or prune in one call. Inputs are never modified."""
 from __future__ import annotations
+
+from typing import Any
 
 import onnx
 
 from .analysis.analyze import Analysis, build_analysis
-from .loading import ModelSource, prepare
-from .plan import Plan, check_plan
+from .analysis.cost import removal_estimator
+from .loading import ModelSource, Prepared, prepare
+from .plan import Plan, check_plan, make_plan
+from .report import prune_report
 from .rewrite.rewriter import rewrite
+from .scoring import score_groups
+from .selection import Selection, select
+
+Shapes = dict[str, tuple[int, ...]] | None
 
 
-def analyze(model: ModelSource, input_shapes: dict[str, tuple[int, ...]] | None = None) -> Analysis:
+def analyze(model: ModelSource, input_shapes: Shapes = None) -> Analysis:
     """Find every channel dependency group of a model (a path or a ModelProto)."""
     return build_analysis(prepare(model), input_shapes)
 
 
-def apply_plan(model: ModelSource, plan: Plan, input_shapes: dict[str, tuple[int, ...]] | None = None) -> onnx.ModelProto:
+def apply_plan(model: ModelSource, plan: Plan, input_shapes: Shapes = None) -> onnx.ModelProto:
     """Remove the plan's channels and return the smaller, checked model (input_shapes as for analyze)."""
     prep = prepare(model)
     analysis = build_analysis(prep, input_shapes)
     removed = check_plan(plan, analysis)
     return rewrite(prep, analysis, removed)
+
+
+def plan_channels(prep: Prepared, analysis: Analysis, criterion: str, selection: Selection,
+                  include_consumers: bool = False, aggregate: str = "mean", seed: int = 0):
+    """Score and select: the removed channels per group, and the scores behind them."""
+    selection.check()
+    scores = score_groups(prep, analysis, criterion, include_consumers, aggregate, seed=seed)
+    removed = select(analysis, scores, selection, removal_estimator(analysis))
+    return removed, scores
+
+
+def prune(model: ModelSource, ratio: float | None = None, criterion: str = "l1", *, global_rank: bool = False,
+          target_macs: float | None = None, target_params: float | None = None, round_to: int = 1,
+          min_channels: int = 1, max_ratio: float = 1.0, exclude: list[str] | None = None,
+          overrides: dict[str, float] | None = None, include_consumers: bool = False, aggregate: str = "mean",
+          seed: int = 0, input_shapes: Shapes = None) -> tuple[onnx.ModelProto, Plan, dict[str, Any]]:
+    """Score, select and remove channels in one call; returns (pruned model, plan, report)."""
+    selection = Selection(ratio, global_rank, target_macs, target_params, round_to, min_channels, max_ratio,
+                          list(exclude or []), dict(overrides or {}))
+    prep = prepare(model)
+    analysis = build_analysis(prep, input_shapes)
+    removed, scores = plan_channels(prep, analysis, criterion, selection, include_consumers, aggregate, seed)
+    plan = make_plan(analysis, removed, criterion=criterion)
+    pruned = rewrite(prep, analysis, removed)
+    after = build_analysis(prepare(pruned), input_shapes).cost
+    return pruned, plan, prune_report(analysis, after, removed, scores)

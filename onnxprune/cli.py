@@ -11,9 +11,13 @@ from .analysis.analyze import build_analysis
 from .analysis.cost import resolve_input_dims
 from .errors import OnnxPruneError
 from .loading import check_file, prepare, save_model
-from .plan import check_plan, load_plan
-from .report import analysis_table
+from .api import plan_channels
+from .plan import check_plan, load_plan, make_plan, save_plan
+from .report import analysis_table, group_lines, prune_report, summary
 from .rewrite.rewriter import rewrite
+from .scoring import CRITERIA
+from .selection import Selection
+from .selection.overrides import load_overrides
 
 
 def parse_shapes(items: list[str] | None) -> dict[str, tuple[int, ...]]:
@@ -50,22 +54,48 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def _progress(message: str) -> None:
+    """Stage progress on an interactive terminal only, so pipelines keep clean streams."""
+    if sys.stderr.isatty():
+        print(f"[onnxprune] {message}", file=sys.stderr, flush=True)
+
+
+def _selection(args: argparse.Namespace) -> Selection:
+    overrides = load_overrides(args.overrides) if args.overrides else {}
+    return Selection(args.ratio, args.global_rank, args.target_macs, args.target_params, args.round_to,
+                     args.min_channels, args.max_ratio, list(args.exclude or []), overrides)
+
+
 def cmd_prune(args: argparse.Namespace) -> int:
-    """Apply a plan, vouch for the result, then write it."""
+    """Plan (from a file or a criterion), rewrite, vouch for the written file, report."""
     if Path(args.output).resolve() == Path(args.model).resolve():
         raise OnnxPruneError("the output path is the input model: the input is never overwritten")
-    plan = load_plan(args.plan)
+    plan = load_plan(args.plan) if args.plan else None
+    selection = None if plan else _selection(args)
+    if selection:
+        selection.check()
+    _progress("loading")
     prep = prepare(args.model)
     shapes = parse_shapes(args.shape)
     _check_shape_names(prep.graph, shapes)
+    _progress(f"analyzing {len(prep.graph.nodes)} nodes")
     analysis = build_analysis(prep, shapes)
-    removed = check_plan(plan, analysis)
+    scores = None
+    if plan:
+        removed = check_plan(plan, analysis)
+    else:
+        _progress(f"scoring {len(analysis.prunable)} groups by {args.criterion}")
+        removed, scores = plan_channels(prep, analysis, args.criterion, selection, args.include_consumers,
+                                        args.aggregate, args.seed)
+        plan = make_plan(analysis, removed, criterion=args.criterion)
     dims = resolve_input_dims(prep.graph, shapes)
+    _progress(f"rewriting {sum(map(len, removed.values()))} channels in {len(removed)} groups")
     model = rewrite(prep, analysis, removed)
     after = build_analysis(prepare(model), shapes).cost
 
     def verify(path: Path) -> None:
         """Vouch for the bytes written: full check (from the file, so >2 GB works) and a run."""
+        _progress("checking the written model")
         check_file(path)
         if not args.no_verify:
             from .validation.smoke import smoke_check
@@ -73,11 +103,15 @@ def cmd_prune(args: argparse.Namespace) -> int:
             smoke_check(str(args.model), str(path), dims)
 
     written = save_model(model, args.output, external_data=prep.external_data or None, verify=verify)
-    before = analysis.cost
-    print(f"removed {sum(map(len, removed.values()))} channels in {len(removed)} groups; "
-          f"parameters {before.params:,} -> {after.params:,} ({1 - after.params / max(before.params, 1):.1%} fewer), "
-          f"MACs {before.macs:,} -> {after.macs:,} ({1 - after.macs / max(before.macs, 1):.1%} fewer)")
-    print("wrote " + ", ".join(written))
+    sizes = (Path(args.model).stat().st_size, sum(Path(p).stat().st_size for p in written))
+    report = prune_report(analysis, after, removed, scores, sizes)
+    print(summary(report))
+    print(group_lines(report))
+    if args.save_plan:
+        save_plan(plan, args.save_plan)
+    if args.report:
+        Path(args.report).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    print("wrote " + ", ".join(written + [p for p in (args.save_plan, args.report) if p]))
     return 0
 
 
@@ -93,7 +127,23 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("prune", help="remove channels and write a smaller model")
     r.add_argument("model")
     r.add_argument("-o", "--output", required=True, help="where to write the pruned model")
-    r.add_argument("--plan", required=True, metavar="PLAN.json", help="apply this plan exactly")
+    how = r.add_mutually_exclusive_group(required=True)
+    how.add_argument("--plan", metavar="PLAN.json", help="replay this plan exactly")
+    how.add_argument("--ratio", type=float, help="fraction of channels to remove from every prunable group")
+    how.add_argument("--target-macs", type=float, metavar="F", help="fraction of MACs to remove (global ranking)")
+    how.add_argument("--target-params", type=float, metavar="F", help="fraction of parameters to remove")
+    r.add_argument("--criterion", default="l1", choices=CRITERIA, help="channel importance (default l1)")
+    r.add_argument("--global", dest="global_rank", action="store_true", help="rank channels of all groups together")
+    r.add_argument("--round-to", type=int, default=1, metavar="N", help="kept channel counts are multiples of N")
+    r.add_argument("--min-channels", type=int, default=1, metavar="N", help="never keep fewer channels per group")
+    r.add_argument("--max-ratio", type=float, default=1.0, metavar="R", help="never remove more of one group")
+    r.add_argument("--exclude", action="append", metavar="GLOB", help="leave the output channels of these nodes (globs)")
+    r.add_argument("--overrides", metavar="FILE", help="JSON or YAML: node-name glob -> ratio")
+    r.add_argument("--include-consumers", action="store_true", help="score consumers' input slices too")
+    r.add_argument("--aggregate", default="mean", choices=["mean", "sum", "max"], help="combine a group's members")
+    r.add_argument("--seed", type=int, default=0, help="seed of the random criterion")
+    r.add_argument("--save-plan", metavar="FILE", help="write the plan that was applied")
+    r.add_argument("--report", metavar="FILE", help="write the before/after report as JSON")
     r.add_argument("--shape", action="append", metavar="NAME:DIMS", help="input shape for the check run and MACs")
     r.add_argument("--no-verify", action="store_true", help="skip the onnxruntime check run")
     r.set_defaults(func=cmd_prune)
@@ -107,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     except OnnxPruneError as exc:
         print(f"onnxprune: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and closed: not an error of ours
+        sys.stderr.close()
+        return 0
     except Exception as exc:  # noqa: BLE001 - one line, never a traceback, unless debugging
         if os.environ.get("ONNXPRUNE_DEBUG"):
             raise

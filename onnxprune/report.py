@@ -70,3 +70,48 @@ def analysis_table(analysis: "Analysis", show_frozen: bool = True) -> str:
 
 def _shapes(analysis: "Analysis") -> str:
     return ", ".join(f"{k}={'x'.join(map(str, v))}" for k, v in analysis.cost.input_dims.items())
+
+
+def prune_report(analysis: "Analysis", after, removed: dict[str, list[int]], scores=None,
+                 sizes: tuple[int, int] | None = None) -> dict:
+    """Before/after totals and, per prunable group, channels before/after and how they were ranked."""
+    before = analysis.cost
+    groups = []
+    for g in analysis.prunable:
+        gone = len(removed.get(g.id, []))
+        entry = {"id": g.id, "channels_before": g.channels, "channels_after": g.channels - gone, "removed": gone}
+        if scores and g.id in scores:
+            entry["criterion"] = scores[g.id].criterion
+            if scores[g.id].note:
+                entry["note"] = scores[g.id].note
+        groups.append(entry)
+    total = {
+        "params_before": before.params, "params_after": after.params,
+        "macs_before": before.macs, "macs_after": after.macs,
+        "params_removed": round(1 - after.params / max(before.params, 1), 6),
+        "macs_removed": round(1 - after.macs / max(before.macs, 1), 6),
+        "channels_removed": sum(map(len, removed.values())), "groups_pruned": len(removed),
+        "input_shapes": {k: list(v) for k, v in before.input_dims.items()},
+    }
+    if sizes:
+        total["bytes_before"], total["bytes_after"] = sizes
+    return {"model_sha256": analysis.sha256, "total": total, "groups": groups}
+
+
+def summary(report: dict) -> str:
+    """The before/after lines the CLI prints."""
+    t = report["total"]
+    lines = [f"removed {t['channels_removed']} channels in {t['groups_pruned']} groups",
+             f"parameters {t['params_before']:,} -> {t['params_after']:,} ({t['params_removed']:.1%} fewer)",
+             f"MACs       {t['macs_before']:,} -> {t['macs_after']:,} ({t['macs_removed']:.1%} fewer)"]
+    if "bytes_before" in t:
+        lines.append(f"file size  {t['bytes_before']:,} -> {t['bytes_after']:,} bytes")
+    notes = sorted({g["note"] for g in report["groups"] if g.get("note")})
+    return "\n".join(lines + [f"note: {n} ({sum(g.get('note') == n for g in report['groups'])} groups)"
+                              for n in notes])
+
+
+def group_lines(report: dict) -> str:
+    """Channels per group, before -> after."""
+    return "\n".join(f"  {g['id'][:40]:<40} {g['channels_before']:>5} -> {g['channels_after']:<5}"
+                     for g in report["groups"] if g["removed"])

@@ -103,3 +103,38 @@ def count_cost(graph: gs.Graph, opset_imports, input_dims: dict[str, tuple[int, 
     param_sizes = {t.name: int(t.values.size) for t in graph.tensors().values()
                    if isinstance(t, gs.Constant) and np.issubdtype(t.values.dtype, np.floating)}
     return Cost(sum(param_sizes.values()), sum(node_macs.values()), node_macs, param_sizes, dims)
+
+
+def removal_estimator(analysis: "Analysis"):
+    """A fast `removed -> (MAC fraction removed, parameter fraction removed)` for target search.
+
+    Each parameter keeps size x (kept fraction on every sliced axis); each node keeps its MACs x
+    the kept fractions of its weight's sliced axes (of its channels, for weightless nodes).
+    """
+    res, cost = analysis.resolution, analysis.cost
+    members = [(m, res.cls[m.elements]) for m in analysis.members]
+    group_index = {g.id: g.index for g in analysis.groups}
+
+    def estimate(removed: dict[str, list[int]]) -> tuple[float, float]:
+        gone = np.zeros(len(res.group_of_class), bool)
+        for gid, idx in removed.items():
+            gone |= (res.group_of_class == group_index[gid]) & np.isin(res.index_of_class, idx)
+        param_axes: dict[str, dict[int, float]] = {}
+        node_axes: dict[str, dict[tuple[str, int], float]] = {}
+        node_any: dict[str, float] = {}
+        for m, cls in members:
+            kept = 1.0 - float(gone[cls].mean())
+            node_any[m.node] = min(node_any.get(m.node, 1.0), kept)
+            if m.kind is not None:
+                param_axes.setdefault(m.tensor, {})[m.axis] = kept
+            if m.kind == "weight":
+                node_axes.setdefault(m.node, {})[(m.tensor, m.axis)] = kept
+        params = sum(cost.param_sizes.get(t, 0) * math.prod(axes.values()) for t, axes in param_axes.items())
+        params_removed = sum(cost.param_sizes.get(t, 0) for t in param_axes) - params
+        macs_removed = 0.0
+        for node, macs in cost.node_macs.items():
+            keep = math.prod(node_axes[node].values()) if node in node_axes else node_any.get(node, 1.0)
+            macs_removed += macs * (1 - keep)
+        return macs_removed / max(cost.macs, 1), params_removed / max(cost.params, 1)
+
+    return estimate

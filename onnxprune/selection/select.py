@@ -1,0 +1,136 @@
+"""Choose which channels go: per-group ratio or one global ranking, targets, rounding and guards."""
+from __future__ import annotations
+
+import fnmatch
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..analysis.analyze import Analysis
+from ..analysis.builder import PRODUCER
+from ..analysis.groups import Group
+from ..errors import OnnxPruneError
+from ..scoring import GroupScores
+
+TARGET_TOLERANCE = 0.02  # a MAC / parameter target is met within two points of the model total
+
+
+@dataclass
+class Selection:
+    """How much to remove and what must stay."""
+
+    ratio: float | None = None
+    global_rank: bool = False
+    target_macs: float | None = None
+    target_params: float | None = None
+    round_to: int = 1
+    min_channels: int = 1
+    max_ratio: float = 1.0
+    exclude: list[str] = field(default_factory=list)
+    overrides: dict[str, float] = field(default_factory=dict)  # node glob -> ratio for its groups
+
+    def check(self) -> None:
+        targets = [x for x in (self.ratio, self.target_macs, self.target_params) if x is not None]
+        if len(targets) != 1:
+            raise OnnxPruneError("give exactly one of --ratio, --target-macs, --target-params")
+        for name, v in (("ratio", self.ratio), ("target-macs", self.target_macs),
+                        ("target-params", self.target_params), ("max-ratio", self.max_ratio)):
+            if v is not None and not 0 <= v < 1 and not (name == "max-ratio" and v == 1):
+                raise OnnxPruneError(f"--{name} {v} is impossible: it must be in [0, 1)")
+        if self.round_to < 1 or self.min_channels < 1:
+            raise OnnxPruneError("--round-to and --min-channels must be at least 1")
+
+
+def _matches(group: Group, globs: list[str]) -> str | None:
+    """The first glob naming one of the group's producers (the layers whose output channels it holds)."""
+    producers = group.nodes(PRODUCER)
+    for glob in globs:
+        if any(fnmatch.fnmatchcase(name, glob) for name in producers):
+            return glob
+    return None
+
+
+def kept_count(channels: int, remove: int, sel: Selection) -> int:
+    """Channels kept after guards and rounding: a multiple of round_to, never below it or the minimum."""
+    floor = max(sel.min_channels, math.ceil(channels * (1 - sel.max_ratio)), 1)
+    keep = max(channels - remove, floor)
+    if sel.round_to > 1:
+        keep = max(sel.round_to, int(round(keep / sel.round_to)) * sel.round_to)
+        while keep < floor:
+            keep += sel.round_to
+    return min(keep, channels)
+
+
+def _local(groups: list[Group], scores: dict[str, GroupScores], sel: Selection) -> dict[str, int]:
+    """Per-group removal counts for a uniform ratio (overrides per node glob)."""
+    counts = {}
+    for g in groups:
+        glob = _matches(g, list(sel.overrides))
+        ratio = sel.overrides[glob] if glob else sel.ratio
+        counts[g.id] = g.channels - kept_count(g.channels, int(math.floor(g.channels * ratio)), sel)
+    return counts
+
+
+def _global(groups: list[Group], scores: dict[str, GroupScores], sel: Selection, threshold: float) -> dict[str, int]:
+    """Removal counts when every channel scoring below the threshold goes (guards applied per group)."""
+    counts = {}
+    for g in groups:
+        below = int((scores[g.id].scores < threshold).sum())
+        counts[g.id] = g.channels - kept_count(g.channels, below, sel)
+    return counts
+
+
+def _normalised(scores: dict[str, GroupScores], raw: bool) -> dict[str, GroupScores]:
+    """For global ranking, groups compare on scores scaled to mean 1 (BN gammas stay raw, as in the paper)."""
+    if raw:
+        return scores
+    return {k: GroupScores(v.scores / max(float(v.scores.mean()), 1e-30), v.criterion, v.note)
+            for k, v in scores.items()}
+
+
+def _removed(groups: list[Group], scores: dict[str, GroupScores], counts: dict[str, int]) -> dict[str, list[int]]:
+    """The lowest-scoring channels of each group, as many as its count (ties broken by index)."""
+    out = {}
+    for g in groups:
+        n = counts.get(g.id, 0)
+        if n > 0:
+            order = np.lexsort((np.arange(g.channels), scores[g.id].scores))
+            out[g.id] = sorted(int(i) for i in order[:n])
+    return out
+
+
+def select(analysis: Analysis, scores: dict[str, GroupScores], sel: Selection,
+           estimate=None) -> dict[str, list[int]]:
+    """Removed channel indices per group. `estimate(removed) -> (macs_removed, params_removed)` fractions."""
+    sel.check()
+    groups = [g for g in analysis.prunable if g.id in scores and not _matches(g, sel.exclude)]
+    if sel.ratio is not None and not sel.global_rank:
+        return _removed(groups, scores, _local(groups, scores, sel))
+    ranked = _normalised(scores, raw=all(s.criterion == "bn" for s in scores.values()))
+    everything = np.sort(np.concatenate([ranked[g.id].scores for g in groups])) if groups else np.zeros(0)
+    if not len(everything):
+        return {}
+
+    def at(q: float) -> dict[str, list[int]]:
+        threshold = everything[min(int(q * len(everything)), len(everything) - 1)] if q > 0 else -np.inf
+        return _removed(groups, ranked, _global(groups, ranked, sel, threshold))
+
+    if sel.ratio is not None:
+        return at(sel.ratio)
+    if estimate is None:
+        raise OnnxPruneError("a MAC or parameter target needs the cost estimate")
+    which = 0 if sel.target_macs is not None else 1
+    target = sel.target_macs if which == 0 else sel.target_params
+    lo, hi = 0.0, 1.0
+    for _ in range(40):  # bisection on the global quantile; the estimate grows with it
+        mid = (lo + hi) / 2
+        if estimate(at(mid))[which] < target:
+            lo = mid
+        else:
+            hi = mid
+    best = at(hi)
+    got = estimate(best)[which]
+    if got < target - TARGET_TOLERANCE:
+        raise OnnxPruneError(f"target {target:.0%} is impossible under the guards: at most {got:.1%} can be removed")
+    return best
