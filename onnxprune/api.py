@@ -6,7 +6,7 @@ from typing import Any
 import onnx
 
 from .analysis.analyze import Analysis, build_analysis
-from .analysis.cost import removal_estimator
+from .analysis.cost import count_cost, removal_estimator
 from .loading import ModelSource, Prepared, prepare
 from .plan import Plan, check_plan, make_plan
 from .report import prune_report
@@ -52,5 +52,5 @@ def prune(model: ModelSource, ratio: float | None = None, criterion: str = "l1",
     removed, scores = plan_channels(prep, analysis, criterion, selection, include_consumers, aggregate, seed)
     plan = make_plan(analysis, removed, criterion=criterion)
     pruned = rewrite(prep, analysis, removed)
-    after = build_analysis(prepare(pruned), input_shapes).cost
+    after = count_cost(prep.graph, list(prep.template.opset_import), input_shapes)  # the rewritten graph
     return pruned, plan, prune_report(analysis, after, removed, scores)

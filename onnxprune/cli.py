@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from .analysis.analyze import build_analysis
-from .analysis.cost import resolve_input_dims
+from .analysis.cost import count_cost, resolve_input_dims
 from .errors import OnnxPruneError
 from .loading import check_file, prepare, save_model
 from .api import plan_channels
@@ -91,7 +91,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     dims = resolve_input_dims(prep.graph, shapes)
     _progress(f"rewriting {sum(map(len, removed.values()))} channels in {len(removed)} groups")
     model = rewrite(prep, analysis, removed)
-    after = build_analysis(prepare(model), shapes).cost
+    after = count_cost(prep.graph, list(prep.template.opset_import), shapes)  # the rewritten graph
 
     def verify(path: Path) -> None:
         """Vouch for the bytes written: full check (from the file, so >2 GB works) and a run."""

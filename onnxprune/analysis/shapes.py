@@ -131,3 +131,25 @@ def _dim(d) -> Dim:
     if d.HasField("dim_value"):
         return d.dim_value
     return d.dim_param or None
+
+
+def skeleton_model(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The model with big initializers declared as typed inputs: cheap to check and shape-infer."""
+    g = model.graph
+    skel = onnx.ModelProto(ir_version=model.ir_version)
+    skel.opset_import.extend(model.opset_import)
+    skel.functions.extend(model.functions)
+    sg = skel.graph
+    sg.name = g.name
+    sg.node.extend(g.node)
+    sg.input.extend(g.input)
+    sg.output.extend(g.output)
+    sg.value_info.extend(g.value_info)
+    declared = {i.name for i in g.input}
+    for t in g.initializer:
+        itemsize = np.dtype(helper.tensor_dtype_to_np_dtype(t.data_type)).itemsize
+        if int(np.prod(t.dims)) * itemsize <= SMALL_BYTES or t.data_type == onnx.TensorProto.STRING:
+            sg.initializer.append(t)
+        elif t.name not in declared:
+            sg.input.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+    return skel

@@ -11,7 +11,8 @@ import onnx_graphsurgeon as gs
 from ..analysis.analyze import Analysis
 from ..analysis.rules import rule_for
 from ..errors import OnnxPruneError
-from ..loading import TWO_GB, Prepared, export
+from ..analysis.shapes import skeleton_model
+from ..loading import Prepared, export
 
 
 class Rewriter:
@@ -110,17 +111,23 @@ def rewrite(prep: Prepared, analysis: Analysis, removed: dict[str, list[int]]) -
 
 
 def finish(model: onnx.ModelProto, outputs: dict[str, Any]) -> onnx.ModelProto:
-    """Re-infer shapes and refuse a model that is invalid or whose outputs changed shape."""
-    if model.ByteSize() >= TWO_GB:
-        return model  # checked on the saved file by the caller
+    """Re-infer shapes and refuse a model that is invalid or whose outputs changed shape.
+
+    Checks run on a skeleton (weights declared, not copied): weights come from numpy arrays,
+    so their encoding cannot be wrong; what can be is structure, types and shapes.
+    """
+    skel = skeleton_model(model)
     try:
-        model = onnx.shape_inference.infer_shapes(model, check_type=True, data_prop=True)
-        onnx.checker.check_model(model, full_check=True)
+        skel = onnx.shape_inference.infer_shapes(skel, check_type=True, data_prop=True)
+        onnx.checker.check_model(skel, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise OnnxPruneError(f"the rewritten model does not check: {first}") from None
+    weights = {t.name for t in model.graph.initializer}
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(v for v in skel.graph.value_info if v.name not in weights)
     inferred = {o.name: [d.dim_value if d.HasField("dim_value") else d.dim_param or None
-                         for d in o.type.tensor_type.shape.dim] for o in model.graph.output}
+                         for d in o.type.tensor_type.shape.dim] for o in skel.graph.output}
     for name, shape in outputs.items():
         new = inferred.get(name)
         if shape is not None and new and any(isinstance(a, int) and isinstance(c, int) and a != c
