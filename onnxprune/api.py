@@ -1,20 +1,33 @@
 """The Python API: analyze, apply a plan, or prune in one call. Inputs are never modified."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import onnx
 
 from .analysis.analyze import Analysis, build_analysis
-from .analysis.cost import count_cost, removal_estimator
+from .analysis.cost import Cost, count_cost, removal_estimator
 from .loading import ModelSource, Prepared, prepare
 from .plan import Plan, check_plan, make_plan
 from .report import prune_report
 from .rewrite.rewriter import rewrite
-from .scoring import score_groups
+from .scoring import GroupScores, score_groups
 from .selection import Selection, select
 
 Shapes = dict[str, tuple[int, ...]] | None
+
+
+@dataclass
+class Pruned:
+    """Everything one pass of the pipeline produced."""
+
+    model: onnx.ModelProto
+    plan: Plan
+    removed: dict[str, list[int]]
+    scores: dict[str, GroupScores] | None
+    analysis: Analysis
+    after: Cost
 
 
 def analyze(model: ModelSource, input_shapes: Shapes = None) -> Analysis:
@@ -22,21 +35,26 @@ def analyze(model: ModelSource, input_shapes: Shapes = None) -> Analysis:
     return build_analysis(prepare(model), input_shapes)
 
 
+def run_pipeline(prep: Prepared, input_shapes: Shapes = None, plan: Plan | None = None, criterion: str = "l1",
+                 selection: Selection | None = None, include_consumers: bool = False, aggregate: str = "mean",
+                 seed: int = 0) -> Pruned:
+    """analyze -> (check the plan | score and select) -> rewrite -> recount: the one data path."""
+    analysis = build_analysis(prep, input_shapes)
+    scores = None
+    if plan is not None:
+        removed = check_plan(plan, analysis)
+    else:
+        scores = score_groups(prep, analysis, criterion, include_consumers, aggregate, seed=seed)
+        removed = select(analysis, scores, selection, removal_estimator(analysis))
+        plan = make_plan(analysis, removed, criterion=criterion)
+    model = rewrite(prep, analysis, removed)
+    after = count_cost(prep.graph, list(prep.template.opset_import), input_shapes)  # the rewritten graph
+    return Pruned(model, plan, removed, scores, analysis, after)
+
+
 def apply_plan(model: ModelSource, plan: Plan, input_shapes: Shapes = None) -> onnx.ModelProto:
     """Remove the plan's channels and return the smaller, checked model (input_shapes as for analyze)."""
-    prep = prepare(model)
-    analysis = build_analysis(prep, input_shapes)
-    removed = check_plan(plan, analysis)
-    return rewrite(prep, analysis, removed)
-
-
-def plan_channels(prep: Prepared, analysis: Analysis, criterion: str, selection: Selection,
-                  include_consumers: bool = False, aggregate: str = "mean", seed: int = 0):
-    """Score and select: the removed channels per group, and the scores behind them."""
-    selection.check()
-    scores = score_groups(prep, analysis, criterion, include_consumers, aggregate, seed=seed)
-    removed = select(analysis, scores, selection, removal_estimator(analysis))
-    return removed, scores
+    return run_pipeline(prepare(model), input_shapes, plan=plan).model
 
 
 def prune(model: ModelSource, ratio: float | None = None, criterion: str = "l1", *, global_rank: bool = False,
@@ -47,10 +65,6 @@ def prune(model: ModelSource, ratio: float | None = None, criterion: str = "l1",
     """Score, select and remove channels in one call; returns (pruned model, plan, report)."""
     selection = Selection(ratio, global_rank, target_macs, target_params, round_to, min_channels, max_ratio,
                           list(exclude or []), dict(overrides or {}))
-    prep = prepare(model)
-    analysis = build_analysis(prep, input_shapes)
-    removed, scores = plan_channels(prep, analysis, criterion, selection, include_consumers, aggregate, seed)
-    plan = make_plan(analysis, removed, criterion=criterion)
-    pruned = rewrite(prep, analysis, removed)
-    after = count_cost(prep.graph, list(prep.template.opset_import), input_shapes)  # the rewritten graph
-    return pruned, plan, prune_report(analysis, after, removed, scores)
+    selection.check()  # before the model is read
+    r = run_pipeline(prepare(model), input_shapes, None, criterion, selection, include_consumers, aggregate, seed)
+    return r.model, r.plan, prune_report(r.analysis, r.after, r.removed, r.scores)

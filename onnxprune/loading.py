@@ -13,6 +13,7 @@ import onnx
 import onnx_graphsurgeon as gs
 from google.protobuf.message import DecodeError
 
+from .analysis.shapes import skeleton_model
 from .errors import OnnxPruneError
 
 MIN_OPSET, MAX_OPSET = 9, 23
@@ -104,9 +105,7 @@ def check_supported(model: onnx.ModelProto, source: str) -> int:
     quantized = sorted({n.op_type for n in model.graph.node} & QUANTIZED_OPS)
     if quantized:
         raise OnnxPruneError(f"{source}: quantized models are not supported (found {', '.join(quantized)})")
-    from .analysis.shapes import skeleton_model  # the checker would serialise every weight otherwise
-
-    try:
+    try:  # on the skeleton: the checker would serialise every weight otherwise
         onnx.checker.check_model(skeleton_model(model))
     except onnx.checker.ValidationError as exc:
         raise OnnxPruneError(f"{source}: invalid ONNX model ({_first_line(exc)})") from None
@@ -141,14 +140,6 @@ def export(prep: Prepared, graph: gs.Graph | None = None) -> onnx.ModelProto:
     return out
 
 
-def check_file(path: Path) -> None:
-    """Full onnx check of a written model file (works past 2 GB with external data)."""
-    try:
-        onnx.checker.check_model(str(path), full_check=True)
-    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        raise OnnxPruneError(f"the written model does not check: {_first_line(exc)}") from None
-
-
 def save_model(model: onnx.ModelProto, path: str | os.PathLike, external_data: bool | None = None,
                verify: Callable[[Path], None] | None = None) -> list[str]:
     """Write a model atomically; `verify` sees the written file before it is moved into place.
@@ -156,8 +147,7 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike, external_data: b
     Nothing is left at `path` when writing or verifying fails. Returns the paths written.
     """
     path = Path(path)
-    external = model.ByteSize() > TWO_GB if external_data is None else external_data
-    external = external or model.ByteSize() > TWO_GB
+    external = bool(external_data) or model.ByteSize() > TWO_GB
     path.parent.mkdir(parents=True, exist_ok=True)
     if external:  # onnx moves tensor data out of the proto it saves: keep the caller's intact
         copy = onnx.ModelProto()

@@ -93,3 +93,14 @@ def test_counter_hand_computed() -> None:
     cout, cin, kh, kw = w[conv1.input[1]]
     assert node["conv1"] == 16 * 16 * cout * cin * kh * kw
     assert a.cost.params == sum(int(np.prod(d)) for d in w.values())
+
+
+def test_input_shapes_are_checked_by_the_api() -> None:
+    import pytest
+
+    from onnxprune import OnnxPruneError
+
+    with pytest.raises(OnnxPruneError, match="'nope', which is not a model input"):
+        analyze(handmade.residual_add(), {"nope": (1, 3, 16, 16)})
+    with pytest.raises(OnnxPruneError, match="has rank 4"):
+        analyze(handmade.residual_add(), {"x": (1, 3, 16)})

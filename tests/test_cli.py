@@ -153,7 +153,7 @@ def test_output_may_not_overwrite_input(model_file: Path, tmp: Path) -> None:
 
 def test_shape_option(model_file: Path) -> None:
     r = cli("analyze", str(model_file), "--shape", "nope:1x3x8x8")
-    assert r.returncode == 2 and "not a model input" in r.stderr
+    assert r.returncode == 2 and "is not a model input" in r.stderr
     r = cli("analyze", str(model_file), "--shape", "x:1x3xbad")
     assert r.returncode == 2 and "expected NAME:D1xD2" in r.stderr
 

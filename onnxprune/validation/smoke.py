@@ -29,10 +29,13 @@ def random_feeds(model: onnx.ModelProto, dims: dict[str, tuple[int, ...]], seed:
     return feeds
 
 
-def smoke_check(original: onnx.ModelProto | str, pruned: onnx.ModelProto | str,
+def smoke_check(original: onnx.ModelProto | str, pruned: onnx.ModelProto | str, header: onnx.ModelProto,
                 dims: dict[str, tuple[int, ...]]) -> None:
-    """Run both models on one random input; refuse a pruned model that fails or changes output shapes."""
-    header = onnx.load(pruned, load_external_data=False) if isinstance(pruned, str) else pruned
+    """Run both models on one random input; refuse a pruned model that fails or changes output shapes.
+
+    `header` is any proto with the pruned model's inputs and outputs (the in-memory model, so a
+    written file is not parsed twice).
+    """
     feeds = random_feeds(header, dims)
     try:
         want = _session(original).run(None, feeds)
