@@ -8,12 +8,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from .shapes import Shape, infer_shapes
+from .shapes import Shape, infer_shapes, probe_dims
 
 if TYPE_CHECKING:
     from .analyze import Analysis
 
-DEFAULT_DIM = 224  # stand-in for a symbolic non-batch input dim, unless the caller fixes it
 NORMS = {"BatchNormalization", "InstanceNormalization", "GroupNormalization", "LayerNormalization"}
 
 
@@ -54,15 +53,8 @@ def prunable_macs_share(analysis: "Analysis") -> float:
 
 
 def resolve_input_dims(graph: gs.Graph, given: dict[str, tuple[int, ...]] | None = None) -> dict[str, tuple[int, ...]]:
-    """Concrete input shapes: given ones, else static dims, 1 for a symbolic batch, DEFAULT_DIM elsewhere."""
-    dims = {}
-    for t in graph.inputs:
-        if given and t.name in given:
-            dims[t.name] = tuple(given[t.name])
-        elif t.shape is not None:
-            dims[t.name] = tuple(d if isinstance(d, int) and d > 0 else (1 if i == 0 else DEFAULT_DIM)
-                                 for i, d in enumerate(t.shape))
-    return dims
+    """Concrete input shapes: static dims kept, then the given ones; 1 for a dynamic batch, 224 elsewhere."""
+    return probe_dims(graph, 0, given or {})
 
 
 def _macs(node: gs.Node, shapes: dict[str, Shape]) -> int:
@@ -92,10 +84,13 @@ def _macs(node: gs.Node, shapes: dict[str, Shape]) -> int:
 
 
 def count_cost(graph: gs.Graph, opset_imports, input_dims: dict[str, tuple[int, ...]] | None = None,
-               names: dict[int, str] | None = None) -> Cost:
-    """Count parameters (floating-point constants) and MACs at concrete input shapes."""
+               names: dict[int, str] | None = None, shapes: dict[str, Shape] | None = None) -> Cost:
+    """Count parameters (floating-point constants) and MACs at concrete input shapes.
+
+    `shapes`, when given, are the graph's shapes already inferred at those input shapes.
+    """
     dims = resolve_input_dims(graph, input_dims)
-    shapes = infer_shapes(graph, opset_imports, dims)
+    shapes = shapes if shapes is not None else infer_shapes(graph, opset_imports, dims)
     node_macs = {}
     for i, node in enumerate(graph.nodes):
         name = (names or {}).get(id(node)) or node.name or f"{node.op}#{i}"

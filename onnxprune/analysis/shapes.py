@@ -39,15 +39,17 @@ def _node_proto(node: gs.Node) -> onnx.NodeProto:
     return OnnxExporter.export_node(node)
 
 
-def probe_shapes(graph: gs.Graph, opset_imports, fixed: dict[str, tuple[int, ...]] | None = None) -> dict[str, Shape]:
+def probe_shapes(graph: gs.Graph, opset_imports,
+                 fixed: dict[str, tuple[int, ...]] | None = None) -> tuple[dict[str, Shape], dict[str, Shape]]:
     """Shapes at two different concrete input sizes: dims that agree are static, the others dynamic.
 
     A dynamic dim becomes a token naming its two probe values, so two dims that follow the same
     input dim still compare equal, and a dynamic dim is never mistaken for a broadcast 1. Input
     dims the caller fixes are used in both probes, except a symbolic batch dim, which always varies.
+    Returns the merged shapes and the first probe's concrete ones (what MACs are counted at).
     """
     symbolic = infer_shapes(graph, opset_imports)
-    probes = [infer_shapes(graph, opset_imports, _probe_dims(graph, k, fixed or {})) for k in (0, 1)]
+    probes = [infer_shapes(graph, opset_imports, probe_dims(graph, k, fixed or {})) for k in (0, 1)]
     merged = dict(symbolic)
     for name, a in probes[0].items():
         b = probes[1].get(name)
@@ -56,11 +58,14 @@ def probe_shapes(graph: gs.Graph, opset_imports, fixed: dict[str, tuple[int, ...
             continue
         dims = [x if x == y else f"~{x},{y}" for x, y in zip(a, b)]
         merged[name] = tuple(o if isinstance(o, int) else d for o, d in zip(old or dims, dims))
-    return merged
+    return merged, probes[0]
 
 
-def _probe_dims(graph: gs.Graph, k: int, fixed: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
-    """Probe k's input shapes: model-static dims kept; the rest from `fixed` or 224 / 256; batch 1 / 2."""
+def probe_dims(graph: gs.Graph, k: int, fixed: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+    """Probe k's input shapes: model-static dims kept; the rest from `fixed` or 224 / 256; batch 1 / 2.
+
+    Probe 0 is the model's concrete input shape everywhere (MAC counts, check runs).
+    """
     dims = {}
     for t in graph.inputs:
         if t.shape is None:
