@@ -9,6 +9,7 @@ from onnxprune import apply_plan, make_plan
 from onnxprune.analysis.analyze import build_analysis
 from onnxprune.analysis.cost import resolve_input_dims
 from onnxprune.loading import export, prepare
+from onnxprune.validation.smoke import random_feeds
 
 KEEP_VALUE = {"mean", "var"}  # BN statistics: gamma = beta = 0 already kills the channel
 ONE_VALUE = {"divisor"}  # dividing by zero would make NaN, dividing by one keeps zero
@@ -46,11 +47,8 @@ def dead_copy(model: onnx.ModelProto, removed: dict[str, list[int]], shapes=None
 
 
 def feeds(model: onnx.ModelProto, shapes=None, seed: int = 0) -> dict[str, np.ndarray]:
-    """Random inputs at the model's concrete input shapes."""
-    prep = prepare(model)
-    rng = np.random.default_rng(seed)
-    dims = resolve_input_dims(prep.graph, shapes)
-    return {t.name: rng.standard_normal(dims[t.name]).astype(t.dtype) for t in prep.graph.inputs}
+    """Random inputs at the model's concrete input shapes (the ones the CLI's check run uses)."""
+    return random_feeds(model, resolve_input_dims(prepare(model).graph, shapes), seed)
 
 
 def run(model: onnx.ModelProto, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:

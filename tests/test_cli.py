@@ -108,8 +108,9 @@ def _old_opset(tmp: Path) -> Path:
 
 
 BAD_MODELS = {
-    "not onnx": (lambda tmp: _write(tmp / "x.onnx", b"hello, this is not a model"), "not"),
-    "truncated": (lambda tmp: _write(tmp / "t.onnx", handmade.residual_add().SerializeToString()[:700]), "model"),
+    "not onnx": (lambda tmp: _write(tmp / "x.onnx", b"hello, this is not a model"), "not a readable ONNX model"),
+    "truncated": (lambda tmp: _write(tmp / "t.onnx", handmade.residual_add().SerializeToString()[:700]),
+                  "not a readable ONNX model"),
     "empty": (lambda tmp: _write(tmp / "e.onnx", b""), "not an ONNX model"),
     "missing": (lambda tmp: tmp / "missing.onnx", "no such file"),
     "quantized": (_quantized, "quantized models are not supported"),

@@ -18,6 +18,13 @@ from onnxprune.analysis.cost import prunable_macs_share
 TORCHVISION = sorted((ROOT / "models" / "torchvision").glob("*.onnx"))
 # Architectures whose channels nearly all stay prunable; a rule regression would show up here.
 MOSTLY_PRUNABLE = ("resnet", "mobilenet", "vgg", "densenet", "efficientnet", "regnet", "squeezenet")
+# The others freeze by design, and only for these reasons.
+EXPECTED_FREEZES = {
+    "convnext": ("LayerNormalization", "can drop only whole groups", "may carry channels nobody slices",
+                 "no channel rule for Gather", "reaches graph output"),  # Gather: the dynamo export's as_strided
+    "shufflenet": ("splits or reorders the channel axis", "Concat", "can drop only whole groups",
+                   "reaches graph output"),
+}
 
 
 def _oracle(model: onnx.ModelProto, subset: str, shapes=None) -> None:
@@ -41,10 +48,14 @@ def test_torchvision(path: Path, subset: str) -> None:
 @pytest.mark.parametrize("path", TORCHVISION, ids=[p.stem for p in TORCHVISION])
 def test_torchvision_coverage(path: Path) -> None:
     analysis = analyze(path)
+    frozen = [r for g in analysis.groups if not g.prunable for r in g.reasons]
     if path.stem.startswith(MOSTLY_PRUNABLE):
         assert prunable_macs_share(analysis) > 0.9
-        assert [g.reason for g in analysis.groups if not g.prunable] == [
-            f"reaches graph output '{onnx.load(path).graph.output[0].name}'"]
+        assert frozen == [f"reaches graph output '{onnx.load(path).graph.output[0].name}'"]
+    else:
+        allowed = next(v for k, v in EXPECTED_FREEZES.items() if path.stem.startswith(k))
+        assert len(analysis.prunable) >= 5 and prunable_macs_share(analysis) > 0.5
+        assert all(any(a in r for a in allowed) for r in frozen), frozen
 
 
 @pytest.mark.parametrize("subset", ["first", "random", "all_but_one"])
