@@ -9,7 +9,7 @@ import onnx_graphsurgeon as gs
 
 from ..errors import OnnxPruneError
 from ..loading import Prepared
-from .builder import Builder, Layout, Member
+from .builder import Builder, Member
 from .cost import Cost, count_cost
 from .groups import Group, Resolution, resolve
 from .rules import rule_for
@@ -22,7 +22,6 @@ class Analysis:
 
     groups: list[Group]
     resolution: Resolution
-    layouts: dict[str, Layout]
     notes: dict[str, dict[str, Any]]
     members: list[Member]
     cost: Cost
@@ -43,6 +42,10 @@ class Analysis:
         """Positions on the member's axis that belong to the group, and their channel indices."""
         pos = np.nonzero(self.resolution.group(member.elements) == group.index)[0]
         return pos, self.resolution.index(member.elements[pos])
+
+    def fraction(self, member: Member, group: Group) -> float:
+        """Share of the member's axis that the group's channels occupy."""
+        return len(self.positions(member, group)[0]) / len(member.elements)
 
     def to_json(self) -> dict:
         from ..report import analysis_json
@@ -111,6 +114,6 @@ def build_analysis(prep: Prepared, input_dims: dict[str, tuple[int, ...]] | None
             b.freeze(lay.elements, f"reaches graph output '{out.name}'")
     res, groups = resolve(b)
     cost = count_cost(graph, list(prep.template.opset_import), input_dims, prep.names, concrete)
-    analysis = Analysis(groups, res, b.layouts, b.notes, b.members, cost, prep.sha256, prep.source)
+    analysis = Analysis(groups, res, b.notes, b.members, cost, prep.sha256, prep.source)
     cost.assign_shares(analysis)
     return analysis

@@ -32,7 +32,7 @@ class Cost:
             param_frac: dict[str, float] = {}
             node_frac: dict[str, float] = {}
             for m in g.members:
-                frac = len(analysis.positions(m, g)[0]) / len(m.elements)
+                frac = analysis.fraction(m, g)
                 if m.kind is not None:
                     param_frac[m.tensor] = max(param_frac.get(m.tensor, 0.0), frac)
                 node_frac[m.node] = max(node_frac.get(m.node, 0.0), frac)
@@ -46,8 +46,7 @@ def prunable_macs_share(analysis: "Analysis") -> float:
     for g in analysis.prunable:
         for m in g.members:
             if m.kind is not None:
-                f = len(analysis.positions(m, g)[0]) / len(m.elements)
-                frac[m.node] = max(frac.get(m.node, 0.0), f)
+                frac[m.node] = max(frac.get(m.node, 0.0), analysis.fraction(m, g))
     cost = analysis.cost
     return sum(cost.node_macs.get(n, 0) * f for n, f in frac.items()) / max(cost.macs, 1)
 

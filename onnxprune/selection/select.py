@@ -62,7 +62,7 @@ def kept_count(channels: int, remove: int, sel: Selection) -> int:
     return min(keep, channels)
 
 
-def _local(groups: list[Group], scores: dict[str, GroupScores], sel: Selection) -> dict[str, int]:
+def _local(groups: list[Group], sel: Selection) -> dict[str, int]:
     """Per-group removal counts for a uniform ratio (overrides per node glob)."""
     counts = {}
     for g in groups:
@@ -106,7 +106,7 @@ def select(analysis: Analysis, scores: dict[str, GroupScores], sel: Selection,
     sel.check()
     groups = [g for g in analysis.prunable if g.id in scores and not _matches(g, sel.exclude)]
     if sel.ratio is not None and not sel.global_rank:
-        return _removed(groups, scores, _local(groups, scores, sel))
+        return _removed(groups, scores, _local(groups, sel))
     ranked = _normalised(scores, raw=all(s.criterion == "bn" for s in scores.values()))
     everything = np.sort(np.concatenate([ranked[g.id].scores for g in groups])) if groups else np.zeros(0)
     if not len(everything):
