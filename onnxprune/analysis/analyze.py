@@ -92,7 +92,7 @@ def build_analysis(prep: Prepared, input_dims: dict[str, tuple[int, ...]] | None
     """Apply each node's rule in graph order, then resolve groups and their cost shares."""
     graph = prep.graph
     _check_input_names(graph, input_dims or {})
-    shapes, concrete = probe_shapes(graph, list(prep.template.opset_import), input_dims)
+    shapes = probe_shapes(graph, list(prep.template.opset_import), input_dims)
     b = Builder(graph, shapes, prep.names)
     for node in graph.nodes:
         rule = rule_for(node)
@@ -113,7 +113,7 @@ def build_analysis(prep: Prepared, input_dims: dict[str, tuple[int, ...]] | None
         if lay is not None:
             b.freeze(lay.elements, f"reaches graph output '{out.name}'")
     res, groups = resolve(b)
-    cost = count_cost(graph, list(prep.template.opset_import), input_dims, prep.names, concrete)
+    cost = count_cost(graph, list(prep.template.opset_import), input_dims, prep.names)
     analysis = Analysis(groups, res, b.notes, b.members, cost, prep.sha256, prep.source)
     cost.assign_shares(analysis)
     return analysis

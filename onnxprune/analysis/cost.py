@@ -83,13 +83,10 @@ def _macs(node: gs.Node, shapes: dict[str, Shape]) -> int:
 
 
 def count_cost(graph: gs.Graph, opset_imports, input_dims: dict[str, tuple[int, ...]] | None = None,
-               names: dict[int, str] | None = None, shapes: dict[str, Shape] | None = None) -> Cost:
-    """Count parameters (floating-point constants) and MACs at concrete input shapes.
-
-    `shapes`, when given, are the graph's shapes already inferred at those input shapes.
-    """
+               names: dict[int, str] | None = None) -> Cost:
+    """Count parameters (floating-point constants) and MACs at concrete input shapes."""
     dims = resolve_input_dims(graph, input_dims)
-    shapes = shapes if shapes is not None else infer_shapes(graph, opset_imports, dims)
+    shapes = infer_shapes(graph, opset_imports, dims)
     node_macs = {}
     for i, node in enumerate(graph.nodes):
         name = (names or {}).get(id(node)) or node.name or f"{node.op}#{i}"

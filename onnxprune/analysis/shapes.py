@@ -39,14 +39,12 @@ def _node_proto(node: gs.Node) -> onnx.NodeProto:
     return OnnxExporter.export_node(node)
 
 
-def probe_shapes(graph: gs.Graph, opset_imports,
-                 fixed: dict[str, tuple[int, ...]] | None = None) -> tuple[dict[str, Shape], dict[str, Shape]]:
+def probe_shapes(graph: gs.Graph, opset_imports, fixed: dict[str, tuple[int, ...]] | None = None) -> dict[str, Shape]:
     """Shapes at two different concrete input sizes: dims that agree are static, the others dynamic.
 
     A dynamic dim becomes a token naming its two probe values, so two dims that follow the same
     input dim still compare equal, and a dynamic dim is never mistaken for a broadcast 1. Input
     dims the caller fixes are used in both probes, except a symbolic batch dim, which always varies.
-    Returns the merged shapes and the first probe's concrete ones (what MACs are counted at).
     """
     symbolic = infer_shapes(graph, opset_imports)
     probes = [infer_shapes(graph, opset_imports, probe_dims(graph, k, fixed or {})) for k in (0, 1)]
@@ -58,7 +56,7 @@ def probe_shapes(graph: gs.Graph, opset_imports,
             continue
         dims = [x if x == y else f"~{x},{y}" for x, y in zip(a, b)]
         merged[name] = tuple(o if isinstance(o, int) else d for o, d in zip(old or dims, dims))
-    return merged, probes[0]
+    return merged
 
 
 def probe_dims(graph: gs.Graph, k: int, fixed: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
