@@ -1,7 +1,9 @@
 """Load, normalise and save ONNX models without touching the caller's object or file."""
 from __future__ import annotations
 
+import gc
 import hashlib
+import math
 import os
 import shutil
 import tempfile
@@ -9,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 from google.protobuf.message import DecodeError
@@ -18,6 +21,7 @@ from .errors import OnnxPruneError
 
 MIN_OPSET, MAX_OPSET = 9, 23
 TWO_GB = 2**31 - 1
+BIG_WEIGHTS = 2**24  # above this, memory held by garbage is worth a collection
 QUANTIZED_OPS = {
     "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
     "ConvInteger", "MatMulInteger", "QLinearAdd", "QLinearMul", "QGemm",
@@ -42,12 +46,17 @@ class Prepared:
     names: dict[int, str] = field(default_factory=dict)
 
 
+def copy_proto(message):
+    """A detached copy of a protobuf message (a reference would keep the whole parsed model alive)."""
+    out = type(message)()
+    out.CopyFrom(message)
+    return out
+
+
 def read_model(src: ModelSource) -> tuple[onnx.ModelProto, str, bool]:
     """Return a private copy of the model, its description and whether it used external data."""
     if isinstance(src, onnx.ModelProto):
-        copy = onnx.ModelProto()
-        copy.CopyFrom(src)
-        return copy, "<ModelProto>", False
+        return copy_proto(src), "<ModelProto>", False
     path = Path(src)
     if not path.is_file():
         raise OnnxPruneError(f"{path}: no such file")
@@ -74,17 +83,23 @@ def model_sha256(model: onnx.ModelProto) -> str:
     """Content hash: the same for one model whether its weights are raw, typed or external data.
 
     Hashes the proto without initializers, then each initializer's name, type, dims and values.
-    The model must be a private copy: its initializers are detached and put back.
     """
-    inits = list(model.graph.initializer)
-    del model.graph.initializer[:]
+    return _hash_and_release(model)[0]
+
+
+def _hash_and_release(model: onnx.ModelProto) -> tuple[str, dict[str, np.ndarray]]:
+    """(content hash, initializer values by name); the model's initializers are removed.
+
+    The values are read into numpy once, here, so the proto can be dropped and its memory freed.
+    """
+    values = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    dtypes = [(t.name, t.data_type, list(t.dims)) for t in model.graph.initializer]
+    model.graph.ClearField("initializer")
     digest = hashlib.sha256(model.SerializeToString(deterministic=True))
-    for t in inits:
-        values = onnx.numpy_helper.to_array(t)
-        digest.update(f"{t.name}|{t.data_type}|{list(t.dims)}|".encode())
-        digest.update(values.tobytes())
-    model.graph.initializer.extend(inits)
-    return digest.hexdigest()
+    for name, data_type, dims in dtypes:
+        digest.update(f"{name}|{data_type}|{dims}|".encode())
+        digest.update(values[name].tobytes())
+    return digest.hexdigest(), values
 
 
 def default_opset(model: onnx.ModelProto) -> int:
@@ -113,16 +128,27 @@ def check_supported(model: onnx.ModelProto, source: str) -> int:
 
 
 def prepare(src: ModelSource) -> Prepared:
-    """Read a model and normalise it: Constant nodes and constant subgraphs become initializers."""
+    """Read a model and normalise it: Constant nodes and constant subgraphs become initializers.
+
+    Weights are held once, as numpy arrays in the graph; the parsed proto is released.
+    """
     model, source, external = read_model(src)
     opset = check_supported(model, source)
-    sha = model_sha256(model)
-    graph = gs.import_onnx(model)
-    graph.fold_constants(fold_shapes=False, recurse_subgraphs=False, error_ok=True)
+    sha, values = _hash_and_release(model)
+    graph = gs.import_onnx(model)  # weights are unresolved names here; they become constants below
+    graph.import_domains = [copy_proto(d) for d in model.opset_import]  # no reference into the model
+    for t in graph.tensors().values():
+        if isinstance(t, gs.Variable) and t.name in values:
+            t.to_constant(values[t.name])
+    if any(all(isinstance(t, gs.Constant) for t in node.inputs) for node in graph.nodes):
+        graph.fold_constants(fold_shapes=False, recurse_subgraphs=False, error_ok=True)
+        if sum(v.nbytes for v in values.values()) > BIG_WEIGHTS:
+            gc.collect()  # folding leaves a cyclic copy of the graph that holds the weights until collected
     graph.cleanup(remove_unused_graph_inputs=False)
     model.graph.Clear()
+    template = copy_proto(model)
     names = {id(node): node.name or f"{node.op}#{i}" for i, node in enumerate(graph.nodes)}
-    return Prepared(graph, sha, opset, model, external, source, names)
+    return Prepared(graph, sha, opset, template, external, source, names)
 
 
 def export(prep: Prepared, graph: gs.Graph | None = None) -> onnx.ModelProto:
@@ -140,6 +166,13 @@ def export(prep: Prepared, graph: gs.Graph | None = None) -> onnx.ModelProto:
     return out
 
 
+def _over_two_gb(model: onnx.ModelProto) -> bool:
+    """Over protobuf's limit? Sized exactly only when the weights alone come near it (ByteSize is slow)."""
+    weights = sum(math.prod(t.dims) * onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+                  for t in model.graph.initializer)
+    return weights > TWO_GB // 2 and model.ByteSize() > TWO_GB
+
+
 def save_model(model: onnx.ModelProto, path: str | os.PathLike, external_data: bool | None = None,
                verify: Callable[[Path], None] | None = None) -> list[str]:
     """Write a model atomically; `verify` sees the written file before it is moved into place.
@@ -147,12 +180,10 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike, external_data: b
     Nothing is left at `path` when writing or verifying fails. Returns the paths written.
     """
     path = Path(path)
-    external = bool(external_data) or model.ByteSize() > TWO_GB
+    external = bool(external_data) or _over_two_gb(model)
     path.parent.mkdir(parents=True, exist_ok=True)
     if external:  # onnx moves tensor data out of the proto it saves: keep the caller's intact
-        copy = onnx.ModelProto()
-        copy.CopyFrom(model)
-        model = copy
+        model = copy_proto(model)
     tmpdir = Path(tempfile.mkdtemp(prefix=".onnxprune-", dir=path.parent))
     try:
         data_name = path.name + ".data"

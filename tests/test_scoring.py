@@ -65,6 +65,16 @@ def test_fpgm_chunks_equal_one_block(monkeypatch) -> None:
     assert np.allclose(f.fpgm(rows), whole)
 
 
+def test_fpgm_equals_scipy_cdist_sums() -> None:
+    from scipy.spatial.distance import cdist
+
+    rng = np.random.default_rng(2)
+    rows = rng.standard_normal((64, 300)).astype(np.float32) * 1e-3
+    rows[5] = rows[9]  # a duplicate: the zero distance must not come out as NaN
+    expected = cdist(rows.astype(np.float64), rows.astype(np.float64)).sum(axis=1)
+    assert np.allclose(fpgm(rows), expected, rtol=1e-9, atol=0)
+
+
 def test_bn_ranks_smallest_gamma_and_falls_back_when_folded() -> None:
     m = handmade.conv_bn_relu_chain()
     bn = next(n for n in m.graph.node if n.op_type == "BatchNormalization")
