@@ -11,6 +11,7 @@ from .analysis.cost import Cost, count_cost, removal_estimator
 from .loading import ModelSource, Prepared, prepare
 from .plan import Plan, check_plan, make_plan
 from .report import prune_report
+from .rewrite.merging import Compensation, MergeOptions, plan_compensation
 from .rewrite.rewriter import rewrite
 from .scoring import GroupScores, score_groups
 from .selection import Selection, select
@@ -28,6 +29,7 @@ class Pruned:
     scores: dict[str, GroupScores] | None
     analysis: Analysis
     after: Cost
+    compensation: Compensation
 
 
 def analyze(model: ModelSource, input_shapes: Shapes = None) -> Analysis:
@@ -37,8 +39,8 @@ def analyze(model: ModelSource, input_shapes: Shapes = None) -> Analysis:
 
 def run_pipeline(prep: Prepared, input_shapes: Shapes = None, plan: Plan | None = None, criterion: str = "l1",
                  selection: Selection | None = None, include_consumers: bool = False, aggregate: str = "mean",
-                 seed: int = 0) -> Pruned:
-    """analyze -> (check the plan | score and select) -> rewrite -> recount: the one data path."""
+                 seed: int = 0, merge: MergeOptions | None = None) -> Pruned:
+    """analyze -> (check the plan | score and select) -> compensate + rewrite -> recount: the one data path."""
     analysis = build_analysis(prep, input_shapes)
     scores = None
     if plan is not None:
@@ -47,24 +49,47 @@ def run_pipeline(prep: Prepared, input_shapes: Shapes = None, plan: Plan | None 
         scores = score_groups(prep, analysis, criterion, include_consumers, aggregate, seed=seed)
         removed = select(analysis, scores, selection, removal_estimator(analysis))
         plan = make_plan(analysis, removed, criterion=criterion)
-    model = rewrite(prep, analysis, removed)
+    compensation = plan_compensation(prep, analysis, removed, merge or MergeOptions())
+    model = rewrite(prep, analysis, removed, compensation)
     after = count_cost(prep.graph, list(prep.template.opset_import), input_shapes)  # the rewritten graph
-    return Pruned(model, plan, removed, scores, analysis, after)
+    return Pruned(model, plan, removed, scores, analysis, after, compensation)
 
 
-def apply_plan(model: ModelSource, plan: Plan, input_shapes: Shapes = None) -> onnx.ModelProto:
-    """Remove the plan's channels and return the smaller, checked model (input_shapes as for analyze)."""
-    return run_pipeline(prepare(model), input_shapes, plan=plan).model
+def apply_plan(model: ModelSource, plan: Plan, input_shapes: Shapes = None, compensate: str = "merge",
+               **merge: Any) -> onnx.ModelProto:
+    """Remove the plan's channels and return the smaller, checked model (input_shapes as for analyze).
+
+    `compensate` and the merge options are those of `prune`.
+    """
+    options = merge_options(compensate, **merge)
+    return run_pipeline(prepare(model), input_shapes, plan=plan, merge=options).model
+
+
+def merge_options(compensate: str = "merge", merge_threshold: float = 0.45, merge_lambda: float = 0.85,
+                  merge_mode: str = "exact", merge_approximate: bool = False,
+                  fold_tolerance: float = 0.0) -> MergeOptions:
+    """Checked compensation options (see MergeOptions)."""
+    options = MergeOptions(compensate, merge_threshold, merge_lambda, merge_mode, merge_approximate, fold_tolerance)
+    options.check()
+    return options
 
 
 def prune(model: ModelSource, ratio: float | None = None, criterion: str = "l1", *, global_rank: bool = False,
           target_macs: float | None = None, target_params: float | None = None, round_to: int = 1,
           min_channels: int = 1, max_ratio: float = 1.0, exclude: list[str] | None = None,
           overrides: dict[str, float] | None = None, include_consumers: bool = False, aggregate: str = "mean",
-          seed: int = 0, input_shapes: Shapes = None) -> tuple[onnx.ModelProto, Plan, dict[str, Any]]:
-    """Score, select and remove channels in one call; returns (pruned model, plan, report)."""
+          seed: int = 0, input_shapes: Shapes = None, compensate: str = "merge",
+          **merge: Any) -> tuple[onnx.ModelProto, Plan, dict[str, Any]]:
+    """Score, select, compensate and remove channels in one call; returns (pruned model, plan, report).
+
+    compensate: "merge" (neuron merging, constants folded), "fold" (constants only) or "none";
+    merge options: merge_threshold, merge_lambda, merge_mode ("exact" | "paper"), merge_approximate,
+    fold_tolerance.
+    """
     selection = Selection(ratio, global_rank, target_macs, target_params, round_to, min_channels, max_ratio,
                           list(exclude or []), dict(overrides or {}))
     selection.check()  # before the model is read
-    r = run_pipeline(prepare(model), input_shapes, None, criterion, selection, include_consumers, aggregate, seed)
-    return r.model, r.plan, prune_report(r.analysis, r.after, r.removed, r.scores)
+    options = merge_options(compensate, **merge)
+    r = run_pipeline(prepare(model), input_shapes, None, criterion, selection, include_consumers, aggregate, seed,
+                     options)
+    return r.model, r.plan, prune_report(r.analysis, r.after, r.removed, r.scores, compensation=r.compensation)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .analysis.analyze import build_analysis
 from .analysis.cost import resolve_input_dims
-from .api import run_pipeline
+from .api import merge_options, run_pipeline
 from .errors import OnnxPruneError
 from .loading import prepare, save_model
 from .plan import load_plan, save_plan
@@ -64,12 +64,15 @@ def cmd_prune(args: argparse.Namespace) -> int:
     selection = None if plan else _selection(args)
     if selection:
         selection.check()
+    merge = merge_options(args.compensate, args.merge_threshold, args.merge_lambda, args.merge_mode,
+                          args.merge_approximate, args.fold_tolerance)
     shapes = parse_shapes(args.shape)
     _progress("loading")
     prep = prepare(args.model)
     _progress(f"analyzing {len(prep.graph.nodes)} nodes, " + (f"replaying {args.plan}" if plan else
                                                               f"scoring by {args.criterion}, rewriting"))
-    r = run_pipeline(prep, shapes, plan, args.criterion, selection, args.include_consumers, args.aggregate, args.seed)
+    r = run_pipeline(prep, shapes, plan, args.criterion, selection, args.include_consumers, args.aggregate, args.seed,
+                     merge)
     dims = resolve_input_dims(prep.graph, shapes)
 
     def verify(path: Path) -> None:
@@ -80,7 +83,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
     written = save_model(r.model, args.output, external_data=prep.external_data or None, verify=verify)
     sizes = (Path(args.model).stat().st_size, sum(Path(p).stat().st_size for p in written))
-    report = prune_report(r.analysis, r.after, r.removed, r.scores, sizes)
+    report = prune_report(r.analysis, r.after, r.removed, r.scores, sizes, r.compensation)
     print(summary(report))
     print(group_lines(report))
     if args.save_plan:
@@ -118,6 +121,20 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--include-consumers", action="store_true", help="score consumers' input slices too")
     r.add_argument("--aggregate", default="mean", choices=["mean", "sum", "max"], help="combine a group's members")
     r.add_argument("--seed", type=int, default=0, help="seed of the random criterion")
+    c = r.add_argument_group("compensation of removed channels (neuron merging)")
+    c.add_argument("--compensate", default="merge", choices=["merge", "fold", "none"],
+                   help="merge: fold each removed filter into a similar kept one's consumers, and constant "
+                        "channels into their biases; fold: constant channels only; none: plain pruning (default merge)")
+    c.add_argument("--merge-threshold", type=float, default=0.45, metavar="T",
+                   help="minimum cosine similarity of [filter | bias] for a merge (default 0.45)")
+    c.add_argument("--merge-lambda", type=float, default=0.85, metavar="L",
+                   help="rank matches by L * cosine distance + (1 - L) * normalised bias residual (default 0.85)")
+    c.add_argument("--merge-mode", default="exact", choices=["exact", "paper"],
+                   help="BatchNorm factor: exact, or the authors' released code's, for comparison (default exact)")
+    c.add_argument("--merge-approximate", action="store_true",
+                   help="also merge through SiLU, HardSwish, Sigmoid, GELU... (not exact; reported)")
+    c.add_argument("--fold-tolerance", type=float, default=0.0, metavar="F",
+                   help="treat channels with |gamma|/sigma (or filter norm) <= F x the layer's max as constant")
     r.add_argument("--save-plan", metavar="FILE", help="write the plan that was applied")
     r.add_argument("--report", metavar="FILE", help="write the before/after report as JSON")
     r.add_argument("--shape", action="append", metavar="NAME:DIMS", help="input shape for the check run and MACs")

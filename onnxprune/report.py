@@ -73,7 +73,7 @@ def _shapes(analysis: "Analysis") -> str:
 
 
 def prune_report(analysis: "Analysis", after, removed: dict[str, list[int]], scores=None,
-                 sizes: tuple[int, int] | None = None) -> dict:
+                 sizes: tuple[int, int] | None = None, compensation=None) -> dict:
     """Before/after totals and, per prunable group, channels before/after and how they were ranked."""
     before = analysis.cost
     groups = []
@@ -84,6 +84,8 @@ def prune_report(analysis: "Analysis", after, removed: dict[str, list[int]], sco
             entry["criterion"] = scores[g.id].criterion
             if scores[g.id].note:
                 entry["note"] = scores[g.id].note
+        if compensation is not None and g.id in compensation.outcomes:
+            entry["compensation"] = compensation.outcomes[g.id].to_json()
         groups.append(entry)
     total = {
         "params_before": before.params, "params_after": after.params,
@@ -95,6 +97,11 @@ def prune_report(analysis: "Analysis", after, removed: dict[str, list[int]], sco
     }
     if sizes:
         total["bytes_before"], total["bytes_after"] = sizes
+    if compensation is not None:
+        outcomes = compensation.outcomes.values()
+        total["compensation"] = {"mode": compensation.options.compensate, "merge_mode": compensation.options.bn_mode,
+                                 **{k: sum(getattr(o, k) for o in outcomes) for k in ("merged", "folded")},
+                                 "pruned_only": sum(o.pruned for o in outcomes)}
     return {"model_sha256": analysis.sha256, "total": total, "groups": groups}
 
 
@@ -106,6 +113,10 @@ def summary(report: dict) -> str:
              f"MACs       {t['macs_before']:,} -> {t['macs_after']:,} ({t['macs_removed']:.1%} fewer)"]
     if "bytes_before" in t:
         lines.append(f"file size  {t['bytes_before']:,} -> {t['bytes_after']:,} bytes")
+    c = t.get("compensation")
+    if c and c["mode"] != "none":
+        lines.append(f"compensation ({c['mode']}, {c['merge_mode']}): {c['merged']} channels merged, "
+                     f"{c['folded']} folded as constants, {c['pruned_only']} only pruned")
     notes = sorted({g["note"] for g in report["groups"] if g.get("note")})
     return "\n".join(lines + [f"note: {n} ({sum(g.get('note') == n for g in report['groups'])} groups)"
                               for n in notes])

@@ -12,7 +12,9 @@ from ..analysis.analyze import Analysis
 from ..analysis.rules import rule_for
 from ..errors import OnnxPruneError
 from ..analysis.shapes import skeleton_model
+from ..analysis.builder import PRODUCER
 from ..loading import Prepared, export
+from .merging import Compensation, apply_weight_updates
 
 
 class Rewriter:
@@ -92,12 +94,29 @@ def _key(spec: dict[int, np.ndarray]) -> tuple:
     return tuple((axis, mask.tobytes()) for axis, mask in sorted(spec.items()))
 
 
-def rewrite(prep: Prepared, analysis: Analysis, removed: dict[str, list[int]]) -> onnx.ModelProto:
-    """Apply the removal to the prepared graph and return a checked model."""
+def attach_biases(rw: Rewriter, new_bias: dict[int, np.ndarray]) -> None:
+    """Give bias-less consumers the bias a merge folded into them, sliced like their output channels."""
+    for node in rw.prep.graph.nodes:
+        if id(node) not in new_bias:
+            continue
+        name = rw.prep.names[id(node)]
+        out = next((m for m in rw.analysis.members if m.node == name and m.role == PRODUCER and m.kind == "weight"),
+                   None)
+        values = new_bias[id(node)]
+        if out is not None:
+            values = values[rw.kept(out.elements)]
+        rw.set_input(node, 2, values.astype(node.inputs[1].values.dtype))
+
+
+def rewrite(prep: Prepared, analysis: Analysis, removed: dict[str, list[int]],
+            compensation: Compensation | None = None) -> onnx.ModelProto:
+    """Apply the removal (after the compensation's weight updates) and return a checked model."""
     rw = Rewriter(prep, analysis, removed)
     graph = prep.graph
     original_outputs = {t.name: t.shape for t in graph.outputs}
+    new_bias = apply_weight_updates(compensation) if compensation is not None else {}
     slice_parameters(rw)
+    attach_biases(rw, new_bias)
     for node in graph.nodes:
         rule = rule_for(node)
         if rule is not None:

@@ -1,0 +1,340 @@
+"""Neuron merging (Kim et al., NeurIPS 2020): fold each removed channel into a kept one's consumers.
+
+For a removed channel n the producers' filters (bias appended) are matched to every kept channel m;
+the relation a_n = K a_m + B is carried op by op to each consumer (rewrite/relations.py), and a
+usable match adds K times n's input slice to m's and B times n's slice sum to the bias. A channel
+whose activation is a constant (K = 0) is folded into the consumers' biases alone. Every match is
+computed from the original weights, before any merge changes them (the authors' convention).
+"""
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from ..analysis.analyze import Analysis
+from ..analysis.builder import CONSUMER, PRODUCER, Member
+from ..analysis.groups import Group
+from ..errors import OnnxPruneError
+from ..loading import Prepared
+from ..scoring.slices import channel_matrix
+from .relations import GROUPED, LOW_SIMILARITY, NO_BIAS, NO_RULE, NOT_VISIBLE, OK, REASONS, RULES, Context, Relation
+
+MODES = ("merge", "fold", "none")
+BN_MODES = ("exact", "paper")
+
+
+@dataclass
+class MergeOptions:
+    """How removed channels are compensated."""
+
+    compensate: str = "merge"
+    threshold: float = 0.45  # minimum cosine similarity of [filter | bias] for a merge
+    lam: float = 0.85  # ranking weight of the cosine distance against the normalised bias residual
+    bn_mode: str = "exact"
+    approximate: bool = False  # merge through SiLU, HardSwish, Sigmoid, GELU... (not exact)
+    fold_tolerance: float = 0.0  # |gamma|/sigma (or a filter norm) this far below the layer's max counts as 0
+
+    def check(self) -> None:
+        if self.compensate not in MODES:
+            raise OnnxPruneError(f"unknown compensation '{self.compensate}' (choose from {', '.join(MODES)})")
+        if self.bn_mode not in BN_MODES:
+            raise OnnxPruneError(f"unknown merge mode '{self.bn_mode}' (choose from {', '.join(BN_MODES)})")
+        if not 0 <= self.threshold <= 1 or not 0 <= self.lam <= 1 or not 0 <= self.fold_tolerance < 1:
+            raise OnnxPruneError("--merge-threshold and --merge-lambda must lie in [0, 1], --fold-tolerance in [0, 1)")
+
+
+@dataclass
+class Update:
+    """Add `scale` times the source positions of a consumer weight to the target positions; bias += delta."""
+
+    node: gs.Node
+    member: Member
+    source: list[np.ndarray]  # per pair: positions along the member's axis (empty: not seen here)
+    target: list[np.ndarray]
+    scale: np.ndarray  # [pairs]
+    residual: np.ndarray  # [pairs] constant offset taken into the bias (0 in paper mode)
+
+
+@dataclass
+class GroupOutcome:
+    """Per group: what happened to each removed channel."""
+
+    merged: int = 0
+    folded: int = 0
+    pruned: int = 0
+    reasons: Counter = field(default_factory=Counter)
+    border: bool = False  # a folded constant meets zero padding: exact away from the borders
+    blocked_by: list[str] = field(default_factory=list)  # ops on the way with no merge rule
+    merged_into: dict[int, int] = field(default_factory=dict)  # removed channel -> kept channel
+
+    def to_json(self) -> dict:
+        out = {"merged": self.merged, "folded": self.folded, "pruned_only": self.pruned}
+        if self.merged_into:
+            out["merged_into"] = {str(n): m for n, m in sorted(self.merged_into.items())}
+        if self.reasons:
+            out["pruned_because"] = dict(self.reasons.most_common())
+        if self.blocked_by:
+            out["no_merge_rule"] = self.blocked_by
+        if self.border:
+            out["note"] = "folded constants are exact away from zero-padded borders"
+        return out
+
+
+@dataclass
+class Compensation:
+    """The weight updates for all groups, computed before any is applied."""
+
+    options: MergeOptions
+    updates: list[Update] = field(default_factory=list)
+    outcomes: dict[str, GroupOutcome] = field(default_factory=dict)
+
+
+def plan_compensation(prep: Prepared, analysis: Analysis, removed: dict[str, list[int]],
+                      options: MergeOptions) -> Compensation:
+    """Match every removed channel of every pruned group; nothing is modified yet."""
+    options.check()
+    comp = Compensation(options)
+    if options.compensate == "none":
+        return comp
+    by_name = {prep.names[id(n)]: n for n in prep.graph.nodes}
+    order = {prep.names[id(n)]: i for i, n in enumerate(prep.graph.nodes)}
+    for gid, idx in removed.items():
+        if idx:
+            g = analysis.group(gid)
+            comp.outcomes[gid] = _group(prep, analysis, g, np.asarray(sorted(idx)), options, by_name, order,
+                                        comp.updates)
+    return comp
+
+
+class _Pairs:
+    """Per-channel parameter lookups for (removed, candidate) pairs of one group."""
+
+    def __init__(self, prep: Prepared, analysis: Analysis, g: Group, removed: np.ndarray, cand: np.ndarray):
+        self.prep, self.analysis, self.g, self.removed, self.cand = prep, analysis, g, removed, cand
+        self.tensors = prep.graph.tensors()
+        self.params = {(m.node, m.input_index): m for m in g.members if m.input_index is not None}
+
+    def per_channel(self, member: Member) -> np.ndarray:
+        """A parameter member as [channels, features]."""
+        return channel_matrix(self.analysis, self.tensors[member.tensor].values, member, self.g)
+
+    def pair_values(self, node_name: str, node: gs.Node, index: int) -> np.ndarray | None:
+        """[removed, candidates, 2]: the input's value for channel n and for channel m."""
+        if index >= len(node.inputs) or not isinstance(node.inputs[index], gs.Constant):
+            return None
+        member = self.params.get((node_name, index))
+        if member is not None:
+            v = self.per_channel(member).mean(axis=1)
+        else:
+            values = np.asarray(node.inputs[index].values, np.float64)
+            if values.size != 1:
+                return None
+            v = np.full(self.g.channels, float(values.reshape(-1)[0]))
+        n, m = np.broadcast_arrays(v[self.removed][:, None], v[self.cand][None, :])
+        return np.stack([n, m], axis=-1)
+
+
+def _group(prep, analysis, g, removed, options, by_name, order, updates) -> GroupOutcome:
+    """Relations along the group, the choice per removed channel, and the consumer updates."""
+    kept = np.setdiff1d(np.arange(g.channels), removed)
+    cand = np.append(kept, kept[0])  # the last column stands for "n is a constant" (its m is irrelevant)
+    pairs = _Pairs(prep, analysis, g, removed, cand)
+    why = np.zeros((len(removed), len(cand)), np.int8)
+    members: dict[str, list[Member]] = defaultdict(list)
+    for m in g.members:
+        members[m.node].append(m)
+    rel: dict[str, Relation] = {}
+    sims: list[np.ndarray] = []
+    consumers: list[tuple[gs.Node, Member]] = []
+    outcome = GroupOutcome()
+    for name in sorted(members, key=order.__getitem__):
+        node, roles = by_name[name], {m.role for m in members[name]}
+        if node.op in ("Conv", "ConvTranspose") and int(node.attrs.get("group", 1)) > 1:
+            why[why == OK] = GROUPED
+        if PRODUCER in roles:
+            sim, relation, constant = _producer(pairs, members[name], options)
+            sims.append(sim)
+            why[(why == OK) & ~constant[:, None] & (np.arange(len(cand)) == len(cand) - 1)] = LOW_SIMILARITY
+            for t in node.outputs[:1]:
+                rel[t.name] = relation
+        elif CONSUMER in roles:
+            consumers.append((node, next(m for m in members[name] if m.role == CONSUMER and m.kind == "weight")))
+        else:
+            _pass_through(node, name, rel, pairs, why, options, outcome)
+    sim = np.min(sims, axis=0) if sims else np.zeros(why.shape)
+    finals = [_consumer_relation(node, m, rel, pairs, why) for node, m in consumers]
+    fold_ok = np.all([f.k == 0 for f in finals], axis=0) & (why == OK)
+    merge_ok = (why == OK) & (sim >= options.threshold) & ~fold_ok
+    merge_ok[:, -1] = False
+    if options.compensate == "fold":
+        merge_ok[:] = False
+    residual = np.mean([np.abs(f.o) for f in finals], axis=0) if finals else np.zeros(why.shape)
+    scale = max(float(residual[merge_ok].max()), 1e-12) if merge_ok.any() else 1.0
+    cost = np.where(merge_ok, options.lam * (1 - sim) + (1 - options.lam) * residual / scale, np.inf)
+    choice = np.full(len(removed), -1)
+    for i in range(len(removed)):
+        if fold_ok[i].any():
+            choice[i] = int(np.nonzero(fold_ok[i])[0][-1])  # the constant column when it qualifies
+            outcome.folded += 1
+        elif np.isfinite(cost[i]).any():
+            choice[i] = int(np.argmin(cost[i]))
+            outcome.merged += 1
+            outcome.merged_into[int(removed[i])] = int(cand[choice[i]])
+        else:
+            outcome.pruned += 1
+            best = int(np.argmax(np.where(np.arange(len(cand)) < len(cand) - 1, sim[i], -1)))
+            code = int(why[i, best]) or LOW_SIMILARITY
+            text = REASONS[code]
+            if code == NO_RULE and outcome.blocked_by:
+                text = f"no merge rule for {', '.join(outcome.blocked_by)}"
+            outcome.reasons[text] += 1
+    chosen = choice >= 0
+    if chosen.any() and finals:
+        rows = np.nonzero(chosen)[0]
+        cols = choice[rows]
+        for (node, member), f in zip(consumers, finals):
+            k = f.k[rows, cols]
+            o = f.o[rows, cols] if options.bn_mode == "exact" else np.zeros(len(rows))
+            src, dst = _positions(analysis, member, g, removed[rows], cand[cols])
+            updates.append(Update(node, member, src, dst, np.where(fold_ok[rows, cols], 0.0, k), o))
+            outcome.border |= bool(np.any(o != 0)) and _pads(node)
+    return outcome
+
+
+def _producer(pairs: _Pairs, members: list[Member], options: MergeOptions):
+    """(similarity, relation, constant): cosine of [filter | bias] rows, scale s and residual b_n - s b_m.
+
+    `constant` marks removed channels whose filter is zero: their output is the bias alone.
+    """
+    weight = next(m for m in members if m.kind == "weight")
+    w = pairs.per_channel(weight)
+    bias_m = next((m for m in members if m.kind == "bias"), None)
+    b = pairs.per_channel(bias_m).mean(axis=1) if bias_m is not None else np.zeros(len(w))
+    full = np.hstack([w, b[:, None]])
+    norm = np.linalg.norm(full, axis=1)
+    unit = full / np.maximum(norm, 1e-300)[:, None]
+    r, c = pairs.removed, pairs.cand
+    cos = unit[r] @ unit[c].T
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s = np.nan_to_num(np.sign(cos) * norm[r][:, None] / norm[c][None, :])
+    k, o = s, b[r][:, None] - s * b[c][None, :]
+    wn = np.linalg.norm(w, axis=1)
+    zero = wn[r] <= options.fold_tolerance * wn.max()
+    k[:, -1], o[:, -1] = 0.0, b[r]
+    sim = np.abs(cos)
+    sim[:, -1] = np.where(zero, 1.0, 0.0)
+    return sim, Relation(k, o), zero
+
+
+def _pass_through(node, name, rel, pairs: _Pairs, why, options, outcome) -> None:
+    """Map the relation through one op; refuse pairs the op cannot carry."""
+    ins = [i for i, t in enumerate(node.inputs) if t.name in rel]
+    rule = RULES.get(node.op)
+    if rule is None or not ins:
+        why[why == OK] = NO_RULE
+        outcome.blocked_by.append(f"{node.op} ({name})")
+        out = rel[node.inputs[ins[0]].name] if ins else Relation(np.zeros(why.shape), np.zeros(why.shape))
+    else:
+        attrs = dict(node.attrs)
+        if node.op == "Clip":
+            for i, key in ((1, "min"), (2, "max")):
+                if i < len(node.inputs) and isinstance(node.inputs[i], gs.Constant):
+                    attrs[key] = float(np.asarray(node.inputs[i].values).reshape(-1)[0])
+        ctx = Context(lambda i: pairs.pair_values(name, node, i), attrs, why, options.approximate, options.bn_mode,
+                      options.fold_tolerance, ins, _gate_input(node, ins))
+        out = rule([rel[node.inputs[i].name] for i in ins], ctx)
+    for t in node.outputs:
+        rel[t.name] = out
+
+
+def _gate_input(node: gs.Node, ins: list[int]) -> int | None:
+    """For Mul(x, Sigmoid(x)) or Mul(x, HardSigmoid(x)): the index of the gate input."""
+    if node.op != "Mul" or len(node.inputs) != 2:
+        return None
+    for i in (0, 1):
+        src = node.inputs[i].inputs[0] if node.inputs[i].inputs else None
+        if src is not None and src.op in ("Sigmoid", "HardSigmoid") and src.inputs[0] is node.inputs[1 - i]:
+            return i
+    return None
+
+
+def _consumer_relation(node: gs.Node, member: Member, rel, pairs: _Pairs, why) -> Relation:
+    """The relation at a consumer's input; refuse pairs it cannot take (visibility, no bias)."""
+    data = node.inputs[0].name
+    if data not in rel:
+        why[why == OK] = NO_RULE
+        return Relation(np.zeros(why.shape), np.zeros(why.shape))
+    f = rel[data]
+    counts = np.bincount(pairs.analysis.positions(member, pairs.g)[1], minlength=pairs.g.channels)
+    cn, cm = counts[pairs.removed][:, None], counts[pairs.cand][None, :]
+    hidden = (cn > 0) & (cn != cm)
+    hidden[:, -1] = False
+    why[(why == OK) & hidden] = NOT_VISIBLE
+    if node.op == "MatMul" or (node.op == "Gemm" and float(node.attrs.get("beta", 1.0)) == 0):
+        why[(why == OK) & (f.o != 0)] = NO_BIAS
+    return f
+
+
+def _positions(analysis: Analysis, member: Member, g: Group, src_ch: np.ndarray, dst_ch: np.ndarray):
+    """Positions of each source and target channel on the consumer's axis, in position order."""
+    pos, idx = analysis.positions(member, g)
+    order = np.lexsort((pos, idx))
+    pos, idx = pos[order], idx[order]
+    per = {int(c): pos[idx == c] for c in np.unique(np.concatenate([src_ch, dst_ch]))}
+    return [per[int(c)] for c in src_ch], [per[int(c)] for c in dst_ch]
+
+
+def _pads(node: gs.Node) -> bool:
+    pads = node.attrs.get("pads")
+    return bool(pads and any(pads)) or node.attrs.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID")
+
+
+def apply_weight_updates(comp: Compensation) -> dict[int, np.ndarray]:
+    """Apply every update to the consumers' weights and biases; returns new biases for bias-less nodes."""
+    new_bias: dict[int, np.ndarray] = {}
+    for u in comp.updates:
+        w = u.node.inputs[1]
+        values = np.array(w.values, np.float64)
+        axis = u.member.axis
+        out_axis = _output_axis(u.node, values.ndim, axis)
+        delta_bias = np.zeros(values.shape[out_axis])
+        for pair, (src, dst) in enumerate(zip(u.source, u.target)):
+            if not len(src):
+                continue
+            block = np.take(values, src, axis=axis)
+            if u.scale[pair] != 0:
+                target = [slice(None)] * values.ndim
+                target[axis] = dst
+                values[tuple(target)] += u.scale[pair] * block
+            if u.residual[pair] != 0:
+                others = tuple(a for a in range(values.ndim) if a != out_axis)
+                delta_bias += u.residual[pair] * block.sum(axis=others)
+        w.values = values.astype(w.values.dtype)
+        if delta_bias.any():
+            _add_bias(u.node, delta_bias, new_bias)
+    return new_bias
+
+
+def _output_axis(node: gs.Node, ndim: int, input_axis: int) -> int:
+    if node.op == "Conv":
+        return 0
+    if node.op == "ConvTranspose":
+        return 1
+    return ndim - 1 if input_axis == ndim - 2 else ndim - 2  # Gemm / MatMul: the other matrix axis
+
+
+def _add_bias(node: gs.Node, delta: np.ndarray, new_bias: dict[int, np.ndarray]) -> None:
+    """Add to the node's bias; a node without a per-channel one gets it after slicing (attach_biases)."""
+    if node.op == "Gemm":
+        delta = delta * float(node.attrs.get("alpha", 1.0)) / float(node.attrs.get("beta", 1.0))
+    bias = node.inputs[2] if len(node.inputs) > 2 else None
+    if isinstance(bias, gs.Constant) and bias.values.size == delta.size:
+        bias.values = (np.asarray(bias.values, np.float64) + delta.reshape(bias.values.shape)).astype(bias.values.dtype)
+    elif bias is None or not bias.name or (isinstance(bias, gs.Constant) and bias.values.size == 1):
+        base = float(np.asarray(bias.values).reshape(-1)[0]) if isinstance(bias, gs.Constant) else 0.0
+        new_bias[id(node)] = new_bias[id(node)] + delta if id(node) in new_bias else base + delta
+    else:
+        raise OnnxPruneError(f"cannot fold a constant channel into the computed bias of a {node.op} node")
