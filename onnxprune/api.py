@@ -67,9 +67,10 @@ def apply_plan(model: ModelSource, plan: Plan, input_shapes: Shapes = None, comp
 
 def merge_options(compensate: str = "merge", merge_threshold: float = 0.45, merge_lambda: float = 0.85,
                   merge_mode: str = "exact", merge_approximate: bool = False,
-                  fold_tolerance: float = 0.0) -> MergeOptions:
+                  fold_tolerance: float = 0.0, merge_order: str = "original") -> MergeOptions:
     """Checked compensation options (see MergeOptions)."""
-    options = MergeOptions(compensate, merge_threshold, merge_lambda, merge_mode, merge_approximate, fold_tolerance)
+    options = MergeOptions(compensate, merge_threshold, merge_lambda, merge_mode, merge_approximate, fold_tolerance,
+                           merge_order)
     options.check()
     return options
 
@@ -84,7 +85,7 @@ def prune(model: ModelSource, ratio: float | None = None, criterion: str = "l1",
 
     compensate: "merge" (neuron merging, constants folded), "fold" (constants only) or "none";
     merge options: merge_threshold, merge_lambda, merge_mode ("exact" | "paper"), merge_approximate,
-    fold_tolerance.
+    fold_tolerance, merge_order ("original" | "sequential").
     """
     selection = Selection(ratio, global_rank, target_macs, target_params, round_to, min_channels, max_ratio,
                           list(exclude or []), dict(overrides or {}))

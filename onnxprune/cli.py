@@ -65,7 +65,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     if selection:
         selection.check()
     merge = merge_options(args.compensate, args.merge_threshold, args.merge_lambda, args.merge_mode,
-                          args.merge_approximate, args.fold_tolerance)
+                          args.merge_approximate, args.fold_tolerance, args.merge_order)
     shapes = parse_shapes(args.shape)
     _progress("loading")
     prep = prepare(args.model)
@@ -131,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rank matches by L * cosine distance + (1 - L) * normalised bias residual (default 0.85)")
     c.add_argument("--merge-mode", default="exact", choices=["exact", "paper"],
                    help="BatchNorm factor: exact, or the authors' released code's, for comparison (default exact)")
+    c.add_argument("--merge-order", default="original", choices=["original", "sequential"],
+                   help="match each group on its original filters (the authors' code) or on the filters left "
+                        "after earlier groups' merges and removals (default original)")
     c.add_argument("--merge-approximate", action="store_true",
                    help="also merge through SiLU, HardSwish, Sigmoid, GELU... (not exact; reported)")
     c.add_argument("--fold-tolerance", type=float, default=0.0, metavar="F",

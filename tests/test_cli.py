@@ -181,3 +181,18 @@ def test_external_data_model_through_cli(tmp: Path) -> None:
     r = cli("prune", str(src), "-o", str(out), "--plan", str(plan))
     assert r.returncode == 0, r.stderr
     assert (tmp / "out.onnx.data").is_file() and analyze(out).group("conv2").channels == 10
+
+
+def test_prune_compensation_flags_and_report(model_file: Path, tmp: Path) -> None:
+    out, report = tmp / "merged.onnx", tmp / "report.json"
+    r = cli("prune", str(model_file), "-o", str(out), "--ratio", "0.5", "--compensate", "merge",
+            "--merge-threshold", "0", "--merge-order", "sequential", "--report", str(report))
+    assert r.returncode == 0, r.stderr
+    assert "compensation (merge, exact):" in r.stdout
+    data = json.loads(report.read_text())
+    total = data["total"]["compensation"]
+    assert total["merged"] + total["folded"] + total["pruned_only"] == data["total"]["channels_removed"]
+    assert all("compensation" in g for g in data["groups"] if g["removed"])
+    for bad, message in ((["--compensate", "blend"], "invalid choice"), (["--merge-threshold", "1.5"], "[0, 1]")):
+        r = cli("prune", str(model_file), "-o", str(tmp / "bad.onnx"), "--ratio", "0.5", *bad)
+        assert r.returncode == 2 and message in r.stderr and not (tmp / "bad.onnx").exists()

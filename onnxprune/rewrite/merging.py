@@ -24,6 +24,7 @@ from .relations import GROUPED, LOW_SIMILARITY, NO_BIAS, NO_RULE, NOT_VISIBLE, O
 
 MODES = ("merge", "fold", "none")
 BN_MODES = ("exact", "paper")
+ORDERS = ("original", "sequential")
 
 
 @dataclass
@@ -36,10 +37,13 @@ class MergeOptions:
     bn_mode: str = "exact"
     approximate: bool = False  # merge through SiLU, HardSwish, Sigmoid, GELU... (not exact)
     fold_tolerance: float = 0.0  # |gamma|/sigma (or a filter norm) this far below the layer's max counts as 0
+    order: str = "original"  # match on original rows (the authors' code) or on rows after earlier merges
 
     def check(self) -> None:
         if self.compensate not in MODES:
             raise OnnxPruneError(f"unknown compensation '{self.compensate}' (choose from {', '.join(MODES)})")
+        if self.order not in ORDERS:
+            raise OnnxPruneError(f"unknown merge order '{self.order}' (choose from {', '.join(ORDERS)})")
         if self.bn_mode not in BN_MODES:
             raise OnnxPruneError(f"unknown merge mode '{self.bn_mode}' (choose from {', '.join(BN_MODES)})")
         if not 0 <= self.threshold <= 1 or not 0 <= self.lam <= 1 or not 0 <= self.fold_tolerance < 1:
@@ -90,36 +94,73 @@ class Compensation:
     options: MergeOptions
     updates: list[Update] = field(default_factory=list)
     outcomes: dict[str, GroupOutcome] = field(default_factory=dict)
+    applied: int = 0  # updates already applied to the graph (sequential order)
+    new_bias: dict[int, np.ndarray] = field(default_factory=dict)  # for consumers that have no bias
 
 
 def plan_compensation(prep: Prepared, analysis: Analysis, removed: dict[str, list[int]],
                       options: MergeOptions) -> Compensation:
-    """Match every removed channel of every pruned group; nothing is modified yet."""
+    """Match every removed channel of every pruned group.
+
+    In `original` order nothing is modified here. In `sequential` order the groups are taken in graph
+    order, each group's merges are applied before the next group is matched, and producer rows are
+    matched without the input columns that are being removed.
+    """
     options.check()
     comp = Compensation(options)
     if options.compensate == "none":
         return comp
     by_name = {prep.names[id(n)]: n for n in prep.graph.nodes}
     order = {prep.names[id(n)]: i for i, n in enumerate(prep.graph.nodes)}
-    for gid, idx in removed.items():
-        if idx:
+    gone = _gone_classes(analysis, removed) if options.order == "sequential" else None
+    first = {gid: min(order[m.node] for m in analysis.group(gid).members) for gid in removed}
+    for gid in sorted(removed, key=first.__getitem__):
+        if removed[gid]:
             g = analysis.group(gid)
-            comp.outcomes[gid] = _group(prep, analysis, g, np.asarray(sorted(idx)), options, by_name, order,
-                                        comp.updates)
+            comp.outcomes[gid] = _group(prep, analysis, g, np.asarray(sorted(removed[gid])), options, by_name, order,
+                                        comp.updates, gone)
+            if gone is not None:
+                apply_weight_updates(comp)
     return comp
+
+
+def _gone_classes(analysis: Analysis, removed: dict[str, list[int]]) -> np.ndarray:
+    """True for every channel class the plan removes."""
+    res = analysis.resolution
+    gone = np.zeros(len(res.group_of_class), bool)
+    for gid, idx in removed.items():
+        gone |= (res.group_of_class == analysis.group(gid).index) & np.isin(res.index_of_class, idx)
+    return gone
 
 
 class _Pairs:
     """Per-channel parameter lookups for (removed, candidate) pairs of one group."""
 
-    def __init__(self, prep: Prepared, analysis: Analysis, g: Group, removed: np.ndarray, cand: np.ndarray):
+    def __init__(self, prep: Prepared, analysis: Analysis, g: Group, removed: np.ndarray, cand: np.ndarray,
+                 gone: np.ndarray | None = None):
         self.prep, self.analysis, self.g, self.removed, self.cand = prep, analysis, g, removed, cand
         self.tensors = prep.graph.tensors()
         self.params = {(m.node, m.input_index): m for m in g.members if m.input_index is not None}
+        self.gone = gone
 
     def per_channel(self, member: Member) -> np.ndarray:
-        """A parameter member as [channels, features]."""
-        return channel_matrix(self.analysis, self.tensors[member.tensor].values, member, self.g)
+        """A parameter member as [channels, features] (removed input columns zeroed in sequential order)."""
+        values = self.tensors[member.tensor].values
+        if self.gone is not None and member.kind == "weight":
+            values = self._without_removed_inputs(member, values)
+        return channel_matrix(self.analysis, values, member, self.g)
+
+    def _without_removed_inputs(self, member: Member, values: np.ndarray) -> np.ndarray:
+        res = self.analysis.resolution
+        for other in self.analysis.members:
+            if other.tensor == member.tensor and other.role == CONSUMER and other.axis != member.axis:
+                drop = np.nonzero(self.gone[res.cls[other.elements]])[0]
+                if len(drop):
+                    values = np.array(values)
+                    where = [slice(None)] * values.ndim
+                    where[other.axis] = drop
+                    values[tuple(where)] = 0
+        return values
 
     def pair_values(self, node_name: str, node: gs.Node, index: int) -> np.ndarray | None:
         """[removed, candidates, 2]: the input's value for channel n and for channel m."""
@@ -137,11 +178,11 @@ class _Pairs:
         return np.stack([n, m], axis=-1)
 
 
-def _group(prep, analysis, g, removed, options, by_name, order, updates) -> GroupOutcome:
+def _group(prep, analysis, g, removed, options, by_name, order, updates, gone) -> GroupOutcome:
     """Relations along the group, the choice per removed channel, and the consumer updates."""
     kept = np.setdiff1d(np.arange(g.channels), removed)
     cand = np.append(kept, kept[0])  # the last column stands for "n is a constant" (its m is irrelevant)
-    pairs = _Pairs(prep, analysis, g, removed, cand)
+    pairs = _Pairs(prep, analysis, g, removed, cand, gone)
     why = np.zeros((len(removed), len(cand)), np.int8)
     members: dict[str, list[Member]] = defaultdict(list)
     for m in g.members:
@@ -293,9 +334,9 @@ def _pads(node: gs.Node) -> bool:
 
 
 def apply_weight_updates(comp: Compensation) -> dict[int, np.ndarray]:
-    """Apply every update to the consumers' weights and biases; returns new biases for bias-less nodes."""
-    new_bias: dict[int, np.ndarray] = {}
-    for u in comp.updates:
+    """Apply the updates not yet applied to the consumers' weights and biases; returns biases for bias-less nodes."""
+    new_bias = comp.new_bias
+    for u in comp.updates[comp.applied:]:
         w = u.node.inputs[1]
         values = np.array(w.values, np.float64)
         axis = u.member.axis
@@ -315,6 +356,7 @@ def apply_weight_updates(comp: Compensation) -> dict[int, np.ndarray]:
         w.values = values.astype(w.values.dtype)
         if delta_bias.any():
             _add_bias(u.node, delta_bias, new_bias)
+    comp.applied = len(comp.updates)
     return new_bias
 
 
