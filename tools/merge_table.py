@@ -22,10 +22,14 @@ RATIOS = (0.5, 0.6, 0.7, 0.8)
 PAPER = {"baseline": 89.80, "prune": (88.40, 85.17, 71.26, 66.76), "merge": (88.69, 86.92, 82.75, 80.02)}
 VARIANTS = {
     "prune": {"compensate": "none"},
-    "merge (exact)": {"compensate": "merge"},
-    "merge (paper BN factor)": {"compensate": "merge", "merge_mode": "paper"},
+    "merge": {"compensate": "merge"},
+    "merge, t=0.3": {"compensate": "merge", "merge_threshold": 0.3},
+    "merge, sequential": {"compensate": "merge", "merge_order": "sequential"},
+    "merge, sequential, t=0.3": {"compensate": "merge", "merge_order": "sequential", "merge_threshold": 0.3},
+    "merge, paper BN factor": {"compensate": "merge", "merge_mode": "paper"},
     "fold only": {"compensate": "fold"},
 }
+LINEAR = ("prune", "merge", "merge, t=0.3", "merge, sequential", "merge, sequential, t=0.3")
 
 
 def test_set() -> tuple[np.ndarray, np.ndarray]:
@@ -44,15 +48,16 @@ def accuracy(model, x: np.ndarray, y: np.ndarray) -> float:
     return float((preds == y).mean()) * 100
 
 
-def table(path: Path, variants: dict, x, y, threshold: float) -> list[str]:
+def table(path: Path, names: tuple[str, ...], x, y) -> list[str]:
     base = accuracy(path, x, y)
     head = "| variant | " + " | ".join(f"{r:.0%}" for r in RATIOS) + " |"
-    rows = [f"`{path.name}`: baseline {base:.2f}%, criterion l1, merge threshold {threshold}", "", head,
+    rows = [f"`{path.name}`: baseline {base:.2f}%", "", head,
             "|---|" + "---:|" * len(RATIOS)]
-    for label, options in variants.items():
+    for label in names:
+        options = VARIANTS[label]
         cells = []
         for r in RATIOS:
-            model, _, report = onnxprune.prune(path, ratio=r, criterion="l1", merge_threshold=threshold, **options)
+            model, _, report = onnxprune.prune(path, ratio=r, criterion="l1", **options)
             c = report["total"].get("compensation", {})
             acc = accuracy(model, x, y)
             extra = f" ({c['merged']}m/{c['folded']}f)" if options["compensate"] != "none" else ""
@@ -73,19 +78,18 @@ def main() -> None:
              f"10,000 images; onnxruntime {ort.__version__} CPU; {platform.machine()}). Test accuracy in %;",
              "`(Nm/Nf)`: channels merged / folded as constants, summed over groups. The same ratio is removed",
              "from every prunable group, ranked by l1; nothing is fine-tuned.", ""]
+    lines += ["Variants: `merge` is the default (`--compensate merge`, threshold t = 0.45, original order);",
+              "`sequential` is `--merge-order sequential`; `t=0.3` is `--merge-threshold 0.3`.", ""]
     lines += ["## LeNet-300-100 (the paper's Table 1 setting)", ""]
-    lines += table(models / "lenet300.onnx", {k: VARIANTS[k] for k in ("prune", "merge (exact)")}, x, y, 0.45)
-    lines += [f"| paper: prune | " + " | ".join(f"{v:.2f}" for v in PAPER["prune"]) + " |",
-              f"| paper: merge | " + " | ".join(f"{v:.2f}" for v in PAPER["merge"]) + " |", "",
-              f"The paper's baseline is {PAPER['baseline']:.2f}%; ours is above. Compare prune and merge on",
-              "the same model: how much merging gains varies with the training run.", ""]
-    for t in (0.1, 0.3, 0.6):
-        lines += table(models / "lenet300.onnx", {"merge (exact)": VARIANTS["merge (exact)"]}, x, y, t)[4:]
-        lines[-1] = lines[-1].replace("| merge (exact) |", f"| merge, threshold {t} |")
-    lines += ["", "## VGG-style conv net, BatchNormalization kept", ""]
-    lines += table(models / "vgg_bnkeep.onnx", VARIANTS, x, y, 0.45)
+    lines += table(models / "lenet300.onnx", LINEAR, x, y)
+    lines += ["| paper: prune | " + " | ".join(f"{v:.2f}" for v in PAPER["prune"]) + " |",
+              "| paper: merge | " + " | ".join(f"{v:.2f}" for v in PAPER["merge"]) + " |", "",
+              f"The paper's baseline is {PAPER['baseline']:.2f}%. Compare prune and merge on the same model: how",
+              "much merging gains varies with the training run.", ""]
+    lines += ["## VGG-style conv net, BatchNormalization kept", ""]
+    lines += table(models / "vgg_bnkeep.onnx", tuple(VARIANTS), x, y)
     lines += ["", "## The same net, BatchNormalization folded into the convs (PyTorch's default export)", ""]
-    lines += table(models / "vgg_bnfold.onnx", {k: VARIANTS[k] for k in ("prune", "merge (exact)")}, x, y, 0.45)
+    lines += table(models / "vgg_bnfold.onnx", LINEAR, x, y)
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
