@@ -29,7 +29,7 @@ t0 = time.perf_counter()
 import onnxprune
 from onnxprune.loading import save_model
 t = time.perf_counter()
-model, plan, report = onnxprune.prune(sys.argv[1], ratio=0.3, criterion=sys.argv[3])
+model, plan, report = onnxprune.prune(sys.argv[1], ratio=0.3, criterion=sys.argv[3], compensate=sys.argv[4])
 save_model(model, sys.argv[2])
 print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
@@ -54,16 +54,17 @@ def main() -> None:
     ap.add_argument("model")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--criterion", default="l1")
+    ap.add_argument("--compensate", default="none", help="none: the prune alone (the goal's setting); merge: with neuron merging")
     ap.add_argument("--out")
     args = ap.parse_args()
     size = Path(args.model).stat().st_size
     floors = [measure(FLOOR, args.model) for _ in range(args.runs)]
-    prunes = [measure(PRUNE, args.model, args.criterion) for _ in range(args.runs)]
+    prunes = [measure(PRUNE, args.model, args.criterion, args.compensate) for _ in range(args.runs)]
     floor = (min(t for t, _ in floors), min(m for _, m in floors))  # best time and lowest peak, each
     prune = (min(t for t, _ in prunes), min(m for _, m in prunes))
     base = baseline_rss()
     result = {
-        "model": Path(args.model).name, "bytes": size, "criterion": args.criterion, "ratio": 0.3,
+        "model": Path(args.model).name, "bytes": size, "criterion": args.criterion, "compensate": args.compensate, "ratio": 0.3,
         "floor_s": round(floor[0], 3), "prune_s": round(prune[0], 3), "time_ratio": round(prune[0] / floor[0], 2),
         "prune_peak_mb": round(prune[1] / 1024, 1), "import_peak_mb": round(base / 1024, 1),
         "memory_ratio": round((prune[1] - base) * 1024 / size, 2),
