@@ -1,13 +1,14 @@
 """The Python API: analyze, apply a plan, or prune in one call. Inputs are never modified."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import onnx
 
 from .analysis.analyze import Analysis, build_analysis
 from .analysis.cost import Cost, count_cost, removal_estimator
+from .errors import OnnxPruneError
 from .loading import ModelSource, Prepared, prepare
 from .plan import Plan, check_plan, make_plan
 from .report import prune_report
@@ -45,52 +46,50 @@ def run_pipeline(prep: Prepared, input_shapes: Shapes = None, plan: Plan | None 
     scores = None
     if plan is not None:
         removed = check_plan(plan, analysis)
+        merge = merge or replay_options(plan)
     else:
         scores = score_groups(prep, analysis, criterion, include_consumers, aggregate, seed=seed)
         removed = select(analysis, scores, selection, removal_estimator(analysis))
-        plan = make_plan(analysis, removed, criterion=criterion)
-    compensation = plan_compensation(prep, analysis, removed, merge or MergeOptions())
+        merge = merge or MergeOptions()
+        plan = make_plan(analysis, removed, criterion=criterion, compensation=asdict(merge))
+    compensation = plan_compensation(prep, analysis, removed, merge)
     model = rewrite(prep, analysis, removed, compensation)
     after = count_cost(prep.graph, list(prep.template.opset_import), input_shapes)  # the rewritten graph
     return Pruned(model, plan, removed, scores, analysis, after, compensation)
 
 
-def apply_plan(model: ModelSource, plan: Plan, input_shapes: Shapes = None, compensate: str = "merge",
-               **merge: Any) -> onnx.ModelProto:
+def apply_plan(model: ModelSource, plan: Plan, input_shapes: Shapes = None, **merge: Any) -> onnx.ModelProto:
     """Remove the plan's channels and return the smaller, checked model (input_shapes as for analyze).
 
-    `compensate` and the merge options are those of `prune`.
+    Channels are compensated as the plan records (as `prune` made it); keywords of `prune`'s merge
+    options given here take precedence.
     """
-    options = merge_options(compensate, **merge)
-    return run_pipeline(prepare(model), input_shapes, plan=plan, merge=options).model
+    return run_pipeline(prepare(model), input_shapes, plan=plan, merge=replay_options(plan, **merge)).model
 
 
-def merge_options(compensate: str = "merge", merge_threshold: float = 0.45, merge_lambda: float = 0.85,
-                  merge_mode: str = "exact", merge_approximate: bool = False,
-                  fold_tolerance: float = 0.0, merge_order: str = "original") -> MergeOptions:
-    """Checked compensation options (see MergeOptions)."""
-    options = MergeOptions(compensate, merge_threshold, merge_lambda, merge_mode, merge_approximate, fold_tolerance,
-                           merge_order)
-    options.check()
-    return options
+def replay_options(plan: Plan, **overrides: Any) -> MergeOptions:
+    """The compensation a plan records (defaults for a plan without one), overridden by keywords."""
+    recorded = plan.get("compensation", {})
+    if not isinstance(recorded, dict):
+        raise OnnxPruneError("plan 'compensation' must be an object of compensation options")
+    return MergeOptions.from_keywords(**{**recorded, **overrides})
 
 
 def prune(model: ModelSource, ratio: float | None = None, criterion: str = "l1", *, global_rank: bool = False,
           target_macs: float | None = None, target_params: float | None = None, round_to: int = 1,
           min_channels: int = 1, max_ratio: float = 1.0, exclude: list[str] | None = None,
           overrides: dict[str, float] | None = None, include_consumers: bool = False, aggregate: str = "mean",
-          seed: int = 0, input_shapes: Shapes = None, compensate: str = "merge",
-          **merge: Any) -> tuple[onnx.ModelProto, Plan, dict[str, Any]]:
+          seed: int = 0, input_shapes: Shapes = None, **merge: Any) -> tuple[onnx.ModelProto, Plan, dict[str, Any]]:
     """Score, select, compensate and remove channels in one call; returns (pruned model, plan, report).
 
-    compensate: "merge" (neuron merging, constants folded), "fold" (constants only) or "none";
-    merge options: merge_threshold, merge_lambda, merge_mode ("exact" | "paper"), merge_approximate,
-    fold_tolerance, merge_order ("original" | "sequential").
+    Merge options (MergeOptions): compensate ("merge": neuron merging, constants folded; "fold":
+    constants only; "none"), merge_threshold, merge_lambda, merge_mode ("exact" | "paper"),
+    merge_approximate, fold_tolerance, merge_order ("original" | "sequential").
     """
     selection = Selection(ratio, global_rank, target_macs, target_params, round_to, min_channels, max_ratio,
                           list(exclude or []), dict(overrides or {}))
     selection.check()  # before the model is read
-    options = merge_options(compensate, **merge)
+    options = MergeOptions.from_keywords(**merge)
     r = run_pipeline(prepare(model), input_shapes, None, criterion, selection, include_consumers, aggregate, seed,
                      options)
     return r.model, r.plan, prune_report(r.analysis, r.after, r.removed, r.scores, compensation=r.compensation)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from .analysis.analyze import build_analysis
 from .analysis.cost import resolve_input_dims
-from .api import merge_options, run_pipeline
+from .api import replay_options, run_pipeline
+from .rewrite.merging import MergeOptions
 from .errors import OnnxPruneError
 from .loading import prepare, save_model
 from .plan import load_plan, save_plan
@@ -56,6 +57,10 @@ def _selection(args: argparse.Namespace) -> Selection:
                      args.min_channels, args.max_ratio, list(args.exclude or []), overrides)
 
 
+MERGE_FLAGS = ("compensate", "merge_threshold", "merge_lambda", "merge_mode", "merge_order", "merge_approximate",
+               "fold_tolerance")
+
+
 def cmd_prune(args: argparse.Namespace) -> int:
     """Plan (from a file or a criterion), rewrite, vouch for the written file, report."""
     if Path(args.output).resolve() == Path(args.model).resolve():
@@ -64,8 +69,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
     selection = None if plan else _selection(args)
     if selection:
         selection.check()
-    merge = merge_options(args.compensate, args.merge_threshold, args.merge_lambda, args.merge_mode,
-                          args.merge_approximate, args.fold_tolerance, args.merge_order)
+    given = {k: v for k in MERGE_FLAGS if (v := getattr(args, k)) is not None}
+    merge = replay_options(plan, **given) if plan else MergeOptions.from_keywords(**given)
     shapes = parse_shapes(args.shape)
     _progress("loading")
     prep = prepare(args.model)
@@ -121,23 +126,25 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--include-consumers", action="store_true", help="score consumers' input slices too")
     r.add_argument("--aggregate", default="mean", choices=["mean", "sum", "max"], help="combine a group's members")
     r.add_argument("--seed", type=int, default=0, help="seed of the random criterion")
-    c = r.add_argument_group("compensation of removed channels (neuron merging)")
-    c.add_argument("--compensate", default="merge", choices=["merge", "fold", "none"],
+    c = r.add_argument_group("compensation of removed channels (neuron merging); with --plan, the plan's "
+                             "recorded options unless given here")
+    c.add_argument("--compensate", choices=["merge", "fold", "none"],
                    help="merge: fold each removed filter into a similar kept one's consumers, and constant "
                         "channels into their biases; fold: constant channels only; none: plain pruning (default merge)")
-    c.add_argument("--merge-threshold", type=float, default=0.45, metavar="T",
+    c.add_argument("--merge-threshold", type=float, metavar="T",
                    help="minimum cosine similarity of [filter | bias] for a merge (default 0.45)")
-    c.add_argument("--merge-lambda", type=float, default=0.85, metavar="L",
+    c.add_argument("--merge-lambda", type=float, metavar="L",
                    help="rank matches by L * cosine distance + (1 - L) * normalised bias residual (default 0.85)")
-    c.add_argument("--merge-mode", default="exact", choices=["exact", "paper"],
+    c.add_argument("--merge-mode", choices=["exact", "paper"],
                    help="BatchNorm factor: exact, or the authors' released code's, for comparison (default exact)")
-    c.add_argument("--merge-order", default="original", choices=["original", "sequential"],
+    c.add_argument("--merge-order", choices=["original", "sequential"],
                    help="match each group on its original filters (the authors' code) or on the filters left "
                         "after earlier groups' merges and removals (default original)")
-    c.add_argument("--merge-approximate", action="store_true",
+    c.add_argument("--merge-approximate", action="store_true", default=None,
                    help="also merge through SiLU, HardSwish, Sigmoid, GELU... (not exact; reported)")
-    c.add_argument("--fold-tolerance", type=float, default=0.0, metavar="F",
-                   help="treat channels with |gamma|/sigma (or filter norm) <= F x the layer's max as constant")
+    c.add_argument("--fold-tolerance", type=float, metavar="F",
+                   help="treat channels with |gamma|/sigma (or filter norm) <= F x the layer's max as constant "
+                        "(default 0)")
     r.add_argument("--save-plan", metavar="FILE", help="write the plan that was applied")
     r.add_argument("--report", metavar="FILE", help="write the before/after report as JSON")
     r.add_argument("--shape", action="append", metavar="NAME:DIMS", help="input shape for the check run and MACs")

@@ -79,18 +79,12 @@ def _first_line(exc: BaseException) -> str:
     return text[0] if text else type(exc).__name__
 
 
-def model_sha256(model: onnx.ModelProto) -> str:
-    """Content hash: the same for one model whether its weights are raw, typed or external data.
+def take_weights(model: onnx.ModelProto) -> tuple[str, dict[str, np.ndarray]]:
+    """(content hash, initializer values by name), removing the initializers from the model.
 
-    Hashes the proto without initializers, then each initializer's name, type, dims and values.
-    """
-    return _hash_and_release(model)[0]
-
-
-def _hash_and_release(model: onnx.ModelProto) -> tuple[str, dict[str, np.ndarray]]:
-    """(content hash, initializer values by name); the model's initializers are removed.
-
-    The values are read into numpy once, here, so the proto can be dropped and its memory freed.
+    The hash is the same for one model whether its weights are raw, typed or external data: the
+    proto without initializers, then each initializer's name, type, dims and values. The values are
+    read into numpy once, here, so the parsed proto can be dropped and its memory freed.
     """
     values = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
     dtypes = [(t.name, t.data_type, list(t.dims)) for t in model.graph.initializer]
@@ -134,7 +128,7 @@ def prepare(src: ModelSource) -> Prepared:
     """
     model, source, external = read_model(src)
     opset = check_supported(model, source)
-    sha, values = _hash_and_release(model)
+    sha, values = take_weights(model)
     graph = gs.import_onnx(model)  # weights are unresolved names here; they become constants below
     graph.import_domains = [copy_proto(d) for d in model.opset_import]  # no reference into the model
     for t in graph.tensors().values():

@@ -99,8 +99,8 @@ def prune_report(analysis: "Analysis", after, removed: dict[str, list[int]], sco
         total["bytes_before"], total["bytes_after"] = sizes
     if compensation is not None:
         outcomes = compensation.outcomes.values()
-        total["compensation"] = {"mode": compensation.options.compensate, "merge_mode": compensation.options.bn_mode,
-                                 **{k: sum(getattr(o, k) for o in outcomes) for k in ("merged", "folded")},
+        total["compensation"] = {"mode": compensation.options.compensate, "merge_mode": compensation.options.merge_mode,
+                                 "merged": sum(o.merged for o in outcomes), "folded": sum(o.folded for o in outcomes),
                                  "pruned_only": sum(o.pruned for o in outcomes)}
     return {"model_sha256": analysis.sha256, "total": total, "groups": groups}
 

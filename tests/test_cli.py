@@ -196,3 +196,15 @@ def test_prune_compensation_flags_and_report(model_file: Path, tmp: Path) -> Non
     for bad, message in ((["--compensate", "blend"], "invalid choice"), (["--merge-threshold", "1.5"], "[0, 1]")):
         r = cli("prune", str(model_file), "-o", str(tmp / "bad.onnx"), "--ratio", "0.5", *bad)
         assert r.returncode == 2 and message in r.stderr and not (tmp / "bad.onnx").exists()
+
+
+def test_plan_replay_keeps_the_recorded_compensation(model_file: Path, tmp: Path) -> None:
+    first, plan = tmp / "first.onnx", tmp / "plan.json"
+    r = cli("prune", str(model_file), "-o", str(first), "--ratio", "0.5", "--compensate", "none", "--save-plan", str(plan))
+    assert r.returncode == 0, r.stderr
+    again, merged = tmp / "again.onnx", tmp / "merged.onnx"
+    assert cli("prune", str(model_file), "-o", str(again), "--plan", str(plan)).returncode == 0
+    assert sha(again) == sha(first)
+    r = cli("prune", str(model_file), "-o", str(merged), "--plan", str(plan), "--compensate", "merge",
+            "--merge-threshold", "0")
+    assert r.returncode == 0 and "compensation (merge, exact)" in r.stdout and sha(merged) != sha(first)

@@ -8,9 +8,10 @@ from onnx import numpy_helper
 
 import handmade
 import oracle
-from onnxprune import OnnxPruneError, make_plan, prune
+from onnxprune import OnnxPruneError, apply_plan, make_plan, prune
 from onnxprune.analysis.analyze import build_analysis
-from onnxprune.api import merge_options, run_pipeline
+from onnxprune.api import run_pipeline
+from onnxprune.rewrite.merging import MergeOptions
 from onnxprune.loading import prepare
 from conftest import ROOT
 
@@ -43,7 +44,7 @@ def _prune(model, removed: dict[str, list[int]], **options):
     """(pruned model, per-group compensation outcomes) for an explicit plan."""
     prep = prepare(model)
     plan = make_plan(build_analysis(prep), removed)
-    r = run_pipeline(prepare(model), plan=plan, merge=merge_options(**options))
+    r = run_pipeline(prepare(model), plan=plan, merge=MergeOptions.from_keywords(**options))
     return r.model, {g: o.to_json() for g, o in r.compensation.outcomes.items()}
 
 
@@ -239,3 +240,34 @@ def test_merging_beats_pruning_on_the_trained_lenet() -> None:
         model, _, _ = prune(LENET, ratio=0.7, compensate=mode, merge_threshold=0.3)
         errors[mode] = float(np.linalg.norm(oracle.run(model, x)[0] - want) / np.linalg.norm(want))
     assert errors["merge"] < 0.8 * errors["none"], errors
+
+
+def test_per_channel_arithmetic_carries_the_relation_exactly() -> None:
+    """conv -> Mul -> Add -> Sub -> Div (per-channel constants) -> Relu -> conv: exact when offsets cancel."""
+    base = handmade.per_channel_consts()
+    w = _weights(base)
+    n, m, s = 6, 1, 1.4
+    arrays = _multiple(w, "conv1", n, m, s)
+    mul, add, sub, div = (w[k].copy() for k in ("mul1.scale", "add1.shift", "sub1.shift", "div1.scale"))
+    k = s * mul.flat[n] / mul.flat[m]  # the scale after Mul; Add and Sub must keep the offset at zero
+    add.flat[n], sub.flat[n] = k * add.flat[m], k * sub.flat[m]
+    model = _with(base, **arrays, mul1__scale=mul, add1__shift=add, sub1__shift=sub, div1__scale=div)
+    merged, outcome = _prune(model, {"conv1": [n]})
+    plain, _ = _prune(model, {"conv1": [n]}, compensate="none")
+    assert outcome["conv1"]["merged_into"] == {str(n): m}
+    assert _error(model, merged) < EXACT
+    assert _error(model, plain) > 100 * EXACT
+
+
+def test_a_plan_replays_with_the_compensation_it_records() -> None:
+    model = handmade.conv_bn_relu_chain()
+    plain, plan, _ = prune(model, ratio=0.5, compensate="none")
+    merged, _, _ = prune(model, ratio=0.5, merge_threshold=0.0)
+    assert plan["compensation"]["compensate"] == "none"
+    assert apply_plan(model, plan).SerializeToString() == plain.SerializeToString()
+    assert apply_plan(model, plan, compensate="merge", merge_threshold=0.0).SerializeToString() == \
+        merged.SerializeToString()
+    with pytest.raises(OnnxPruneError, match="unknown compensation option 'threshold'"):
+        apply_plan(model, dict(plan, compensation={"threshold": 0.3}))
+    with pytest.raises(OnnxPruneError, match="unknown compensation option 'merge_treshold'"):
+        prune(model, ratio=0.5, merge_treshold=0.3)

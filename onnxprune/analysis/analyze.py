@@ -43,6 +43,20 @@ class Analysis:
         pos = np.nonzero(self.resolution.group(member.elements) == group.index)[0]
         return pos, self.resolution.index(member.elements[pos])
 
+    def channel_positions(self, member: Member, group: Group) -> tuple[np.ndarray, np.ndarray]:
+        """Like `positions`, sorted by channel, then by position (a channel's spread in its own order)."""
+        pos, idx = self.positions(member, group)
+        order = np.lexsort((pos, idx))
+        return pos[order], idx[order]
+
+    def removed_classes(self, removed: dict[str, list[int]]) -> np.ndarray:
+        """True for every channel class that `removed` (group id -> channel indices) takes away."""
+        res = self.resolution
+        gone = np.zeros(len(res.group_of_class), bool)
+        for gid, idx in removed.items():
+            gone |= (res.group_of_class == self.group(gid).index) & np.isin(res.index_of_class, idx)
+        return gone
+
     def fraction(self, member: Member, group: Group) -> float:
         """Share of the member's axis that the group's channels occupy."""
         return len(self.positions(member, group)[0]) / len(member.elements)

@@ -9,7 +9,7 @@ computed from the original weights, before any merge changes them (the authors' 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import onnx_graphsurgeon as gs
@@ -27,27 +27,33 @@ BN_MODES = ("exact", "paper")
 ORDERS = ("original", "sequential")
 
 
-@dataclass
+@dataclass(frozen=True)
 class MergeOptions:
-    """How removed channels are compensated."""
+    """How removed channels are compensated; the field names are the API's keywords (checked on creation)."""
 
     compensate: str = "merge"
-    threshold: float = 0.45  # minimum cosine similarity of [filter | bias] for a merge
-    lam: float = 0.85  # ranking weight of the cosine distance against the normalised bias residual
-    bn_mode: str = "exact"
-    approximate: bool = False  # merge through SiLU, HardSwish, Sigmoid, GELU... (not exact)
+    merge_threshold: float = 0.45  # minimum cosine similarity of [filter | bias] for a merge
+    merge_lambda: float = 0.85  # ranking weight of the cosine distance against the normalised bias residual
+    merge_mode: str = "exact"  # BatchNorm factor: exact, or the authors' released code's
+    merge_approximate: bool = False  # merge through SiLU, HardSwish, Sigmoid, GELU... (not exact)
     fold_tolerance: float = 0.0  # |gamma|/sigma (or a filter norm) this far below the layer's max counts as 0
-    order: str = "original"  # match on original rows (the authors' code) or on rows after earlier merges
+    merge_order: str = "original"  # match on original rows (the authors' code) or on rows after earlier merges
 
-    def check(self) -> None:
-        if self.compensate not in MODES:
-            raise OnnxPruneError(f"unknown compensation '{self.compensate}' (choose from {', '.join(MODES)})")
-        if self.order not in ORDERS:
-            raise OnnxPruneError(f"unknown merge order '{self.order}' (choose from {', '.join(ORDERS)})")
-        if self.bn_mode not in BN_MODES:
-            raise OnnxPruneError(f"unknown merge mode '{self.bn_mode}' (choose from {', '.join(BN_MODES)})")
-        if not 0 <= self.threshold <= 1 or not 0 <= self.lam <= 1 or not 0 <= self.fold_tolerance < 1:
+    def __post_init__(self) -> None:
+        for value, name, allowed in ((self.compensate, "compensation", MODES), (self.merge_order, "merge order", ORDERS),
+                                     (self.merge_mode, "merge mode", BN_MODES)):
+            if value not in allowed:
+                raise OnnxPruneError(f"unknown {name} '{value}' (choose from {', '.join(allowed)})")
+        if not (0 <= self.merge_threshold <= 1 and 0 <= self.merge_lambda <= 1 and 0 <= self.fold_tolerance < 1):
             raise OnnxPruneError("--merge-threshold and --merge-lambda must lie in [0, 1], --fold-tolerance in [0, 1)")
+
+    @classmethod
+    def from_keywords(cls, **options) -> "MergeOptions":
+        """Options from keywords (a plan's record, API keywords); an unknown name is a one-line error."""
+        unknown = sorted(set(options) - {f.name for f in fields(cls)})
+        if unknown:
+            raise OnnxPruneError(f"unknown compensation option '{unknown[0]}'")
+        return cls(**options)
 
 
 @dataclass
@@ -106,13 +112,12 @@ def plan_compensation(prep: Prepared, analysis: Analysis, removed: dict[str, lis
     order, each group's merges are applied before the next group is matched, and producer rows are
     matched without the input columns that are being removed.
     """
-    options.check()
     comp = Compensation(options)
     if options.compensate == "none":
         return comp
     by_name = {prep.names[id(n)]: n for n in prep.graph.nodes}
     order = {prep.names[id(n)]: i for i, n in enumerate(prep.graph.nodes)}
-    gone = _gone_classes(analysis, removed) if options.order == "sequential" else None
+    gone = analysis.removed_classes(removed) if options.merge_order == "sequential" else None
     first = {gid: min(order[m.node] for m in analysis.group(gid).members) for gid in removed}
     for gid in sorted(removed, key=first.__getitem__):
         if removed[gid]:
@@ -122,15 +127,6 @@ def plan_compensation(prep: Prepared, analysis: Analysis, removed: dict[str, lis
             if gone is not None:
                 apply_weight_updates(comp)
     return comp
-
-
-def _gone_classes(analysis: Analysis, removed: dict[str, list[int]]) -> np.ndarray:
-    """True for every channel class the plan removes."""
-    res = analysis.resolution
-    gone = np.zeros(len(res.group_of_class), bool)
-    for gid, idx in removed.items():
-        gone |= (res.group_of_class == analysis.group(gid).index) & np.isin(res.index_of_class, idx)
-    return gone
 
 
 class _Pairs:
@@ -191,6 +187,7 @@ def _group(prep, analysis, g, removed, options, by_name, order, updates, gone) -
     sims: list[np.ndarray] = []
     consumers: list[tuple[gs.Node, Member]] = []
     outcome = GroupOutcome()
+    padded = False  # a Pad on the way: zero borders where a constant offset was expected
     for name in sorted(members, key=order.__getitem__):
         node, roles = by_name[name], {m.role for m in members[name]}
         if node.op in ("Conv", "ConvTranspose") and int(node.attrs.get("group", 1)) > 1:
@@ -205,16 +202,17 @@ def _group(prep, analysis, g, removed, options, by_name, order, updates, gone) -
             consumers.append((node, next(m for m in members[name] if m.role == CONSUMER and m.kind == "weight")))
         else:
             _pass_through(node, name, rel, pairs, why, options, outcome)
+            padded |= node.op == "Pad" or (node.op == "AveragePool" and _pads(node))
     sim = np.min(sims, axis=0) if sims else np.zeros(why.shape)
     finals = [_consumer_relation(node, m, rel, pairs, why) for node, m in consumers]
     fold_ok = np.all([f.k == 0 for f in finals], axis=0) & (why == OK)
-    merge_ok = (why == OK) & (sim >= options.threshold) & ~fold_ok
+    merge_ok = (why == OK) & (sim >= options.merge_threshold) & ~fold_ok
     merge_ok[:, -1] = False
     if options.compensate == "fold":
         merge_ok[:] = False
     residual = np.mean([np.abs(f.o) for f in finals], axis=0) if finals else np.zeros(why.shape)
     scale = max(float(residual[merge_ok].max()), 1e-12) if merge_ok.any() else 1.0
-    cost = np.where(merge_ok, options.lam * (1 - sim) + (1 - options.lam) * residual / scale, np.inf)
+    cost = np.where(merge_ok, options.merge_lambda * (1 - sim) + (1 - options.merge_lambda) * residual / scale, np.inf)
     choice = np.full(len(removed), -1)
     for i in range(len(removed)):
         if fold_ok[i].any():
@@ -238,10 +236,10 @@ def _group(prep, analysis, g, removed, options, by_name, order, updates, gone) -
         cols = choice[rows]
         for (node, member), f in zip(consumers, finals):
             k = f.k[rows, cols]
-            o = f.o[rows, cols] if options.bn_mode == "exact" else np.zeros(len(rows))
+            o = f.o[rows, cols] if options.merge_mode == "exact" else np.zeros(len(rows))
             src, dst = _positions(analysis, member, g, removed[rows], cand[cols])
             updates.append(Update(node, member, src, dst, np.where(fold_ok[rows, cols], 0.0, k), o))
-            outcome.border |= bool(np.any(o != 0)) and _pads(node)
+            outcome.border |= bool(np.any(o != 0)) and (padded or _pads(node))
     return outcome
 
 
@@ -284,7 +282,7 @@ def _pass_through(node, name, rel, pairs: _Pairs, why, options, outcome) -> None
             for i, key in ((1, "min"), (2, "max")):
                 if i < len(node.inputs) and isinstance(node.inputs[i], gs.Constant):
                     attrs[key] = float(np.asarray(node.inputs[i].values).reshape(-1)[0])
-        ctx = Context(lambda i: pairs.pair_values(name, node, i), attrs, why, options.approximate, options.bn_mode,
+        ctx = Context(lambda i: pairs.pair_values(name, node, i), attrs, why, options.merge_approximate, options.merge_mode,
                       options.fold_tolerance, ins, _gate_input(node, ins))
         out = rule([rel[node.inputs[i].name] for i in ins], ctx)
     for t in node.outputs:
@@ -321,9 +319,7 @@ def _consumer_relation(node: gs.Node, member: Member, rel, pairs: _Pairs, why) -
 
 def _positions(analysis: Analysis, member: Member, g: Group, src_ch: np.ndarray, dst_ch: np.ndarray):
     """Positions of each source and target channel on the consumer's axis, in position order."""
-    pos, idx = analysis.positions(member, g)
-    order = np.lexsort((pos, idx))
-    pos, idx = pos[order], idx[order]
+    pos, idx = analysis.channel_positions(member, g)
     per = {int(c): pos[idx == c] for c in np.unique(np.concatenate([src_ch, dst_ch]))}
     return [per[int(c)] for c in src_ch], [per[int(c)] for c in dst_ch]
 
@@ -333,31 +329,29 @@ def _pads(node: gs.Node) -> bool:
     return bool(pads and any(pads)) or node.attrs.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID")
 
 
-def apply_weight_updates(comp: Compensation) -> dict[int, np.ndarray]:
-    """Apply the updates not yet applied to the consumers' weights and biases; returns biases for bias-less nodes."""
-    new_bias = comp.new_bias
+def apply_weight_updates(comp: Compensation) -> None:
+    """Apply the updates not applied yet to the consumers' weights and biases (bias-less ones: comp.new_bias)."""
     for u in comp.updates[comp.applied:]:
         w = u.node.inputs[1]
-        values = np.array(w.values, np.float64)
+        values = np.array(w.values)  # a writable copy in the weight's own type
         axis = u.member.axis
         out_axis = _output_axis(u.node, values.ndim, axis)
+        others = tuple(a for a in range(values.ndim) if a != out_axis)
         delta_bias = np.zeros(values.shape[out_axis])
-        for pair, (src, dst) in enumerate(zip(u.source, u.target)):
+        target = [slice(None)] * values.ndim
+        for src, dst, scale, residual in zip(u.source, u.target, u.scale, u.residual):
             if not len(src):
                 continue
             block = np.take(values, src, axis=axis)
-            if u.scale[pair] != 0:
-                target = [slice(None)] * values.ndim
+            if scale != 0:
                 target[axis] = dst
-                values[tuple(target)] += u.scale[pair] * block
-            if u.residual[pair] != 0:
-                others = tuple(a for a in range(values.ndim) if a != out_axis)
-                delta_bias += u.residual[pair] * block.sum(axis=others)
-        w.values = values.astype(w.values.dtype)
+                values[tuple(target)] += (scale * block).astype(values.dtype)
+            if residual != 0:
+                delta_bias += residual * block.sum(axis=others, dtype=np.float64)
+        w.values = values
         if delta_bias.any():
-            _add_bias(u.node, delta_bias, new_bias)
+            _add_bias(u.node, delta_bias, comp.new_bias)
     comp.applied = len(comp.updates)
-    return new_bias
 
 
 def _output_axis(node: gs.Node, ndim: int, input_axis: int) -> int:

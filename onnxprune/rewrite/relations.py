@@ -99,17 +99,21 @@ def _activation(op: str) -> Callable[[list[Relation], Context], Relation]:
 
 
 def _prelu(rel: list[Relation], ctx: Context) -> Relation:
+    """PRelu: positive-homogeneous per channel; exact when n and m share the slope."""
     k, o = rel[0].k, rel[0].o
     slope = ctx.channel_values(1)
-    sn, sm = (slope[..., 0], slope[..., 1]) if slope is not None else (None, None)
+    if slope is None:
+        return _refuse_all(rel, ctx)
     const = k == 0
-    if sn is not None:
-        ctx.refuse(~const & ~np.isclose(sn, sm), APPROXIMATE_OFF if not ctx.approximate else OK)
-        out_o = np.where(o >= 0, o, sn * o)
-    else:
-        out_o = o
     ctx.refuse(~const & (k < 0), NEGATIVE_SCALE)
-    return Relation(k, np.where(const, out_o, 0.0))
+    if not ctx.approximate:
+        ctx.refuse(~const & ~np.isclose(slope[..., 0], slope[..., 1]), APPROXIMATE_OFF)
+    return Relation(k, np.where(const, np.where(o >= 0, o, slope[..., 0] * o), 0.0))
+
+
+def _refuse_all(rel: list[Relation], ctx: Context) -> Relation:
+    ctx.refuse(np.ones_like(rel[0].k, bool), NO_RULE)
+    return rel[0]
 
 
 def _max_like(rel: list[Relation], ctx: Context) -> Relation:
@@ -139,76 +143,62 @@ def _batch_norm(rel: list[Relation], ctx: Context) -> Relation:
     return Relation(new_k, new_o)
 
 
+SCALE_TOLERANCE = 0.05  # relative spread allowed between the scales of coupled producers
+
+
 def _sum(rel: list[Relation], ctx: Context) -> Relation:
-    """Add / Sum of channel tensors: their scales must agree; a per-channel constant shifts the offset."""
-    if len(rel) == 1:
-        return _affine_constant(rel, ctx, add=True)
+    """Add / Sum of channel tensors (a residual join): their scales must agree, offsets add up."""
     k = np.mean([r.k for r in rel], axis=0)
     for r in rel:
         ctx.refuse(~np.isclose(r.k, k, rtol=SCALE_TOLERANCE, atol=1e-12), SCALES_DISAGREE)
     return Relation(k, np.sum([r.o for r in rel], axis=0))
 
 
-SCALE_TOLERANCE = 0.05  # relative spread allowed between the scales of coupled producers
-
-
-def _affine_constant(rel: list[Relation], ctx: Context, add: bool) -> Relation:
-    """x + c or x * c with c a constant (per channel or broadcast)."""
-    (r,), other = rel, [i for i in range(2) if i not in ctx.inputs_in_group]
-    c = ctx.channel_values(other[0]) if other else None
-    if c is None:
-        ctx.refuse(np.ones_like(r.k, bool), NO_RULE)
-        return r
-    cn, cm = c[..., 0], c[..., 1]
-    if add:
-        return Relation(r.k, r.o + cn - r.k * cm)
-    ctx.refuse((cm == 0) & (r.k != 0), DEAD_TARGET)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        k = np.nan_to_num(r.k * cn / cm)
-    return Relation(np.where(r.k == 0, 0.0, k), r.o * cn)
-
-
-def _mul(rel: list[Relation], ctx: Context) -> Relation:
-    if len(rel) == 1:
-        return _affine_constant(rel, ctx, add=False)
-    k = rel[0].k
+def _product(rel: list[Relation], ctx: Context) -> Relation:
+    """Mul of two channel tensors: x * sigmoid(x) is an activation; another gate (SE) is refused."""
     both_const = (rel[0].k == 0) & (rel[1].k == 0)
-    if ctx.gate_input is not None:  # x * sigmoid(x): an activation, approximate unless constant
-        x = rel[1 - ctx.gate_input] if len(rel) == 2 else rel[0]
-        ctx.refuse(~both_const & ~np.full(k.shape, ctx.approximate), APPROXIMATE_OFF)
-        ctx.refuse(~both_const & (x.k < 0), NEGATIVE_SCALE)
-        return Relation(np.where(both_const, 0.0, x.k), np.where(both_const, rel[0].o * rel[1].o, 0.0))
-    ctx.refuse(~both_const, NO_RULE)  # a gate from another producer (squeeze-excitation)
-    return Relation(k * 0, rel[0].o * rel[1].o)
+    constant = Relation(np.zeros_like(rel[0].k), rel[0].o * rel[1].o)
+    if ctx.gate_input is None:
+        ctx.refuse(~both_const, NO_RULE)
+        return constant
+    x = rel[1 - ctx.gate_input]
+    if not ctx.approximate:
+        ctx.refuse(~both_const, APPROXIMATE_OFF)
+    ctx.refuse(~both_const & (x.k < 0), NEGATIVE_SCALE)
+    return Relation(np.where(both_const, 0.0, x.k), np.where(both_const, constant.o, 0.0))
 
 
-def _sub(rel: list[Relation], ctx: Context) -> Relation:
-    if ctx.inputs_in_group == [0] and len(rel) == 1:
-        c = ctx.channel_values(1)
-        if c is not None:
-            return Relation(rel[0].k, rel[0].o - c[..., 0] + rel[0].k * c[..., 1])
-    ctx.refuse(np.ones_like(rel[0].k, bool), NO_RULE)
-    return rel[0]
+def _arithmetic(op: str) -> Callable[[list[Relation], Context], Relation]:
+    """Add, Sub, Mul, Div, Sum: of channel tensors, or of one channel tensor and a constant c.
 
+    x + c: K stays, B += c_n - K c_m.  x * c: K *= c_n / c_m, B *= c_n.  x - c and x / c likewise.
+    """
+    def rule(rel: list[Relation], ctx: Context) -> Relation:
+        if len(rel) > 1:
+            return _sum(rel, ctx) if op in ("Add", "Sum") else _product(rel, ctx) if op == "Mul" else \
+                _refuse_all(rel, ctx)
+        index = ctx.inputs_in_group[0]
+        c = ctx.channel_values(1 - index) if op != "Sum" and index in (0, 1) else None
+        if c is None or (op in ("Sub", "Div") and index != 0):
+            return _refuse_all(rel, ctx)
+        r = rel[0]
+        if op in ("Add", "Sub"):
+            c = c if op == "Add" else -c
+            return Relation(r.k, r.o + c[..., 0] - r.k * c[..., 1])
+        cn, cm = (c[..., 0], c[..., 1]) if op == "Mul" else (1.0 / c[..., 0], 1.0 / c[..., 1])
+        ctx.refuse((cm == 0) & (r.k != 0), DEAD_TARGET)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            k = np.where(r.k == 0, 0.0, np.nan_to_num(r.k * cn / cm))
+        return Relation(k, r.o * cn)
 
-def _div(rel: list[Relation], ctx: Context) -> Relation:
-    if ctx.inputs_in_group == [0] and len(rel) == 1:
-        c = ctx.channel_values(1)
-        if c is not None:
-            ctx.channel_values = lambda i, c=c: 1.0 / c
-            return _affine_constant(rel, ctx, add=False)
-    ctx.refuse(np.ones_like(rel[0].k, bool), NO_RULE)
-    return rel[0]
+    return rule
 
 
 LINEAR = ("Identity", "Dropout", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "Concat", "Split",
-          "Slice", "AveragePool", "GlobalAveragePool", "Pad", "Resize", "Upsample", "ReduceMean", "Expand", "Tile",
-          "DepthToSpace", "SpaceToDepth", "Cast")
+          "Slice", "AveragePool", "GlobalAveragePool", "Pad", "Resize", "Upsample", "ReduceMean", "Expand", "Tile")
 RULES: dict[str, Callable[[list[Relation], Context], Relation]] = {
     **{op: _pass for op in LINEAR},
     **{op: _activation(op) for op in ACTIVATIONS},
     "PRelu": _prelu, "MaxPool": _max_like, "GlobalMaxPool": _max_like, "ReduceMax": _max_like,
-    "BatchNormalization": _batch_norm, "Add": _sum, "Sum": _sum, "Mul": _mul, "Sub": _sub, "Div": _div,
+    "BatchNormalization": _batch_norm, **{op: _arithmetic(op) for op in ("Add", "Sub", "Mul", "Div", "Sum")},
 }
-# ops that break a constant offset at zero-padded borders: a folded residual is exact away from them
-BORDER_OPS = {"Pad", "AveragePool", "Conv", "ConvTranspose"}

@@ -22,12 +22,7 @@ class Rewriter:
 
     def __init__(self, prep: Prepared, analysis: Analysis, removed: dict[str, list[int]]):
         self.prep, self.analysis, self.opset = prep, analysis, prep.opset
-        res = analysis.resolution
-        gone = np.zeros(len(res.group_of_class), bool)
-        for gid, idx in removed.items():
-            g = analysis.group(gid)
-            gone |= (res.group_of_class == g.index) & np.isin(res.index_of_class, idx)
-        self.gone_class = gone
+        self.gone_class = analysis.removed_classes(removed)
         self.names = {t for t in prep.graph.tensors()}
 
     def kept(self, elements: np.ndarray) -> np.ndarray:
@@ -114,9 +109,10 @@ def rewrite(prep: Prepared, analysis: Analysis, removed: dict[str, list[int]],
     rw = Rewriter(prep, analysis, removed)
     graph = prep.graph
     original_outputs = {t.name: t.shape for t in graph.outputs}
-    new_bias = apply_weight_updates(compensation) if compensation is not None else {}
+    if compensation is not None:
+        apply_weight_updates(compensation)
     slice_parameters(rw)
-    attach_biases(rw, new_bias)
+    attach_biases(rw, compensation.new_bias if compensation is not None else {})
     for node in graph.nodes:
         rule = rule_for(node)
         if rule is not None:

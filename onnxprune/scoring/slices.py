@@ -14,9 +14,7 @@ def channel_matrix(analysis: Analysis, values: np.ndarray, member: Member, group
     A channel spread over several positions (a grouped-conv unit, a flattened feature block)
     contributes all of them, in position order.
     """
-    pos, idx = analysis.positions(member, group)
-    order = np.lexsort((pos, idx))
-    pos, idx = pos[order], idx[order]
+    pos, idx = analysis.channel_positions(member, group)
     rows = np.moveaxis(np.take(values, pos, axis=member.axis), member.axis, 0).reshape(len(pos), -1)
     counts = np.bincount(idx, minlength=group.channels)
     if counts.min() == counts.max():
