@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 from .analysis.analyze import build_analysis
-from .analysis.cost import resolve_input_dims
 from .api import replay_options, run_pipeline
 from .rewrite.merging import MergeOptions
 from .errors import OnnxPruneError
@@ -16,6 +15,7 @@ from .loading import prepare, save_model
 from .plan import load_plan, save_plan
 from .report import analysis_table, group_lines, prune_report, summary
 from .scoring import CRITERIA
+from .scoring.score import AGGREGATE
 from .selection import Selection
 from .selection.overrides import load_overrides
 from .validation.smoke import smoke_check
@@ -78,7 +78,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
                                                               f"scoring by {args.criterion}, rewriting"))
     r = run_pipeline(prep, shapes, plan, args.criterion, selection, args.include_consumers, args.aggregate, args.seed,
                      merge)
-    dims = resolve_input_dims(prep.graph, shapes)
+    dims = r.analysis.cost.input_dims
 
     def verify(path: Path) -> None:
         """Vouch for the bytes written: they load and run in onnxruntime like the original."""
@@ -87,7 +87,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
             smoke_check(str(args.model), str(path), r.model, dims)
 
     written = save_model(r.model, args.output, external_data=prep.external_data or None, verify=verify)
-    sizes = (Path(args.model).stat().st_size, sum(Path(p).stat().st_size for p in written))
+    sizes = (sum(p.stat().st_size for p in prep.files), sum(Path(p).stat().st_size for p in written))
     report = prune_report(r.analysis, r.after, r.removed, r.scores, sizes, r.compensation)
     print(summary(report))
     print(group_lines(report))
@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--exclude", action="append", metavar="GLOB", help="leave the output channels of these nodes (globs)")
     r.add_argument("--overrides", metavar="FILE", help="JSON or YAML: node-name glob -> ratio")
     r.add_argument("--include-consumers", action="store_true", help="score consumers' input slices too")
-    r.add_argument("--aggregate", default="mean", choices=["mean", "sum", "max"], help="combine a group's members")
+    r.add_argument("--aggregate", default="mean", choices=list(AGGREGATE), help="combine a group's members")
     r.add_argument("--seed", type=int, default=0, help="seed of the random criterion")
     c = r.add_argument_group("compensation of removed channels (neuron merging); with --plan, the plan's "
                              "recorded options unless given here")

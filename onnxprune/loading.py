@@ -41,9 +41,13 @@ class Prepared:
     sha256: str
     opset: int
     template: onnx.ModelProto  # the original model without its graph: metadata, opsets, producer
-    external_data: bool = False
     source: str = "<ModelProto>"
     names: dict[int, str] = field(default_factory=dict)
+    files: list[Path] = field(default_factory=list)  # the model file, then its external data files
+
+    @property
+    def external_data(self) -> bool:
+        return len(self.files) > 1
 
 
 def copy_proto(message):
@@ -53,21 +57,22 @@ def copy_proto(message):
     return out
 
 
-def read_model(src: ModelSource) -> tuple[onnx.ModelProto, str, bool]:
-    """Return a private copy of the model, its description and whether it used external data."""
+def read_model(src: ModelSource) -> tuple[onnx.ModelProto, str, list[Path]]:
+    """A private copy of the model, its description, and the files it was read from (external data after)."""
     if isinstance(src, onnx.ModelProto):
-        return copy_proto(src), "<ModelProto>", False
+        return copy_proto(src), "<ModelProto>", []
     path = Path(src)
     if not path.is_file():
         raise OnnxPruneError(f"{path}: no such file")
     try:
         model = onnx.load(str(path), load_external_data=False)
-        external = any(_uses_external_data(t) for t in model.graph.initializer)
-        if external:
+        locations = sorted({d.value for t in model.graph.initializer if _uses_external_data(t)
+                            for d in t.external_data if d.key == "location"})
+        if locations:
             onnx.external_data_helper.load_external_data_for_model(model, str(path.parent))
     except (DecodeError, RuntimeError, ValueError, OSError) as exc:
         raise OnnxPruneError(f"{path}: not a readable ONNX model ({_first_line(exc)})") from None
-    return model, str(path), external
+    return model, str(path), [path, *(path.parent / loc for loc in locations)]
 
 
 def _uses_external_data(tensor: onnx.TensorProto) -> bool:
@@ -126,7 +131,7 @@ def prepare(src: ModelSource) -> Prepared:
 
     Weights are held once, as numpy arrays in the graph; the parsed proto is released.
     """
-    model, source, external = read_model(src)
+    model, source, files = read_model(src)
     opset = check_supported(model, source)
     sha, values = take_weights(model)
     graph = gs.import_onnx(model)  # weights are unresolved names here; they become constants below
@@ -142,7 +147,7 @@ def prepare(src: ModelSource) -> Prepared:
     model.graph.Clear()
     template = copy_proto(model)
     names = {id(node): node.name or f"{node.op}#{i}" for i, node in enumerate(graph.nodes)}
-    return Prepared(graph, sha, opset, template, external, source, names)
+    return Prepared(graph, sha, opset, template, source, names, files)
 
 
 def export(prep: Prepared, graph: gs.Graph | None = None) -> onnx.ModelProto:

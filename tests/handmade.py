@@ -696,9 +696,8 @@ EXPECT: dict[str, str] = {
     "norms": "conv1 prunable with InstanceNormalization scale/bias; conv2 prunable",
     "group_norm": "conv1 frozen or pruned by whole groups of 2 (GroupNorm-21, scale [C]); "
                   "conv2 prunable",
-    "group_norm_opset18": "conv1 frozen or pruned by whole groups (GroupNorm-18, scale "
-                          "[num_groups]); conv2 prunable; NOTE: fails onnx.checker (op "
-                          "deprecated), runs in ORT",
+    "group_norm_opset18": "refused with a one-line error: onnx.checker rejects the deprecated "
+                          "GroupNormalization-18, so a result could not be vouched for (runs in ORT)",
     "pools_pad_resize": "conv1 prunable through "
                         "MaxPool/AveragePool/Pad(spatial)/Resize(scales); conv2 prunable",
     "resize_sizes": "conv1 prunable only if Resize sizes[1] is rewritten, else frozen; conv2 "

@@ -63,9 +63,9 @@ def check_dead_channels(model: onnx.ModelProto, removed: dict[str, list[int]], r
                         shapes=None, atol: float = 1e-6) -> onnx.ModelProto:
     """Prune dead channels and assert every output is unchanged; return the pruned model."""
     dead = dead_copy(model, removed, shapes)
-    plan = make_plan(build_analysis(prepare(dead), shapes), removed)
-    pruned = apply_plan(dead, plan, shapes)
-    x = feeds(dead, shapes)
+    analysis = build_analysis(prepare(dead), shapes)
+    pruned = apply_plan(dead, make_plan(analysis, removed), shapes)
+    x = random_feeds(dead, analysis.cost.input_dims)
     want_all = run(dead, x)
     noise = _sensitivity(dead, x, want_all)
     for name, want, got in zip([o.name for o in dead.graph.output], want_all, run(pruned, x)):

@@ -8,7 +8,7 @@ import onnx
 
 import handmade
 import oracle
-from onnxprune import analyze, apply_plan, make_plan
+from onnxprune import analyze, apply_plan, load_plan, make_plan, save_plan
 from onnxprune.loading import save_model
 
 
@@ -33,6 +33,7 @@ def test_ids_deterministic_and_path_equals_proto(tmp: Path) -> None:
     onnx.save(m, path)
     a, b = analyze(m), analyze(path)
     assert [g.id for g in a.groups] == [g.id for g in b.groups] and a.sha256 == b.sha256
+    assert a.to_json()["groups"] == b.to_json()["groups"]
     assert a.to_json()["groups"] == analyze(m).to_json()["groups"]
 
 
@@ -49,11 +50,12 @@ def test_names_metadata_opsets_preserved() -> None:
     assert shapes(p.graph) == shapes(m.graph)
 
 
-def test_plan_replays_to_identical_model() -> None:
+def test_plan_replays_to_identical_model(tmp: Path) -> None:
     m = handmade.flatten_gemm()
     a = analyze(m)
     plan = make_plan(a, {"conv1": [1, 4], "gemm1": [0, 5, 9]})
-    assert apply_plan(m, plan).SerializeToString() == apply_plan(m, plan).SerializeToString()
+    save_plan(plan, tmp / "plan.json")
+    assert apply_plan(m, load_plan(tmp / "plan.json")).SerializeToString() == apply_plan(m, plan).SerializeToString()
 
 
 def test_external_data_in_and_out(tmp: Path) -> None:

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import pytest
 from onnx import numpy_helper
 
 import handmade
-from onnxprune import analyze, apply_plan, make_plan
+from onnxprune import OnnxPruneError, analyze, apply_plan, make_plan
 
 
 def groups(model: onnx.ModelProto) -> dict[str, tuple[int, bool]]:
@@ -146,3 +147,10 @@ def test_paddle_constant_nodes_are_parameters() -> None:
     model = handmade.paddle_constants()
     assert not model.graph.initializer
     assert groups(model) == groups(handmade.conv_bn_relu_chain())
+
+
+@pytest.mark.parametrize("name", sorted(handmade.CHECKER_EXEMPT))
+def test_patterns_the_checker_rejects_are_refused(name: str) -> None:
+    """Left out of the oracles because the tool refuses them: that refusal is asserted here."""
+    with pytest.raises(OnnxPruneError, match="invalid ONNX model .*deprecated"):
+        analyze(handmade.PATTERNS[name](0))

@@ -28,11 +28,11 @@ class Analysis:
     sha256: str
     source: str
 
+    def __post_init__(self) -> None:
+        self._by_id = {g.id: g for g in self.groups}
+
     def group(self, gid: str) -> Group:
-        for g in self.groups:
-            if g.id == gid:
-                return g
-        raise KeyError(gid)
+        return self._by_id[gid]
 
     @property
     def prunable(self) -> list[Group]:
@@ -59,7 +59,7 @@ class Analysis:
 
     def fraction(self, member: Member, group: Group) -> float:
         """Share of the member's axis that the group's channels occupy."""
-        return len(self.positions(member, group)[0]) / len(member.elements)
+        return np.count_nonzero(self.resolution.group(member.elements) == group.index) / len(member.elements)
 
     def to_json(self) -> dict:
         from ..report import analysis_json
@@ -100,6 +100,10 @@ def _check_input_names(graph: gs.Graph, input_dims: dict[str, tuple[int, ...]]) 
         shape = inputs[name].shape
         if shape is not None and len(shape) != len(dims):
             raise OnnxPruneError(f"input '{name}' has rank {len(shape)}, the given shape {list(dims)} has {len(dims)}")
+        fixed = [(i, d, g) for i, (d, g) in enumerate(zip(shape or (), dims)) if isinstance(d, int) and 0 < d != g]
+        if fixed:
+            i, d, g = fixed[0]
+            raise OnnxPruneError(f"input '{name}' has a static dim {i} of {d}; the given shape {list(dims)} asks for {g}")
 
 
 def build_analysis(prep: Prepared, input_dims: dict[str, tuple[int, ...]] | None = None) -> Analysis:

@@ -104,12 +104,9 @@ def removal_estimator(analysis: "Analysis"):
     """
     res, cost = analysis.resolution, analysis.cost
     members = [(m, res.cls[m.elements]) for m in analysis.members]
-    group_index = {g.id: g.index for g in analysis.groups}
 
     def estimate(removed: dict[str, list[int]]) -> tuple[float, float]:
-        gone = np.zeros(len(res.group_of_class), bool)
-        for gid, idx in removed.items():
-            gone |= (res.group_of_class == group_index[gid]) & np.isin(res.index_of_class, idx)
+        gone = analysis.removed_classes(removed)
         param_axes: dict[str, dict[int, float]] = {}
         node_axes: dict[str, dict[tuple[str, int], float]] = {}
         node_any: dict[str, float] = {}

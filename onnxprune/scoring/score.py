@@ -36,10 +36,9 @@ def _normalised(s: np.ndarray) -> np.ndarray:
     return s / m if m > 0 else s
 
 
-def _weight_scores(prep: Prepared, analysis: Analysis, g: Group, kernel, consumers: bool, agg, norm: bool):
+def _weight_scores(tensors, analysis: Analysis, g: Group, kernel, consumers: bool, agg, norm: bool):
     """Criterion over the producers' output filters (and consumers' input slices if asked)."""
     roles = (PRODUCER, CONSUMER) if consumers else (PRODUCER,)
-    tensors = prep.graph.tensors()
     per_member = []
     for m in g.members:
         if m.kind == "weight" and m.role in roles:
@@ -50,9 +49,8 @@ def _weight_scores(prep: Prepared, analysis: Analysis, g: Group, kernel, consume
     return agg(np.stack(per_member), axis=0)
 
 
-def _bn_scores(prep: Prepared, analysis: Analysis, g: Group, agg) -> np.ndarray | None:
+def _bn_scores(tensors, analysis: Analysis, g: Group, agg) -> np.ndarray | None:
     """|gamma| of the group's BatchNormalization nodes (Network Slimming), None if there are none."""
-    tensors = prep.graph.tensors()
     gammas = [np.abs(channel_matrix(analysis, tensors[m.tensor].values, m, g)).mean(axis=1)
               for m in g.members if m.op_type == "BatchNormalization" and m.kind == "scale"]
     return agg(np.stack(gammas), axis=0) if gammas else None
@@ -66,6 +64,7 @@ def score_groups(prep: Prepared, analysis: Analysis, criterion: str = "l1", incl
     if aggregate not in AGGREGATE:
         raise OnnxPruneError(f"unknown aggregation '{aggregate}' (choose from {', '.join(AGGREGATE)})")
     agg = AGGREGATE[aggregate]
+    tensors = prep.graph.tensors()
     out = {}
     for g in analysis.prunable:
         if criterion == "random":
@@ -73,14 +72,14 @@ def score_groups(prep: Prepared, analysis: Analysis, criterion: str = "l1", incl
             out[g.id] = GroupScores(rng.random(g.channels), "random")
             continue
         if criterion == "bn":
-            s = _bn_scores(prep, analysis, g, agg)
+            s = _bn_scores(tensors, analysis, g, agg)
             if s is not None:
                 out[g.id] = GroupScores(s, "bn")
                 continue
             note = f"no BatchNormalization scale (folded into the conv by the exporter?): ranked by {BN_FALLBACK}"
-            s = _weight_scores(prep, analysis, g, KERNELS[BN_FALLBACK], include_consumers, agg, normalize)
+            s = _weight_scores(tensors, analysis, g, KERNELS[BN_FALLBACK], include_consumers, agg, normalize)
             out[g.id] = GroupScores(s, BN_FALLBACK, note)
             continue
-        s = _weight_scores(prep, analysis, g, KERNELS[criterion], include_consumers, agg, normalize)
+        s = _weight_scores(tensors, analysis, g, KERNELS[criterion], include_consumers, agg, normalize)
         out[g.id] = GroupScores(s, criterion)
     return out

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
+from typing import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -62,22 +63,14 @@ def kept_count(channels: int, remove: int, sel: Selection) -> int:
     return min(keep, channels)
 
 
-def _local(groups: list[Group], sel: Selection) -> dict[str, int]:
-    """Per-group removal counts for a uniform ratio (overrides per node glob)."""
+def _counts(groups: list[Group], sel: Selection, wanted: Callable[[Group], int]) -> dict[str, int]:
+    """Per-group removal counts: an override's ratio for groups its node glob matches, else `wanted`;
+    guards applied per group."""
     counts = {}
     for g in groups:
         glob = _matches(g, list(sel.overrides))
-        ratio = sel.overrides[glob] if glob else sel.ratio
-        counts[g.id] = g.channels - kept_count(g.channels, int(math.floor(g.channels * ratio)), sel)
-    return counts
-
-
-def _global(groups: list[Group], scores: dict[str, GroupScores], sel: Selection, threshold: float) -> dict[str, int]:
-    """Removal counts when every channel scoring below the threshold goes (guards applied per group)."""
-    counts = {}
-    for g in groups:
-        below = int((scores[g.id].scores < threshold).sum())
-        counts[g.id] = g.channels - kept_count(g.channels, below, sel)
+        n = int(math.floor(g.channels * sel.overrides[glob])) if glob else wanted(g)
+        counts[g.id] = g.channels - kept_count(g.channels, n, sel)
     return counts
 
 
@@ -106,7 +99,7 @@ def select(analysis: Analysis, scores: dict[str, GroupScores], sel: Selection,
     sel.check()
     groups = [g for g in analysis.prunable if g.id in scores and not _matches(g, sel.exclude)]
     if sel.ratio is not None and not sel.global_rank:
-        return _removed(groups, scores, _local(groups, sel))
+        return _removed(groups, scores, _counts(groups, sel, lambda g: int(math.floor(g.channels * sel.ratio))))
     ranked = _normalised(scores, raw=all(s.criterion == "bn" for s in scores.values()))
     everything = np.sort(np.concatenate([ranked[g.id].scores for g in groups])) if groups else np.zeros(0)
     if not len(everything):
@@ -114,7 +107,7 @@ def select(analysis: Analysis, scores: dict[str, GroupScores], sel: Selection,
 
     def at(q: float) -> dict[str, list[int]]:
         threshold = everything[min(int(q * len(everything)), len(everything) - 1)] if q > 0 else -np.inf
-        return _removed(groups, ranked, _global(groups, ranked, sel, threshold))
+        return _removed(groups, ranked, _counts(groups, sel, lambda g: int((ranked[g.id].scores < threshold).sum())))
 
     if sel.ratio is not None:
         return at(sel.ratio)
