@@ -183,9 +183,11 @@ def _group(prep, analysis, g, removed, options, by_name, order, updates, gone) -
     members: dict[str, list[Member]] = defaultdict(list)
     for m in g.members:
         members[m.node].append(m)
-    rel: dict[str, Relation] = {}
+    rel: dict[str, Relation] = {}  # per tensor on the way; dropped once its last reader is done
+    readers = Counter(t.name for name in members for t in by_name[name].inputs)
     sims: list[np.ndarray] = []
     consumers: list[tuple[gs.Node, Member]] = []
+    finals: list[Relation] = []
     outcome = GroupOutcome()
     padded = False  # a Pad on the way: zero borders where a constant offset was expected
     for name in sorted(members, key=order.__getitem__):
@@ -200,11 +202,15 @@ def _group(prep, analysis, g, removed, options, by_name, order, updates, gone) -
                 rel[t.name] = relation
         elif CONSUMER in roles:
             consumers.append((node, next(m for m in members[name] if m.role == CONSUMER and m.kind == "weight")))
+            finals.append(_consumer_relation(node, consumers[-1][1], rel, pairs, why))
         else:
             _pass_through(node, name, rel, pairs, why, options, outcome)
             padded |= node.op == "Pad" or (node.op == "AveragePool" and _pads(node))
+        for t in node.inputs:
+            readers[t.name] -= 1
+            if readers[t.name] == 0:
+                rel.pop(t.name, None)
     sim = np.min(sims, axis=0) if sims else np.zeros(why.shape)
-    finals = [_consumer_relation(node, m, rel, pairs, why) for node, m in consumers]
     fold_ok = np.all([f.k == 0 for f in finals], axis=0) & (why == OK)
     merge_ok = (why == OK) & (sim >= options.merge_threshold) & ~fold_ok
     merge_ok[:, -1] = False
@@ -252,15 +258,14 @@ def _producer(pairs: _Pairs, members: list[Member], options: MergeOptions):
     w = pairs.per_channel(weight)
     bias_m = next((m for m in members if m.kind == "bias"), None)
     b = pairs.per_channel(bias_m).mean(axis=1) if bias_m is not None else np.zeros(len(w))
-    full = np.hstack([w, b[:, None]])
-    norm = np.linalg.norm(full, axis=1)
-    unit = full / np.maximum(norm, 1e-300)[:, None]
+    wn2 = np.einsum("ij,ij->i", w, w)
+    norm = np.sqrt(wn2 + b * b)  # of [w | b], without building it
     r, c = pairs.removed, pairs.cand
-    cos = unit[r] @ unit[c].T
+    cos = (w[r] @ w[c].T + np.outer(b[r], b[c])) / np.maximum(np.outer(norm[r], norm[c]), 1e-300)
     with np.errstate(divide="ignore", invalid="ignore"):
         s = np.nan_to_num(np.sign(cos) * norm[r][:, None] / norm[c][None, :])
     k, o = s, b[r][:, None] - s * b[c][None, :]
-    wn = np.linalg.norm(w, axis=1)
+    wn = np.sqrt(wn2)
     zero = wn[r] <= options.fold_tolerance * wn.max()
     k[:, -1], o[:, -1] = 0.0, b[r]
     sim = np.abs(cos)
