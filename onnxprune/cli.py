@@ -132,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="merge: fold each removed filter into a similar kept one's consumers, and constant "
                         "channels into their biases; fold: constant channels only; none: plain pruning (default merge)")
     c.add_argument("--merge-threshold", type=float, metavar="T",
-                   help="minimum cosine similarity of [filter | bias] for a merge (default 0.45)")
+                   help="minimum cosine similarity of [filter | bias] for a merge (default 0.3)")
     c.add_argument("--merge-lambda", type=float, metavar="L",
                    help="rank matches by L * cosine distance + (1 - L) * normalised bias residual (default 0.85)")
     c.add_argument("--merge-mode", choices=["exact", "paper"],
