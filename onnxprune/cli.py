@@ -1,4 +1,4 @@
-"""Command line: `onnxprune analyze` and `onnxprune prune`."""
+"""Command line: `onnxprune analyze | prune | validate | bench | sensitivity`."""
 from __future__ import annotations
 
 import argparse
@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from .analysis.analyze import build_analysis
+from .analysis.cost import count_model_cost
 from .api import replay_options, run_pipeline
 from .rewrite.merging import MergeOptions
 from .errors import OnnxPruneError
@@ -18,7 +19,11 @@ from .scoring import CRITERIA
 from .scoring.score import AGGREGATE
 from .selection import Selection
 from .selection.overrides import load_overrides
+from .validation.bench import bench, bench_lines
+from .validation.providers import CHOICES as PROVIDERS
+from .validation.sensitivity import RATIOS, plot_sensitivity, pyplot, sensitivity
 from .validation.smoke import smoke_check
+from .validation.validate import GateFailed, Inputs, gate_failures, validate, validation_lines
 
 
 def parse_shapes(items: list[str] | None) -> dict[str, tuple[int, ...]]:
@@ -72,6 +77,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     given = {k: v for k in MERGE_FLAGS if (v := getattr(args, k)) is not None}
     merge = replay_options(plan, **given) if plan else MergeOptions.from_keywords(**given)
     shapes = parse_shapes(args.shape)
+    args.validate = args.validate or any(x is not None for x in (args.data, args.labels, args.max_drop, args.min_cosine))
     _progress("loading")
     prep = prepare(args.model)
     _progress(f"analyzing {len(prep.graph.nodes)} nodes, " + (f"replaying {args.plan}" if plan else
@@ -79,24 +85,172 @@ def cmd_prune(args: argparse.Namespace) -> int:
     r = run_pipeline(prep, shapes, plan, args.criterion, selection, args.include_consumers, args.aggregate, args.seed,
                      merge)
     dims = r.analysis.cost.input_dims
+    checks: dict = {}
 
     def verify(path: Path) -> None:
-        """Vouch for the bytes written: they load and run in onnxruntime like the original."""
+        """Vouch for the bytes written: they load and run in onnxruntime like the original (and pass the bar)."""
         if not args.no_verify:
             _progress("running the written model in onnxruntime")
             smoke_check(str(args.model), str(path), r.model, dims)
+        if args.validate:
+            _progress(f"validating on {args.provider}")
+            checks["validation"] = validate(str(args.model), str(path), _inputs(args, dims), args.provider,
+                                            args.threads)
+            _gate(checks["validation"], args)
 
     written = save_model(r.model, args.output, external_data=prep.external_data or None, verify=verify)
     sizes = (sum(p.stat().st_size for p in prep.files), sum(Path(p).stat().st_size for p in written))
     report = prune_report(r.analysis, r.after, r.removed, r.scores, sizes, r.compensation)
     print(summary(report))
     print(group_lines(report))
+    if args.validate:
+        _progress("timing both models")
+        report["validation"] = checks["validation"]
+        report["bench"] = bench([str(args.model), args.output], _batches(args.batch), args.warmup, args.runs,
+                                args.provider, args.threads, _bench_shapes(args, dims))
+        print(validation_lines(report["validation"]))
+        print(bench_lines(report["bench"], ["original", "pruned"]))
     if args.save_plan:
         save_plan(r.plan, args.save_plan)
     if args.report:
         Path(args.report).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     print("wrote " + ", ".join(written + [p for p in (args.save_plan, args.report) if p]))
     return 0
+
+
+def _inputs(args: argparse.Namespace, dims: dict[str, tuple[int, ...]] | None = None) -> Inputs:
+    """Validation inputs from the flags: --data/--labels, else random at --shape (or the prune's shapes)."""
+    return Inputs(shapes=dims or parse_shapes(args.shape), data=args.data, labels=args.labels, batch=args.batch_size,
+                  random_batches=args.random_batches, seed=args.seed)
+
+
+def _batches(text: str) -> tuple[int, ...]:
+    try:
+        batches = tuple(int(b) for b in text.split(","))
+    except ValueError:
+        batches = ()
+    if not batches or min(batches) < 1:
+        raise OnnxPruneError(f"--batch {text!r}: expected positive sizes, e.g. 1,8,32")
+    return batches
+
+
+def _bench_shapes(args: argparse.Namespace, dims: dict[str, tuple[int, ...]] | None = None):
+    return dims or parse_shapes(args.shape)
+
+
+def _gate(report: dict, args: argparse.Namespace) -> None:
+    """Raise GateFailed (exit 1) when the validation is below --max-drop / --min-cosine."""
+    fails = gate_failures(report, args.max_drop, args.min_cosine)
+    if fails:
+        raise GateFailed("below the bar: " + "; ".join(fails))
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Compare ORIGINAL and PRUNED on the same inputs; exit 1 below the bar."""
+    _progress(f"running both models on {args.provider}")
+    report = validate(args.original, args.pruned, _inputs(args), args.provider, args.threads)
+    dims = {k: tuple(v) for k, v in report["inputs"].get("shapes", {}).items()} or parse_shapes(args.shape)
+    before, after = (count_model_cost(m, dims) for m in (args.original, args.pruned))
+    report["cost"] = {"params_before": before.params, "params_after": after.params,
+                      "macs_before": before.macs, "macs_after": after.macs}
+    print(validation_lines(report))
+    print(f"  parameters {before.params:,} -> {after.params:,}, MACs {before.macs:,} -> {after.macs:,} "
+          f"({1 - after.macs / max(before.macs, 1):.1%} fewer)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    _gate(report, args)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Latency of one model, or of two interleaved with the speed-up."""
+    models = [args.model] + ([args.other] if args.other else [])
+    _progress(f"timing {len(models)} model(s) on {args.provider}")
+    report = bench(models, _batches(args.batch), args.warmup, args.runs, args.provider, args.threads,
+                   _bench_shapes(args))
+    costs = [count_model_cost(m, parse_shapes(args.shape)) for m in models]
+    report["models"] = [{"path": m, "params": c.params, "macs_per_sample": c.macs} for m, c in zip(models, costs)]
+    print(bench_lines(report, models))
+    if len(costs) == 2:
+        print(f"  MACs {costs[0].macs:,} -> {costs[1].macs:,}: {costs[0].macs / max(costs[1].macs, 1):.3f}x fewer")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    return 0
+
+
+def cmd_sensitivity(args: argparse.Namespace) -> int:
+    """Prune each group alone at each ratio; JSON (and a plot) of what each costs."""
+    try:
+        ratios = tuple(float(r) for r in args.ratios.split(","))
+    except ValueError:
+        raise OnnxPruneError(f"--ratios {args.ratios!r}: expected fractions, e.g. 0.1,0.3,0.5") from None
+    if args.plot:
+        pyplot()  # fail before the long run, not after it
+    given = {k: v for k in MERGE_FLAGS if (v := getattr(args, k)) is not None}
+    report = sensitivity(args.model, ratios, args.criterion, _inputs(args), args.provider,
+                         MergeOptions.from_keywords(**given), progress=_progress)
+    Path(args.output).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    metric = report["metric"]
+    for g in report["groups"]:
+        print(f"  {g['id'][:40]:<40} " + "  ".join(f"{p['ratio']:g}:{p[metric]:.4f}" for p in g["points"]))
+    written = [args.output]
+    if args.plot:
+        plot_sensitivity(report, args.plot)
+        written.append(args.plot)
+    print(f"{metric} per group and ratio; wrote " + ", ".join(written))
+    return 0
+
+
+def _add_runtime(p: argparse.ArgumentParser) -> None:
+    """Flags of every command that runs models in onnxruntime."""
+    p.add_argument("--provider", default="auto", choices=PROVIDERS,
+                   help="auto: CUDA when it is available and loads, else CPU (default auto)")
+    p.add_argument("--threads", type=int, metavar="N", help="CPU intra-op threads (default: the cores available)")
+
+
+def _add_inputs(p: argparse.ArgumentParser, shape: bool = True) -> None:
+    """Flags that say which inputs validation runs on."""
+    if shape:
+        p.add_argument("--shape", action="append", metavar="NAME:DIMS", help="fix an input's dynamic dims")
+    p.add_argument("--data", metavar="FILE.npz", help="inputs: arrays named after the model inputs, first axis = samples")
+    p.add_argument("--labels", metavar="FILE", help="integer labels (.npy, or .npz with one array) for accuracy")
+    p.add_argument("--batch-size", type=int, default=32, metavar="N", help="batch size for --data (default 32)")
+    p.add_argument("--random-batches", type=int, default=4, metavar="N",
+                   help="without --data: random input batches (default 4)")
+
+
+def _add_gate(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-drop", type=float, metavar="POINTS",
+                   help="exit 1 if accuracy (with --labels) or top-1 agreement drops more than this many points")
+    p.add_argument("--min-cosine", type=float, metavar="C", help="exit 1 if any output's cosine similarity is below C")
+
+
+def _add_timing(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--batch", default="1", metavar="B1,B2", help="batch sizes to time (default 1)")
+    p.add_argument("--warmup", type=int, default=10, metavar="N", help="untimed runs per model first (default 10)")
+    p.add_argument("--runs", type=int, default=50, metavar="N", help="timed runs per model (default 50)")
+
+
+def _add_merge_flags(r: argparse.ArgumentParser, title: str) -> None:
+    """Compensation flags of prune and sensitivity (None = the default, or the plan's record)."""
+    c = r.add_argument_group(title)
+    c.add_argument("--compensate", choices=["merge", "fold", "none"],
+                   help="merge: fold each removed filter into a similar kept one's consumers, and constant "
+                        "channels into their biases; fold: constant channels only; none: plain pruning (default merge)")
+    c.add_argument("--merge-threshold", type=float, metavar="T",
+                   help="minimum cosine similarity of [filter | bias] for a merge (default 0.3)")
+    c.add_argument("--merge-lambda", type=float, metavar="L",
+                   help="rank matches by L * cosine distance + (1 - L) * normalised bias residual (default 0.85)")
+    c.add_argument("--merge-mode", choices=["exact", "paper"],
+                   help="BatchNorm factor: exact, or the authors' released code's, for comparison (default exact)")
+    c.add_argument("--merge-order", choices=["original", "sequential"],
+                   help="match each group on its original filters (the authors' code) or on the filters left "
+                        "after earlier groups' merges and removals (default original)")
+    c.add_argument("--merge-approximate", action="store_true", default=None,
+                   help="also merge through SiLU, HardSwish, Sigmoid, GELU... (not exact; reported)")
+    c.add_argument("--fold-tolerance", type=float, metavar="F",
+                   help="treat channels with |gamma|/sigma (or filter norm) <= F x the layer's max as constant "
+                        "(default 0)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -126,30 +280,51 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--include-consumers", action="store_true", help="score consumers' input slices too")
     r.add_argument("--aggregate", default="mean", choices=list(AGGREGATE), help="combine a group's members")
     r.add_argument("--seed", type=int, default=0, help="seed of the random criterion")
-    c = r.add_argument_group("compensation of removed channels (neuron merging); with --plan, the plan's "
-                             "recorded options unless given here")
-    c.add_argument("--compensate", choices=["merge", "fold", "none"],
-                   help="merge: fold each removed filter into a similar kept one's consumers, and constant "
-                        "channels into their biases; fold: constant channels only; none: plain pruning (default merge)")
-    c.add_argument("--merge-threshold", type=float, metavar="T",
-                   help="minimum cosine similarity of [filter | bias] for a merge (default 0.3)")
-    c.add_argument("--merge-lambda", type=float, metavar="L",
-                   help="rank matches by L * cosine distance + (1 - L) * normalised bias residual (default 0.85)")
-    c.add_argument("--merge-mode", choices=["exact", "paper"],
-                   help="BatchNorm factor: exact, or the authors' released code's, for comparison (default exact)")
-    c.add_argument("--merge-order", choices=["original", "sequential"],
-                   help="match each group on its original filters (the authors' code) or on the filters left "
-                        "after earlier groups' merges and removals (default original)")
-    c.add_argument("--merge-approximate", action="store_true", default=None,
-                   help="also merge through SiLU, HardSwish, Sigmoid, GELU... (not exact; reported)")
-    c.add_argument("--fold-tolerance", type=float, metavar="F",
-                   help="treat channels with |gamma|/sigma (or filter norm) <= F x the layer's max as constant "
-                        "(default 0)")
+    _add_merge_flags(r, "compensation of removed channels (neuron merging); with --plan, the plan's "
+                        "recorded options unless given here")
     r.add_argument("--save-plan", metavar="FILE", help="write the plan that was applied")
     r.add_argument("--report", metavar="FILE", help="write the before/after report as JSON")
     r.add_argument("--shape", action="append", metavar="NAME:DIMS", help="input shape for the check run and MACs")
     r.add_argument("--no-verify", action="store_true", help="skip the onnxruntime check run")
+    v = r.add_argument_group("validation (--validate): fidelity and latency of the written model in the report; "
+                             "below a --max-drop / --min-cosine bar nothing is written and the exit code is 1")
+    v.add_argument("--validate", action="store_true", help="compare and time the pruned model against the original")
+    _add_inputs(v, shape=False)
+    _add_gate(v)
+    _add_runtime(v)
+    _add_timing(v)
     r.set_defaults(func=cmd_prune)
+
+    v = sub.add_parser("validate", help="compare a pruned model with its original on the same inputs")
+    v.add_argument("original")
+    v.add_argument("pruned")
+    _add_inputs(v)
+    _add_gate(v)
+    _add_runtime(v)
+    v.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    v.add_argument("--json", metavar="FILE", help="write the validation report as JSON")
+    v.set_defaults(func=cmd_validate)
+
+    b = sub.add_parser("bench", help="latency and throughput of a model, or of two with the speed-up")
+    b.add_argument("model")
+    b.add_argument("other", nargs="?", help="a second model, timed interleaved with the first")
+    b.add_argument("--shape", action="append", metavar="NAME:DIMS", help="fix an input's dynamic dims")
+    _add_timing(b)
+    _add_runtime(b)
+    b.add_argument("--json", metavar="FILE", help="write the timings as JSON")
+    b.set_defaults(func=cmd_bench)
+
+    s = sub.add_parser("sensitivity", help="prune each group alone at a ladder of ratios and measure the cost")
+    s.add_argument("model")
+    s.add_argument("-o", "--output", required=True, metavar="FILE.json", help="where to write the curves")
+    s.add_argument("--plot", metavar="FILE.png", help="also draw the curves (needs matplotlib)")
+    s.add_argument("--ratios", default=",".join(f"{r:g}" for r in RATIOS), help="ratios to try (default %(default)s)")
+    s.add_argument("--criterion", default="l1", choices=CRITERIA, help="channel importance (default l1)")
+    _add_inputs(s)
+    _add_runtime(s)
+    s.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    _add_merge_flags(s, "compensation of removed channels (as for prune)")
+    s.set_defaults(func=cmd_sensitivity)
     return p
 
 
@@ -157,6 +332,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except GateFailed as exc:
+        print(f"onnxprune: {exc}", file=sys.stderr)
+        return 1
     except OnnxPruneError as exc:
         print(f"onnxprune: error: {exc}", file=sys.stderr)
         return 2

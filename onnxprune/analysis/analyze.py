@@ -7,13 +7,12 @@ from typing import Any
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ..errors import OnnxPruneError
 from ..loading import Prepared
 from .builder import Builder, Member
 from .cost import Cost, count_cost
 from .groups import Group, Resolution, resolve
 from .rules import rule_for
-from .shapes import probe_shapes
+from .shapes import check_given_dims, probe_shapes
 
 
 @dataclass
@@ -90,26 +89,10 @@ def _unknown(node: gs.Node, b: Builder) -> None:
             b.freeze(lay.elements, reason)
 
 
-def _check_input_names(graph: gs.Graph, input_dims: dict[str, tuple[int, ...]]) -> None:
-    """Input shapes must name real inputs and match their rank."""
-    inputs = {t.name: t for t in graph.inputs}
-    for name, dims in input_dims.items():
-        if name not in inputs:
-            raise OnnxPruneError(f"input shape given for '{name}', which is not a model input "
-                                 f"({', '.join(sorted(inputs))})")
-        shape = inputs[name].shape
-        if shape is not None and len(shape) != len(dims):
-            raise OnnxPruneError(f"input '{name}' has rank {len(shape)}, the given shape {list(dims)} has {len(dims)}")
-        fixed = [(i, d, g) for i, (d, g) in enumerate(zip(shape or (), dims)) if isinstance(d, int) and 0 < d != g]
-        if fixed:
-            i, d, g = fixed[0]
-            raise OnnxPruneError(f"input '{name}' has a static dim {i} of {d}; the given shape {list(dims)} asks for {g}")
-
-
 def build_analysis(prep: Prepared, input_dims: dict[str, tuple[int, ...]] | None = None) -> Analysis:
     """Apply each node's rule in graph order, then resolve groups and their cost shares."""
     graph = prep.graph
-    _check_input_names(graph, input_dims or {})
+    check_given_dims([(t.name, t.shape) for t in graph.inputs], input_dims or {})
     shapes = probe_shapes(graph, list(prep.template.opset_import), input_dims)
     b = Builder(graph, shapes, prep.names)
     for node in graph.nodes:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from ..loading import prepare
 from .shapes import Shape, infer_shapes, probe_dims
 
 if TYPE_CHECKING:
@@ -94,6 +95,12 @@ def count_cost(graph: gs.Graph, opset_imports, input_dims: dict[str, tuple[int, 
     param_sizes = {t.name: int(t.values.size) for t in graph.tensors().values()
                    if isinstance(t, gs.Constant) and np.issubdtype(t.values.dtype, np.floating)}
     return Cost(sum(param_sizes.values()), sum(node_macs.values()), node_macs, param_sizes, dims)
+
+
+def count_model_cost(model, input_dims: dict[str, tuple[int, ...]] | None = None) -> Cost:
+    """count_cost of a model file or proto (loaded and prepared as for pruning)."""
+    prep = prepare(model)
+    return count_cost(prep.graph, list(prep.template.opset_import), input_dims, prep.names)
 
 
 def removal_estimator(analysis: "Analysis"):

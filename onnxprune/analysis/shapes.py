@@ -6,6 +6,8 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx import helper
 
+from ..errors import OnnxPruneError
+
 Dim = int | str | None
 Shape = tuple[Dim, ...]
 SMALL_BYTES = 4096  # constants this small keep their values: shape inference reads Reshape targets etc.
@@ -59,26 +61,50 @@ def probe_shapes(graph: gs.Graph, opset_imports, fixed: dict[str, tuple[int, ...
     return merged
 
 
+InputSpec = tuple[str, "Shape | None"]  # an input's name and declared shape (ints, names or None per dim)
+
+
 def probe_dims(graph: gs.Graph, k: int, fixed: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
     """Probe k's input shapes: model-static dims kept; the rest from `fixed` or 224 / 256; batch 1 / 2.
 
     Probe 0 is the model's concrete input shape everywhere (MAC counts, check runs).
     """
+    return concrete_dims([(t.name, t.shape) for t in graph.inputs], k, fixed)
+
+
+def concrete_dims(inputs: list[InputSpec], k: int, fixed: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+    """probe_dims over (name, declared shape) pairs, e.g. an onnxruntime session's inputs."""
     dims = {}
-    for t in graph.inputs:
-        if t.shape is None:
+    for name, declared in inputs:
+        if declared is None:
             continue
-        given = fixed.get(t.name)
+        given = fixed.get(name)
         shape = []
-        for i, d in enumerate(t.shape):
+        for i, d in enumerate(declared):
             if isinstance(d, int) and d > 0:
                 shape.append(d)
             elif i == 0:
                 shape.append((given[0] if given else 1) + k)
             else:
                 shape.append(given[i] if given else (224, 256)[k])
-        dims[t.name] = tuple(shape)
+        dims[name] = tuple(shape)
     return dims
+
+
+def check_given_dims(inputs: list[InputSpec], given: dict[str, tuple[int, ...]]) -> None:
+    """Given input shapes must name real inputs, match their rank and agree with static dims."""
+    declared = dict(inputs)
+    for name, dims in given.items():
+        if name not in declared:
+            raise OnnxPruneError(f"input shape given for '{name}', which is not a model input "
+                                 f"({', '.join(sorted(declared))})")
+        shape = declared[name]
+        if shape is not None and len(shape) != len(dims):
+            raise OnnxPruneError(f"input '{name}' has rank {len(shape)}, the given shape {list(dims)} has {len(dims)}")
+        fixed = [(i, d, g) for i, (d, g) in enumerate(zip(shape or (), dims)) if isinstance(d, int) and 0 < d != g]
+        if fixed:
+            i, d, g = fixed[0]
+            raise OnnxPruneError(f"input '{name}' has a static dim {i} of {d}; the given shape {list(dims)} asks for {g}")
 
 
 def infer_shapes(graph: gs.Graph, opset_imports, input_dims: dict[str, tuple[int, ...]] | None = None) -> dict[str, Shape]:

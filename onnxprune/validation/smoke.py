@@ -5,11 +5,12 @@ import numpy as np
 import onnx
 
 from ..errors import OnnxPruneError
+from .feeds import random_inputs
+from .providers import runtime
 
 
 def _session(path: str):
-    import onnxruntime as ort  # lazy: analysis and rewriting do not need it
-
+    ort = runtime()
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
@@ -17,15 +18,9 @@ def _session(path: str):
 
 def random_feeds(model: onnx.ModelProto, dims: dict[str, tuple[int, ...]], seed: int = 0) -> dict[str, np.ndarray]:
     """Random inputs at concrete shapes, typed as the model declares them."""
-    rng = np.random.default_rng(seed)
-    feeds = {}
     inits = {t.name for t in model.graph.initializer}
-    for vi in [i for i in model.graph.input if i.name not in inits]:
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)
-        shape = dims[vi.name]
-        feeds[vi.name] = (rng.standard_normal(shape) if np.issubdtype(dtype, np.floating)
-                          else rng.integers(0, 2, shape)).astype(dtype)
-    return feeds
+    return random_inputs({vi.name: onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)
+                          for vi in model.graph.input if vi.name not in inits}, dims, seed)
 
 
 def smoke_check(original: str, pruned: str, header: onnx.ModelProto,

@@ -1,0 +1,80 @@
+"""`bench`: latency and throughput of one or two models, interleaved in one process, per batch size."""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import numpy as np
+
+from .feeds import input_dims, random_inputs, session_inputs
+from .providers import Session, open_session, runtime
+from .validate import ModelBytes
+
+
+def bound_runner(s: Session, feeds: dict[str, np.ndarray]) -> Callable[[], None]:
+    """One run with inputs already on the device and outputs left there (I/O binding), so copies are not timed."""
+    ort = runtime()
+    binding = s.session.io_binding()
+    for name, x in feeds.items():
+        binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(x, s.device, 0))
+    for out in s.session.get_outputs():
+        binding.bind_output(out.name, s.device, 0)
+
+    def run() -> None:
+        s.session.run_with_iobinding(binding)
+    return run
+
+
+def stats(times_s: list[float], batch: int) -> dict:
+    """Latency in ms (min, median, p90, mean) and throughput in samples/s at the median."""
+    t = np.asarray(times_s) * 1000
+    median = float(np.median(t))
+    return {"min_ms": float(t.min()), "median_ms": median, "p90_ms": float(np.percentile(t, 90)),
+            "mean_ms": float(t.mean()), "throughput": batch * 1000 / median if median > 0 else float("inf")}
+
+
+def bench(models: list[ModelBytes], batches: tuple[int, ...] = (1,), warmup: int = 10, runs: int = 50,
+          provider: str = "auto", threads: int | None = None,
+          shapes: dict[str, tuple[int, ...]] | None = None) -> dict:
+    """Time each model at each batch size; runs alternate between the models so drift hits both alike.
+
+    With two models, `speedup` is the first's median latency over the second's.
+    """
+    sessions = [open_session(m, provider, threads) for m in models]
+    specs, dtypes = session_inputs(sessions[0].session)
+    out = {"provider": sessions[0].provider, "threads": sessions[0].threads, "warmup": warmup, "runs": runs,
+           "batches": {}}
+    if sessions[0].note:
+        out["provider_note"] = sessions[0].note
+    for batch in batches:
+        feeds = random_inputs(dtypes, input_dims(specs, shapes, batch))
+        runners = [bound_runner(s, feeds) for s in sessions]
+        for run in runners:
+            for _ in range(warmup):
+                run()
+        times: list[list[float]] = [[] for _ in runners]
+        for r in range(runs):
+            order = range(len(runners)) if r % 2 == 0 else reversed(range(len(runners)))
+            for i in order:
+                t0 = time.perf_counter()
+                runners[i]()
+                times[i].append(time.perf_counter() - t0)
+        entry = {"models": [stats(t, batch) for t in times]}
+        if len(times) == 2:
+            entry["speedup"] = entry["models"][0]["median_ms"] / entry["models"][1]["median_ms"]
+        out["batches"][str(batch)] = entry
+    return out
+
+
+def bench_lines(report: dict, names: list[str]) -> str:
+    """What the CLI prints for a bench report."""
+    lines = [f"latency on {report['provider']} ({report['threads']} threads), {report['warmup']} warm-up + "
+             f"{report['runs']} timed runs, interleaved"]
+    lines += [f"note: {report['provider_note']}"] if "provider_note" in report else []
+    for batch, entry in report["batches"].items():
+        for name, s in zip(names, entry["models"]):
+            lines.append(f"  batch {batch:>3} {name[-40:]:<40} min {s['min_ms']:8.3f} ms  median {s['median_ms']:8.3f} ms  "
+                         f"p90 {s['p90_ms']:8.3f} ms  {s['throughput']:10.1f} samples/s")
+        if "speedup" in entry:
+            lines.append(f"  batch {batch:>3} speed-up {entry['speedup']:.3f}x (median latency, first / second)")
+    return "\n".join(lines)

@@ -1,0 +1,83 @@
+"""Execution providers: ask for one, and report the one onnxruntime really ran."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import OnnxPruneError
+
+CHOICES = ("auto", "cuda", "tensorrt", "cpu")
+CHAINS = {  # what each choice asks onnxruntime for, fallbacks last
+    "cpu": ["CPUExecutionProvider"],
+    "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+    "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+}
+SHORT = {"CPUExecutionProvider": "cpu", "CUDAExecutionProvider": "cuda", "TensorrtExecutionProvider": "tensorrt"}
+
+
+def runtime():
+    """onnxruntime, imported on first use (analysis and rewriting do not need it)."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise OnnxPruneError("onnxruntime is not installed: pip install 'onnxprune[cpu]' "
+                             "(or 'onnxprune[gpu]' for CUDA)") from None
+    return onnxruntime
+
+
+def cpu_threads() -> int:
+    """Cores this process may run on: the intra-op thread count used unless one is given."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+@dataclass
+class Session:
+    """An onnxruntime session and the provider that really runs it."""
+
+    session: Any
+    provider: str  # short name of the provider onnxruntime put first: cpu, cuda, tensorrt
+    threads: int  # intra-op threads (what CPU kernels use)
+    note: str = ""  # why the provider differs from the one asked for, if it does
+
+    @property
+    def device(self) -> str:
+        """Where I/O binding puts inputs and outputs."""
+        return "cpu" if self.provider == "cpu" else "cuda"
+
+
+def wanted_provider(choice: str, available: list[str]) -> str:
+    """The provider a choice asks for: auto takes CUDA when onnxruntime lists it."""
+    if choice not in CHOICES:
+        raise OnnxPruneError(f"unknown provider '{choice}' (choose from {', '.join(CHOICES)})")
+    if choice == "auto":
+        return "cuda" if "CUDAExecutionProvider" in available else "cpu"
+    if CHAINS[choice][0] not in available:
+        raise OnnxPruneError(f"--provider {choice}: this onnxruntime has no {CHAINS[choice][0]} "
+                             f"(it has {', '.join(available)}); install onnxruntime-gpu")
+    return choice
+
+
+def open_session(model: str | bytes, choice: str = "auto", threads: int | None = None) -> Session:
+    """A session on the chosen provider; a listed GPU provider that fails to load is detected, not trusted.
+
+    onnxruntime drops a provider whose libraries are missing with only a log line, so the provider
+    reported is the first of the session's own list. auto then says so; an explicit choice is refused.
+    """
+    ort = runtime()
+    wanted = wanted_provider(choice, ort.get_available_providers())
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.intra_op_num_threads = threads or cpu_threads()
+    try:
+        session = ort.InferenceSession(model, opts, providers=CHAINS[wanted])
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises many types
+        raise OnnxPruneError(f"onnxruntime cannot load the model: {str(exc).splitlines()[0]}") from None
+    ran = session.get_providers()[0]
+    ran = SHORT.get(ran, ran)
+    note = ""
+    if ran != wanted:
+        note = f"{CHAINS[wanted][0]} is listed but did not load (GPU libraries missing?); ran on {ran}"
+        if choice != "auto":
+            raise OnnxPruneError(f"--provider {choice}: {note}")
+    return Session(session, ran, opts.intra_op_num_threads, note)

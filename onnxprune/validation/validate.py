@@ -1,0 +1,151 @@
+"""`validate`: run the original and the pruned model on the same inputs and measure how far apart they are."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+
+from ..errors import OnnxPruneError
+from .compare import Accuracy, OutputAgreement, is_classifier
+from .feeds import Feeds, check_data, data_batches, input_dims, load_arrays, load_labels, random_inputs, session_inputs
+from .providers import Session, open_session
+
+ModelBytes = str | bytes  # a path or serialized model, as onnxruntime takes it
+
+
+class GateFailed(OnnxPruneError):
+    """The pruned model fell below a --max-drop / --min-cosine bar (exit code 1, not 2)."""
+
+
+@dataclass
+class Inputs:
+    """Where validation inputs come from: random at `shapes`, or a data file (with labels)."""
+
+    shapes: dict[str, tuple[int, ...]] | None = None  # fixes dynamic dims of random inputs
+    data: str | None = None  # .npz of arrays named after the inputs, first axis = samples
+    labels: str | None = None  # .npy / .npz of integer labels, one per sample
+    batch: int = 32  # batch size for data (a static batch dim wins)
+    random_batches: int = 4
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.labels and not self.data:
+            raise OnnxPruneError("--labels needs --data: labels belong to given inputs, not random ones")
+        if self.batch < 1 or self.random_batches < 1:
+            raise OnnxPruneError("batch size and batch count must be at least 1")
+
+
+@dataclass
+class Source:
+    """The batches of one run over the inputs, and the labels that go with them."""
+
+    batches: Iterator[Feeds]
+    labels: np.ndarray | None
+    description: dict
+
+
+def open_inputs(inputs: Inputs, session) -> Source:
+    """Batches for this session's inputs: the data file's, or seeded random ones."""
+    specs, dtypes = session_inputs(session)
+    if inputs.data:
+        arrays = load_arrays(inputs.data)
+        n = check_data(arrays, specs, dtypes)
+        batches = data_batches(arrays, specs, dtypes, inputs.batch)
+        labels = load_labels(inputs.labels, n) if inputs.labels else None
+        return Source(batches, labels, {"source": str(inputs.data), "samples": n})
+    dims = input_dims(specs, inputs.shapes)
+    batches = (random_inputs(dtypes, dims, inputs.seed + k) for k in range(inputs.random_batches))
+    n = inputs.random_batches * min((d[0] for d in dims.values() if d), default=1)
+    return Source(batches, None, {"source": "random", "batches": inputs.random_batches, "samples": n,
+                                  "shapes": {k: list(v) for k, v in dims.items()}})
+
+
+def compare_runs(original: Session, pruned: Session, source: Source,
+                 reference: list[list[np.ndarray]] | None = None) -> tuple[dict[str, OutputAgreement], Accuracy | None]:
+    """Run both models batch by batch (the original's outputs may be given, from an earlier pass)."""
+    names = [o.name for o in original.session.get_outputs()]
+    agreement = {n: OutputAgreement() for n in names}
+    accuracy = Accuracy() if source.labels is not None else None
+    start = 0
+    for k, feeds in enumerate(source.batches):
+        want = reference[k] if reference is not None else original.session.run(None, feeds)
+        try:
+            got = pruned.session.run(None, feeds)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises many types
+            raise OnnxPruneError(f"the pruned model does not run: {str(exc).splitlines()[0]}") from None
+        for name, a, b in zip(names, want, got):
+            try:
+                agreement[name].add(a, b)
+            except ValueError as exc:
+                raise OnnxPruneError(f"output '{name}': {exc}") from None
+        if accuracy is not None:
+            logits = [i for i, a in enumerate(want) if is_classifier(a.shape, a.dtype)]
+            if not logits:
+                raise OnnxPruneError("--labels needs a classifier-shaped output ([batch, classes])")
+            n = len(want[logits[0]])
+            accuracy.add(want[logits[0]], got[logits[0]], source.labels[start:start + n])
+            start += n
+    return agreement, accuracy
+
+
+def validate(original: ModelBytes, pruned: ModelBytes, inputs: Inputs | None = None, provider: str = "auto",
+             threads: int | None = None) -> dict:
+    """Fidelity (and accuracy, with labels) of `pruned` against `original`, on the provider that really ran."""
+    inputs = inputs or Inputs()
+    ref = open_session(original, provider, threads)
+    got = open_session(pruned, provider, threads)
+    source = open_inputs(inputs, ref.session)
+    agreement, accuracy = compare_runs(ref, got, source)
+    report = {"provider": ref.provider, "threads": ref.threads, "inputs": source.description,
+              "outputs": {k: v.to_json() for k, v in agreement.items()}}
+    if ref.note:
+        report["provider_note"] = ref.note
+    if accuracy is not None:
+        report["accuracy"] = accuracy.to_json()
+    return report
+
+
+def gate_failures(report: dict, max_drop: float | None = None, min_cosine: float | None = None) -> list[str]:
+    """Why the pruned model is below the bar ([] when it passes or no bar is set).
+
+    --max-drop is in percentage points: of accuracy against labels when there are labels, else of
+    top-1 agreement with the original (100 - agreement %).
+    """
+    fails = []
+    if max_drop is None and min_cosine is None:
+        return fails
+    outputs = report["outputs"]
+    fails += [f"output '{k}' is not finite" for k, v in outputs.items() if not v["finite"]]
+    if min_cosine is not None:
+        fails += [f"output '{k}' cosine {v['cosine']:.6f} < {min_cosine}" for k, v in outputs.items()
+                  if not v["cosine"] >= min_cosine]
+    if max_drop is not None:
+        if "accuracy" in report:
+            drop = report["accuracy"]["drop_points"]
+            if drop > max_drop:
+                fails.append(f"accuracy drop {drop:.2f} points > {max_drop}")
+        else:
+            top1 = {k: v["top1_agreement"] for k, v in outputs.items() if "top1_agreement" in v}
+            if not top1:
+                raise OnnxPruneError("--max-drop needs --labels or a classifier-shaped output ([batch, classes])")
+            fails += [f"output '{k}' top-1 agreement {a:.2%} is {100 - a * 100:.2f} points below 100% (> {max_drop})"
+                      for k, a in top1.items() if (1 - a) * 100 > max_drop]
+    return fails
+
+
+def validation_lines(report: dict) -> str:
+    """What the CLI prints for a validation report."""
+    src = report["inputs"]
+    head = (f"validation on {report['provider']} ({report['threads']} threads), {src['samples']} samples from "
+            f"{src['source']}" + (f" at {src['shapes']}" if "shapes" in src else ""))
+    lines = [head] + ([f"note: {report['provider_note']}"] if "provider_note" in report else [])
+    for name, v in report["outputs"].items():
+        extra = f", top-1 agreement {v['top1_agreement']:.2%}" if "top1_agreement" in v else ""
+        lines.append(f"  {name}: max |diff| {v['max_abs']:.3g}, rel L2 {v['rel_l2']:.3g}, cosine {v['cosine']:.6f}"
+                     + extra + ("" if v["finite"] else ", NOT FINITE"))
+    if "accuracy" in report:
+        a = report["accuracy"]
+        lines.append(f"  accuracy {a['original']:.2%} -> {a['pruned']:.2%} ({a['drop_points']:+.2f} points drop, "
+                     f"{a['samples']} labelled samples)")
+    return "\n".join(lines)
