@@ -78,6 +78,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     merge = replay_options(plan, **given) if plan else MergeOptions.from_keywords(**given)
     shapes = parse_shapes(args.shape)
     args.validate = args.validate or any(x is not None for x in (args.data, args.labels, args.max_drop, args.min_cosine))
+    batches = _batches(args.batch)
     _progress("loading")
     prep = prepare(args.model)
     _progress(f"analyzing {len(prep.graph.nodes)} nodes, " + (f"replaying {args.plan}" if plan else
@@ -88,7 +89,10 @@ def cmd_prune(args: argparse.Namespace) -> int:
     checks: dict = {}
 
     def verify(path: Path) -> None:
-        """Vouch for the bytes written: they load and run in onnxruntime like the original (and pass the bar)."""
+        """Vouch for the bytes written: they load and run in onnxruntime like the original (and pass the bar).
+
+        With --validate the pruned model is also compared and timed here, before it is moved into place.
+        """
         if not args.no_verify:
             _progress("running the written model in onnxruntime")
             smoke_check(str(args.model), str(path), r.model, dims)
@@ -97,6 +101,9 @@ def cmd_prune(args: argparse.Namespace) -> int:
             checks["validation"] = validate(str(args.model), str(path), _inputs(args, dims), args.provider,
                                             args.threads)
             _gate(checks["validation"], args)
+            _progress("timing both models")
+            checks["bench"] = bench([str(args.model), str(path)], batches, args.warmup, args.runs, args.provider,
+                                    args.threads, dims)
 
     written = save_model(r.model, args.output, external_data=prep.external_data or None, verify=verify)
     sizes = (sum(p.stat().st_size for p in prep.files), sum(Path(p).stat().st_size for p in written))
@@ -104,10 +111,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     print(summary(report))
     print(group_lines(report))
     if args.validate:
-        _progress("timing both models")
-        report["validation"] = checks["validation"]
-        report["bench"] = bench([str(args.model), args.output], _batches(args.batch), args.warmup, args.runs,
-                                args.provider, args.threads, _bench_shapes(args, dims))
+        report.update(checks)
         print(validation_lines(report["validation"]))
         print(bench_lines(report["bench"], ["original", "pruned"]))
     if args.save_plan:
@@ -132,10 +136,6 @@ def _batches(text: str) -> tuple[int, ...]:
     if not batches or min(batches) < 1:
         raise OnnxPruneError(f"--batch {text!r}: expected positive sizes, e.g. 1,8,32")
     return batches
-
-
-def _bench_shapes(args: argparse.Namespace, dims: dict[str, tuple[int, ...]] | None = None):
-    return dims or parse_shapes(args.shape)
 
 
 def _gate(report: dict, args: argparse.Namespace) -> None:
@@ -167,7 +167,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     models = [args.model] + ([args.other] if args.other else [])
     _progress(f"timing {len(models)} model(s) on {args.provider}")
     report = bench(models, _batches(args.batch), args.warmup, args.runs, args.provider, args.threads,
-                   _bench_shapes(args))
+                   parse_shapes(args.shape))
     costs = [count_model_cost(m, parse_shapes(args.shape)) for m in models]
     report["models"] = [{"path": m, "params": c.params, "macs_per_sample": c.macs} for m, c in zip(models, costs)]
     print(bench_lines(report, models))

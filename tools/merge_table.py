@@ -8,7 +8,6 @@ Every variant goes through `onnxprune.prune` (criterion l1, the same ratio on ev
 from __future__ import annotations
 
 import argparse
-import gzip
 import platform
 from pathlib import Path
 
@@ -16,8 +15,8 @@ import numpy as np
 import onnxruntime as ort
 
 import onnxprune
+from fashion_data import load_idx
 
-DATA = Path("/usr/share/datasets/fashion-mnist")
 RATIOS = (0.5, 0.6, 0.7, 0.8)
 PAPER = {"baseline": 89.80, "prune": (88.40, 85.17, 71.26, 66.76), "merge": (88.69, 86.92, 82.75, 80.02)}
 VARIANTS = {
@@ -35,11 +34,7 @@ CHALLENGERS = ("prune", "merge, t=0.45", "merge, sequential")
 
 
 def test_set() -> tuple[np.ndarray, np.ndarray]:
-    with gzip.open(DATA / "t10k-images-idx3-ubyte.gz") as f:
-        x = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 1, 28, 28).astype(np.float32) / 255.0
-    with gzip.open(DATA / "t10k-labels-idx1-ubyte.gz") as f:
-        y = np.frombuffer(f.read(), np.uint8, offset=8).astype(np.int64)
-    return x, y
+    return load_idx("test")
 
 
 def accuracy(model, x: np.ndarray, y: np.ndarray) -> float:

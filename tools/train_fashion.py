@@ -12,26 +12,13 @@ and their test accuracy in README.md next to them.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 from pathlib import Path
 
 import numpy as np
 import torch
+from fashion_data import load_idx
 from torch import nn
-
-DATA = Path("/usr/share/datasets/fashion-mnist")
-
-
-def load_idx(split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Images as float32 in [0, 1], shape [N, 1, 28, 28], and int64 labels."""
-    prefix = "train" if split == "train" else "t10k"
-    with gzip.open(DATA / f"{prefix}-images-idx3-ubyte.gz") as f:
-        images = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 1, 28, 28)
-    with gzip.open(DATA / f"{prefix}-labels-idx1-ubyte.gz") as f:
-        labels = np.frombuffer(f.read(), np.uint8, offset=8)
-    return images.astype(np.float32) / 255.0, labels.astype(np.int64)
-
 
 def lenet300() -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(784, 300), nn.ReLU(), nn.Linear(300, 100), nn.ReLU(),
