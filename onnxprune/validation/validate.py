@@ -138,7 +138,8 @@ def validation_lines(report: dict) -> str:
     """What the CLI prints for a validation report."""
     src = report["inputs"]
     head = (f"validation on {report['provider']} ({report['threads']} threads), {src['samples']} samples from "
-            f"{src['source']}" + (f" at {src['shapes']}" if "shapes" in src else ""))
+            f"{src['source']}" + (" at " + ", ".join(f"{k}={'x'.join(map(str, v))}" for k, v in src["shapes"].items())
+                                 if "shapes" in src else ""))
     lines = [head] + ([f"note: {report['provider_note']}"] if "provider_note" in report else [])
     for name, v in report["outputs"].items():
         extra = f", top-1 agreement {v['top1_agreement']:.2%}" if "top1_agreement" in v else ""
