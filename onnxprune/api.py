@@ -8,6 +8,7 @@ import onnx
 
 from .analysis.analyze import Analysis, build_analysis
 from .analysis.cost import Cost, count_cost, removal_estimator
+from .calibration import Calibration
 from .errors import OnnxPruneError
 from .loading import ModelSource, Prepared, prepare
 from .plan import Plan, check_plan, make_plan
@@ -40,7 +41,8 @@ def analyze(model: ModelSource, input_shapes: Shapes = None) -> Analysis:
 
 def run_pipeline(prep: Prepared, input_shapes: Shapes = None, plan: Plan | None = None, criterion: str = "l1",
                  selection: Selection | None = None, include_consumers: bool = False, aggregate: str = "mean",
-                 seed: int = 0, merge: MergeOptions | None = None) -> Pruned:
+                 seed: int = 0, merge: MergeOptions | None = None, calibration: Calibration | None = None,
+                 provider: str = "auto") -> Pruned:
     """analyze -> (check the plan | score and select) -> compensate + rewrite -> recount: the one data path."""
     analysis = build_analysis(prep, input_shapes)
     scores = None
@@ -48,7 +50,8 @@ def run_pipeline(prep: Prepared, input_shapes: Shapes = None, plan: Plan | None 
         removed = check_plan(plan, analysis)
         merge = merge or replay_options(plan)
     else:
-        scores = score_groups(prep, analysis, criterion, include_consumers, aggregate, seed=seed)
+        scores = score_groups(prep, analysis, criterion, include_consumers, aggregate, seed=seed,
+                              calibration=calibration, provider=provider)
         removed = select(analysis, scores, selection, removal_estimator(analysis))
         merge = merge or MergeOptions()
         plan = make_plan(analysis, removed, criterion=criterion, compensation=asdict(merge))
@@ -79,17 +82,22 @@ def prune(model: ModelSource, ratio: float | None = None, criterion: str = "l1",
           target_macs: float | None = None, target_params: float | None = None, round_to: int = 1,
           min_channels: int = 1, max_ratio: float = 1.0, exclude: list[str] | None = None,
           overrides: dict[str, float] | None = None, include_consumers: bool = False, aggregate: str = "mean",
-          seed: int = 0, input_shapes: Shapes = None, **merge: Any) -> tuple[onnx.ModelProto, Plan, dict[str, Any]]:
+          seed: int = 0, input_shapes: Shapes = None, calibration: Calibration | str | None = None,
+          provider: str = "auto", **merge: Any) -> tuple[onnx.ModelProto, Plan, dict[str, Any]]:
     """Score, select, compensate and remove channels in one call; returns (pruned model, plan, report).
 
     Merge options (MergeOptions): compensate ("merge": neuron merging, constants folded; "fold":
     constants only; "none"), merge_threshold, merge_lambda, merge_mode ("exact" | "paper"),
     merge_approximate, fold_tolerance, merge_order ("original" | "sequential").
+    Data-driven criteria ("activation") read `calibration` (a Calibration, or the path of an .npz or
+    a folder of .npy files) in onnxruntime on `provider`.
     """
     selection = Selection(ratio, global_rank, target_macs, target_params, round_to, min_channels, max_ratio,
                           list(exclude or []), dict(overrides or {}))
     selection.check()  # before the model is read
     options = MergeOptions.from_keywords(**merge)
+    if isinstance(calibration, str):
+        calibration = Calibration(calibration)
     r = run_pipeline(prepare(model), input_shapes, None, criterion, selection, include_consumers, aggregate, seed,
-                     options)
+                     options, calibration, provider)
     return r.model, r.plan, prune_report(r.analysis, r.after, r.removed, r.scores, compensation=r.compensation)

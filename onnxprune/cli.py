@@ -10,6 +10,7 @@ from pathlib import Path
 from .analysis.analyze import build_analysis
 from .analysis.cost import count_model_cost
 from .api import replay_options, run_pipeline
+from .calibration import Calibration
 from .rewrite.merging import MergeOptions
 from .errors import OnnxPruneError
 from .loading import prepare, save_model
@@ -83,8 +84,9 @@ def cmd_prune(args: argparse.Namespace) -> int:
     prep = prepare(args.model)
     _progress(f"analyzing {len(prep.graph.nodes)} nodes, " + (f"replaying {args.plan}" if plan else
                                                               f"scoring by {args.criterion}, rewriting"))
+    calibration = Calibration(args.calib, args.calib_samples) if args.calib else None
     r = run_pipeline(prep, shapes, plan, args.criterion, selection, args.include_consumers, args.aggregate, args.seed,
-                     merge)
+                     merge, calibration, args.provider)
     dims = r.analysis.cost.input_dims
     checks: dict = {}
 
@@ -280,6 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--include-consumers", action="store_true", help="score consumers' input slices too")
     r.add_argument("--aggregate", default="mean", choices=list(AGGREGATE), help="combine a group's members")
     r.add_argument("--seed", type=int, default=0, help="seed of the random criterion")
+    r.add_argument("--calib", metavar="FILE.npz|DIR", help="calibration inputs for --criterion activation: arrays "
+                   "named after the inputs (first axis = samples), or a folder of .npy files")
+    r.add_argument("--calib-samples", type=int, metavar="N", help="use the first N calibration samples")
     _add_merge_flags(r, "compensation of removed channels (neuron merging); with --plan, the plan's "
                         "recorded options unless given here")
     r.add_argument("--save-plan", metavar="FILE", help="write the plan that was applied")

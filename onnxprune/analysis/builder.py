@@ -129,6 +129,8 @@ class Builder:
             return False
         tensor = node.inputs[index].name
         self.members.append(Member(self.name(node), node.op, role, tensor, axis, elements, kind, index))
+        if role == CONSUMER and kind == "weight":  # the activation it reads: data-driven criteria measure it
+            self.member(node, node.inputs[0], CONSUMER)
         return True
 
     def member(self, node: gs.Node, tensor: gs.Tensor, role: str = PASS) -> None:

@@ -10,13 +10,16 @@ from ..analysis.analyze import Analysis
 from ..analysis.builder import CONSUMER, PRODUCER
 from ..analysis.groups import Group
 from ..errors import OnnxPruneError
+from ..calibration.data import Calibration
 from ..loading import Prepared
+from .activation import consumer_input_means
 from .fpgm import fpgm
 from .norms import l1, l2
 from .slices import channel_matrix
 
 KERNELS: dict[str, Callable[[np.ndarray], np.ndarray]] = {"l1": l1, "l2": l2, "fpgm": fpgm}
-CRITERIA = ("l1", "l2", "fpgm", "bn", "random")
+CRITERIA = ("l1", "l2", "fpgm", "bn", "random", "activation")
+DATA_CRITERIA = ("activation",)  # need calibration inputs
 AGGREGATE = {"mean": np.mean, "sum": np.sum, "max": np.max}
 BN_FALLBACK = "l1"
 
@@ -57,13 +60,20 @@ def _bn_scores(tensors, analysis: Analysis, g: Group, agg) -> np.ndarray | None:
 
 
 def score_groups(prep: Prepared, analysis: Analysis, criterion: str = "l1", include_consumers: bool = False,
-                 aggregate: str = "mean", normalize: bool = True, seed: int = 0) -> dict[str, GroupScores]:
-    """Scores for every prunable group."""
+                 aggregate: str = "mean", normalize: bool = True, seed: int = 0,
+                 calibration: Calibration | None = None, provider: str = "auto") -> dict[str, GroupScores]:
+    """Scores for every prunable group (data-driven criteria read `calibration` in onnxruntime)."""
     if criterion not in CRITERIA:
         raise OnnxPruneError(f"unknown criterion '{criterion}' (choose from {', '.join(CRITERIA)})")
     if aggregate not in AGGREGATE:
         raise OnnxPruneError(f"unknown aggregation '{aggregate}' (choose from {', '.join(AGGREGATE)})")
     agg = AGGREGATE[aggregate]
+    if criterion in DATA_CRITERIA:
+        if calibration is None:
+            raise OnnxPruneError(f"--criterion {criterion} needs calibration inputs (--calib FILE.npz or DIR)")
+        means = consumer_input_means(prep, analysis, calibration, provider)
+        return {gid: GroupScores(agg(np.stack([_normalised(s) if normalize else s for s in per]), axis=0), criterion)
+                for gid, per in means.items()}
     tensors = prep.graph.tensors()
     out = {}
     for g in analysis.prunable:

@@ -1,6 +1,8 @@
-"""Validation: run models in onnxruntime to vouch for a rewritten graph, measure fidelity and latency."""
+"""Validation: run models in onnxruntime to vouch for a rewritten graph, measure fidelity and latency.
+
+`sensitivity` (onnxprune.validation.sensitivity) drives the whole pipeline, so it is not imported here.
+"""
 from .bench import bench
-from .sensitivity import sensitivity
 from .validate import Inputs, gate_failures, validate
 
-__all__ = ["Inputs", "bench", "gate_failures", "sensitivity", "validate"]
+__all__ = ["Inputs", "bench", "gate_failures", "validate"]
