@@ -17,7 +17,7 @@ from .loading import prepare, save_model
 from .plan import load_plan, save_plan
 from .report import analysis_table, group_lines, prune_report, summary
 from .scoring import CRITERIA
-from .scoring.score import AGGREGATE
+from .scoring.score import AGGREGATE, DATA_CRITERIA
 from .selection import Selection
 from .selection.overrides import load_overrides
 from .validation.bench import bench, bench_lines
@@ -95,17 +95,20 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
         With --validate the pruned model is also compared and timed here, before it is moved into place.
         """
-        if not args.no_verify:
-            _progress("running the written model in onnxruntime")
-            smoke_check(str(args.model), str(path), r.model, dims)
-        if args.validate:
+        if args.validate:  # runs both models too, so the smoke run would repeat it
             _progress(f"validating on {args.provider}")
             checks["validation"] = validate(str(args.model), str(path), _inputs(args, dims), args.provider,
                                             args.threads)
+            broken = [k for k, v in checks["validation"]["outputs"].items() if not v["finite"]]
+            if broken:
+                raise OnnxPruneError(f"the pruned model's output '{broken[0]}' is not finite")
             _gate(checks["validation"], args)
             _progress("timing both models")
             checks["bench"] = bench([str(args.model), str(path)], batches, args.warmup, args.runs, args.provider,
                                     args.threads, dims)
+        elif not args.no_verify:
+            _progress("running the written model in onnxruntime")
+            smoke_check(str(args.model), str(path), r.model, dims)
 
     written = save_model(r.model, args.output, external_data=prep.external_data or None, verify=verify)
     sizes = (sum(p.stat().st_size for p in prep.files), sum(Path(p).stat().st_size for p in written))
@@ -324,7 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-o", "--output", required=True, metavar="FILE.json", help="where to write the curves")
     s.add_argument("--plot", metavar="FILE.png", help="also draw the curves (needs matplotlib)")
     s.add_argument("--ratios", default=",".join(f"{r:g}" for r in RATIOS), help="ratios to try (default %(default)s)")
-    s.add_argument("--criterion", default="l1", choices=CRITERIA, help="channel importance (default l1)")
+    s.add_argument("--criterion", default="l1", choices=[c for c in CRITERIA if c not in DATA_CRITERIA],
+                   help="channel importance (default l1)")
     _add_inputs(s)
     _add_runtime(s)
     s.add_argument("--seed", type=int, default=0, help="seed of the random inputs")

@@ -22,11 +22,11 @@ def channel_abs_means(prep: Prepared, axes: dict[str, int], cal: Calibration,
     session = open_session(model.SerializeToString(), provider).session
     batches, samples = calibration_batches(cal, session)
     names = list(axes)
-    sums = {t: np.zeros(0) for t in names}
+    sums = dict.fromkeys(names, 0.0)
     counts = dict.fromkeys(names, 0)
     for feeds in batches:
         for t, x in zip(names, session.run(names, feeds)):
             a = np.abs(np.moveaxis(x, axes[t], 0).reshape(x.shape[axes[t]], -1), dtype=np.float64)
-            sums[t] = a.sum(axis=1) + (sums[t] if sums[t].size else 0)
+            sums[t] = sums[t] + a.sum(axis=1)
             counts[t] += a.shape[1]
     return {t: sums[t] / max(counts[t], 1) for t in names}, samples

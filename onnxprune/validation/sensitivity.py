@@ -49,7 +49,7 @@ def sensitivity(model: str, ratios: tuple[float, ...] = RATIOS, criterion: str =
     report = {"model": str(model), "criterion": criterion, "compensation": asdict(merge), "ratios": list(ratios),
               "metric": "accuracy" if inputs.labels else "cosine", "provider": ref.provider,
               "inputs": source.description, "groups": []}
-    unpruned = _point(*compare_runs(ref, ref, open_inputs(inputs, ref.session), reference))
+    unpruned = _point(*compare_runs(ref, None, open_inputs(inputs, ref.session), reference))
     if "accuracy" in unpruned:
         report["baseline_accuracy"] = unpruned["accuracy"]
     for i, g in enumerate(groups, 1):

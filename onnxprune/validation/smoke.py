@@ -6,14 +6,7 @@ import onnx
 
 from ..errors import OnnxPruneError
 from .feeds import random_inputs
-from .providers import runtime
-
-
-def _session(path: str):
-    ort = runtime()
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+from .providers import open_session
 
 
 def random_feeds(model: onnx.ModelProto, dims: dict[str, tuple[int, ...]], seed: int = 0) -> dict[str, np.ndarray]:
@@ -32,12 +25,12 @@ def smoke_check(original: str, pruned: str, header: onnx.ModelProto,
     """
     feeds = random_feeds(header, dims)
     try:
-        want = _session(original).run(None, feeds)
+        want = open_session(original, "cpu").session.run(None, feeds)
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises many types
         raise OnnxPruneError(f"the original model does not run in onnxruntime at {dims} "
                              f"(fix shapes with --shape): {str(exc).splitlines()[0]}") from None
     try:
-        got = _session(pruned).run(None, feeds)
+        got = open_session(pruned, "cpu").session.run(None, feeds)
     except Exception as exc:  # noqa: BLE001
         raise OnnxPruneError(f"the pruned model does not run in onnxruntime: {str(exc).splitlines()[0]}") from None
     for out, a, b in zip(header.graph.output, want, got):

@@ -61,9 +61,12 @@ def open_inputs(inputs: Inputs, session) -> Source:
                                   "shapes": {k: list(v) for k, v in dims.items()}})
 
 
-def compare_runs(original: Session, pruned: Session, source: Source,
+def compare_runs(original: Session, pruned: Session | None, source: Source,
                  reference: list[list[np.ndarray]] | None = None) -> tuple[dict[str, OutputAgreement], Accuracy | None]:
-    """Run both models batch by batch (the original's outputs may be given, from an earlier pass)."""
+    """Run both models batch by batch (the original's outputs may be given, from an earlier pass).
+
+    With no pruned model the original is compared with itself: the unpruned point, at no extra run.
+    """
     names = [o.name for o in original.session.get_outputs()]
     agreement = {n: OutputAgreement() for n in names}
     accuracy = Accuracy() if source.labels is not None else None
@@ -71,7 +74,7 @@ def compare_runs(original: Session, pruned: Session, source: Source,
     for k, feeds in enumerate(source.batches):
         want = reference[k] if reference is not None else original.session.run(None, feeds)
         try:
-            got = pruned.session.run(None, feeds)
+            got = want if pruned is None else pruned.session.run(None, feeds)
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises many types
             raise OnnxPruneError(f"the pruned model does not run: {str(exc).splitlines()[0]}") from None
         for name, a, b in zip(names, want, got):
