@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Callable
 
 import onnx
 
@@ -14,8 +14,11 @@ from .loading import ModelSource, Prepared, prepare
 from .plan import Plan, check_plan, make_plan
 from .report import prune_report
 from .rewrite.merging import Compensation, MergeOptions, plan_compensation
+from .rewrite.reconstruction import check_reconstruction, reconstruct
 from .rewrite.rewriter import rewrite
 from .scoring import GroupScores, score_groups
+from .scoring.score import COUNTED_BY
+from .selection.lasso import require_solver
 from .selection import Selection, select
 
 Shapes = dict[str, tuple[int, ...]] | None
@@ -42,32 +45,53 @@ def analyze(model: ModelSource, input_shapes: Shapes = None) -> Analysis:
 def run_pipeline(prep: Prepared, input_shapes: Shapes = None, plan: Plan | None = None, criterion: str = "l1",
                  selection: Selection | None = None, include_consumers: bool = False, aggregate: str = "mean",
                  seed: int = 0, merge: MergeOptions | None = None, calibration: Calibration | None = None,
-                 provider: str = "auto") -> Pruned:
-    """analyze -> (check the plan | score and select) -> compensate + rewrite -> recount: the one data path."""
+                 provider: str = "auto", progress: Callable[[str], None] | None = None) -> Pruned:
+    """analyze -> (check the plan | score and select) -> compensate + rewrite -> recount: the one data path.
+
+    Reconstruction (He et al.) is the compensation that also chooses: with `lasso` it picks each
+    group's channels while it re-fits, in graph order, so the plan is made after it.
+    """
+    merge = merge or (replay_options(plan) if plan is not None else default_options(criterion))
+    lasso = plan is None and criterion == "lasso"
+    check_reconstruction(criterion if plan is None else "", merge, calibration)
+    if lasso:
+        require_solver()
     analysis = build_analysis(prep, input_shapes)
     scores = None
     if plan is not None:
         removed = check_plan(plan, analysis)
-        merge = merge or replay_options(plan)
     else:
         scores = score_groups(prep, analysis, criterion, include_consumers, aggregate, seed=seed,
                               calibration=calibration, provider=provider)
         removed = select(analysis, scores, selection, removal_estimator(analysis))
-        merge = merge or MergeOptions()
+    if lasso or merge.compensate == "reconstruct":
+        removed, compensation = reconstruct(prep, analysis, removed, calibration, merge, lasso,
+                                            COUNTED_BY.get(criterion, criterion), provider, progress)
+    else:
+        compensation = plan_compensation(prep, analysis, removed, merge)
+    if plan is None:
         plan = make_plan(analysis, removed, criterion=criterion, compensation=asdict(merge))
-    compensation = plan_compensation(prep, analysis, removed, merge)
     model = rewrite(prep, analysis, removed, compensation)
     after = count_cost(prep.graph, list(prep.template.opset_import), input_shapes)  # the rewritten graph
     return Pruned(model, plan, removed, scores, analysis, after, compensation)
 
 
-def apply_plan(model: ModelSource, plan: Plan, input_shapes: Shapes = None, **merge: Any) -> onnx.ModelProto:
+def default_options(criterion: str, **given: Any) -> MergeOptions:
+    """Compensation options from keywords; `lasso` defaults to reconstruction, the rest to merging."""
+    return MergeOptions.from_keywords(**{"compensate": "reconstruct" if criterion == "lasso" else "merge", **given})
+
+
+def apply_plan(model: ModelSource, plan: Plan, input_shapes: Shapes = None,
+               calibration: Calibration | str | None = None, provider: str = "auto", **merge: Any) -> onnx.ModelProto:
     """Remove the plan's channels and return the smaller, checked model (input_shapes as for analyze).
 
     Channels are compensated as the plan records (as `prune` made it); keywords of `prune`'s merge
-    options given here take precedence.
+    options given here take precedence. A plan made with reconstruction re-fits on `calibration`.
     """
-    return run_pipeline(prepare(model), input_shapes, plan=plan, merge=replay_options(plan, **merge)).model
+    if isinstance(calibration, str):
+        calibration = Calibration(calibration)
+    return run_pipeline(prepare(model), input_shapes, plan=plan, merge=replay_options(plan, **merge),
+                        calibration=calibration, provider=provider).model
 
 
 def replay_options(plan: Plan, **overrides: Any) -> MergeOptions:
@@ -83,21 +107,24 @@ def prune(model: ModelSource, ratio: float | None = None, criterion: str = "l1",
           min_channels: int = 1, max_ratio: float = 1.0, exclude: list[str] | None = None,
           overrides: dict[str, float] | None = None, include_consumers: bool = False, aggregate: str = "mean",
           seed: int = 0, input_shapes: Shapes = None, calibration: Calibration | str | None = None,
-          provider: str = "auto", **merge: Any) -> tuple[onnx.ModelProto, Plan, dict[str, Any]]:
+          provider: str = "auto", progress: Callable[[str], None] | None = None,
+          **merge: Any) -> tuple[onnx.ModelProto, Plan, dict[str, Any]]:
     """Score, select, compensate and remove channels in one call; returns (pruned model, plan, report).
 
     Merge options (MergeOptions): compensate ("merge": neuron merging, constants folded; "fold":
-    constants only; "none"), merge_threshold, merge_lambda, merge_mode ("exact" | "paper"),
-    merge_approximate, fold_tolerance, merge_order ("original" | "sequential").
-    Data-driven criteria ("activation") read `calibration` (a Calibration, or the path of an .npz or
-    a folder of .npy files) in onnxruntime on `provider`.
+    constants only; "reconstruct": least-squares re-fit of the consumers on calibration data; "none"),
+    merge_threshold, merge_lambda, merge_mode ("exact" | "paper"), merge_approximate, fold_tolerance,
+    merge_order ("original" | "sequential").
+    Data-driven criteria ("activation"; "lasso", which reconstructs unless compensate="none") and
+    reconstruction read `calibration` (a Calibration, or the path of an .npz or a folder of .npy
+    files) in onnxruntime on `provider`; `progress` receives a line per reconstructed group.
     """
     selection = Selection(ratio, global_rank, target_macs, target_params, round_to, min_channels, max_ratio,
                           list(exclude or []), dict(overrides or {}))
     selection.check()  # before the model is read
-    options = MergeOptions.from_keywords(**merge)
+    options = default_options(criterion, **merge)
     if isinstance(calibration, str):
         calibration = Calibration(calibration)
     r = run_pipeline(prepare(model), input_shapes, None, criterion, selection, include_consumers, aggregate, seed,
-                     options, calibration, provider)
+                     options, calibration, provider, progress)
     return r.model, r.plan, prune_report(r.analysis, r.after, r.removed, r.scores, compensation=r.compensation)

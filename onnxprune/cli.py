@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .analysis.analyze import build_analysis
 from .analysis.cost import count_model_cost
-from .api import replay_options, run_pipeline
+from .api import default_options, replay_options, run_pipeline
 from .calibration import Calibration
 from .rewrite.merging import MergeOptions
 from .errors import OnnxPruneError
@@ -76,7 +76,13 @@ def cmd_prune(args: argparse.Namespace) -> int:
     if selection:
         selection.check()
     given = {k: v for k in MERGE_FLAGS if (v := getattr(args, k)) is not None}
-    merge = replay_options(plan, **given) if plan else MergeOptions.from_keywords(**given)
+    if args.reconstruct is not None:
+        mode = "reconstruct" if args.reconstruct else "none"
+        if given.get("compensate", mode) != mode:
+            raise OnnxPruneError(f"--{'' if args.reconstruct else 'no-'}reconstruct contradicts --compensate "
+                                 f"{given['compensate']}")
+        given["compensate"] = mode
+    merge = replay_options(plan, **given) if plan else default_options(args.criterion, **given)
     shapes = parse_shapes(args.shape)
     args.validate = args.validate or any(x is not None for x in (args.data, args.labels, args.max_drop, args.min_cosine))
     batches = _batches(args.batch)
@@ -84,9 +90,10 @@ def cmd_prune(args: argparse.Namespace) -> int:
     prep = prepare(args.model)
     _progress(f"analyzing {len(prep.graph.nodes)} nodes, " + (f"replaying {args.plan}" if plan else
                                                               f"scoring by {args.criterion}, rewriting"))
-    calibration = Calibration(args.calib, args.calib_samples) if args.calib else None
+    calibration = Calibration(args.calib, args.calib_samples, points=args.calib_points,
+                              seed=args.seed) if args.calib else None
     r = run_pipeline(prep, shapes, plan, args.criterion, selection, args.include_consumers, args.aggregate, args.seed,
-                     merge, calibration, args.provider)
+                     merge, calibration, args.provider, _progress)
     dims = r.analysis.cost.input_dims
     checks: dict = {}
 
@@ -236,12 +243,15 @@ def _add_timing(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runs", type=int, default=50, metavar="N", help="timed runs per model (default 50)")
 
 
-def _add_merge_flags(r: argparse.ArgumentParser, title: str) -> None:
+def _add_merge_flags(r: argparse.ArgumentParser, title: str, calibrated: bool = True) -> argparse._ArgumentGroup:
     """Compensation flags of prune and sensitivity (None = the default, or the plan's record)."""
     c = r.add_argument_group(title)
-    c.add_argument("--compensate", choices=["merge", "fold", "none"],
+    modes = ["merge", "fold", "reconstruct", "none"] if calibrated else ["merge", "fold", "none"]
+    c.add_argument("--compensate", choices=modes,
                    help="merge: fold each removed filter into a similar kept one's consumers, and constant "
-                        "channels into their biases; fold: constant channels only; none: plain pruning (default merge)")
+                        "channels into their biases; fold: constant channels only; "
+                        + ("reconstruct: re-fit the consumers by least squares on --calib data; " if calibrated else "")
+                        + "none: plain pruning (default merge; reconstruct with --criterion lasso)")
     c.add_argument("--merge-threshold", type=float, metavar="T",
                    help="minimum cosine similarity of [filter | bias] for a merge (default 0.3)")
     c.add_argument("--merge-lambda", type=float, metavar="L",
@@ -256,6 +266,7 @@ def _add_merge_flags(r: argparse.ArgumentParser, title: str) -> None:
     c.add_argument("--fold-tolerance", type=float, metavar="F",
                    help="treat channels with |gamma|/sigma (or filter norm) <= F x the layer's max as constant "
                         "(default 0)")
+    return c
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -284,12 +295,18 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--overrides", metavar="FILE", help="JSON or YAML: node-name glob -> ratio")
     r.add_argument("--include-consumers", action="store_true", help="score consumers' input slices too")
     r.add_argument("--aggregate", default="mean", choices=list(AGGREGATE), help="combine a group's members")
-    r.add_argument("--seed", type=int, default=0, help="seed of the random criterion")
-    r.add_argument("--calib", metavar="FILE.npz|DIR", help="calibration inputs for --criterion activation: arrays "
-                   "named after the inputs (first axis = samples), or a folder of .npy files")
+    r.add_argument("--seed", type=int, default=0, help="seed of the random criterion and of calibration sampling")
+    r.add_argument("--calib", metavar="FILE.npz|DIR", help="calibration inputs for --criterion activation|lasso and "
+                   "reconstruction: arrays named after the inputs (first axis = samples), or a folder of .npy files")
     r.add_argument("--calib-samples", type=int, metavar="N", help="use the first N calibration samples")
-    _add_merge_flags(r, "compensation of removed channels (neuron merging); with --plan, the plan's "
-                        "recorded options unless given here")
+    r.add_argument("--calib-points", type=int, default=10, metavar="N",
+                   help="output positions sampled per calibration sample for reconstruction (default 10)")
+    c = _add_merge_flags(r, "compensation of removed channels (neuron merging, or reconstruction on calibration "
+                            "data); with --plan, the plan's recorded options unless given here")
+    c.add_argument("--reconstruct", action=argparse.BooleanOptionalAction, default=None,
+                   help="re-fit each group's consumers by least squares on --calib data (He et al.), "
+                        "the same as --compensate reconstruct; --no-reconstruct: plain removal "
+                        "(default: reconstruct with --criterion lasso)")
     r.add_argument("--save-plan", metavar="FILE", help="write the plan that was applied")
     r.add_argument("--report", metavar="FILE", help="write the before/after report as JSON")
     r.add_argument("--shape", action="append", metavar="NAME:DIMS", help="input shape for the check run and MACs")
@@ -332,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inputs(s)
     _add_runtime(s)
     s.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
-    _add_merge_flags(s, "compensation of removed channels (as for prune)")
+    _add_merge_flags(s, "compensation of removed channels (as for prune)", calibrated=False)
     s.set_defaults(func=cmd_sensitivity)
     return p
 

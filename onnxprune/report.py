@@ -98,11 +98,25 @@ def prune_report(analysis: "Analysis", after, removed: dict[str, list[int]], sco
     if sizes:
         total["bytes_before"], total["bytes_after"] = sizes
     if compensation is not None:
-        outcomes = compensation.outcomes.values()
-        total["compensation"] = {"mode": compensation.options.compensate, "merge_mode": compensation.options.merge_mode,
-                                 "merged": sum(o.merged for o in outcomes), "folded": sum(o.folded for o in outcomes),
-                                 "pruned_only": sum(o.pruned for o in outcomes)}
+        total["compensation"] = _compensation_totals(compensation)
     return {"model_sha256": analysis.sha256, "total": total, "groups": groups}
+
+
+def _compensation_totals(comp) -> dict:
+    """Merging: channels merged / folded / only pruned. Reconstruction: calibration, errors, memory."""
+    outcomes = list(comp.outcomes.values())
+    if comp.summary or comp.options.compensate == "reconstruct":
+        fits = [f for o in outcomes for f in o.fits]
+        out = {"mode": comp.options.compensate, **comp.summary, "consumers_fitted": len(fits),
+               "consumers_not_reconstructed": sum(len(o.skipped) for o in outcomes)}
+        for key in ("error_before", "error_after"):
+            values = [getattr(f, key) for f in fits if getattr(f, key) is not None]
+            if values:
+                out[f"median_{key}"] = round(float(np.median(values)), 6)
+        return out
+    return {"mode": comp.options.compensate, "merge_mode": comp.options.merge_mode,
+            "merged": sum(o.merged for o in outcomes), "folded": sum(o.folded for o in outcomes),
+            "pruned_only": sum(o.pruned for o in outcomes)}
 
 
 def summary(report: dict) -> str:
@@ -114,7 +128,15 @@ def summary(report: dict) -> str:
     if "bytes_before" in t:
         lines.append(f"file size  {t['bytes_before']:,} -> {t['bytes_after']:,} bytes")
     c = t.get("compensation")
-    if c and c["mode"] != "none":
+    if c and "calibration_samples" in c:
+        after = f" -> {c['median_error_after']:.4f}" if "median_error_after" in c else ""
+        memory = (c["target_bytes"] + c["statistics_bytes_max"] + c["batch_bytes_max"]) / 2**20
+        lines.append(f"reconstruction ({c['mode']}): {c['consumers_fitted']} consumers on {c['calibration_samples']} "
+                     f"calibration samples x {c['points_per_sample']} points; median relative output error "
+                     f"{c.get('median_error_before', 0):.4f}{after}; {memory:.1f} MiB held at most")
+        if c["consumers_not_reconstructed"]:
+            lines.append(f"  {c['consumers_not_reconstructed']} consumers not reconstructed (see the report)")
+    elif c and c["mode"] != "none":
         lines.append(f"compensation ({c['mode']}, {c['merge_mode']}): {c['merged']} channels merged, "
                      f"{c['folded']} folded as constants, {c['pruned_only']} only pruned")
     notes = sorted({g["note"] for g in report["groups"] if g.get("note")})

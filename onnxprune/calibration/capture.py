@@ -1,31 +1,61 @@
-"""Read intermediate tensors over the calibration set with onnxruntime, reduced batch by batch."""
+"""Read intermediate tensors over the calibration set with onnxruntime, one batch at a time."""
 from __future__ import annotations
 
+from typing import Iterator
+
 import numpy as np
-from onnx import helper
+import onnx_graphsurgeon as gs
 
 from ..loading import Prepared, export
 from ..validation.providers import open_session
 from .data import Calibration, calibration_batches
 
+Captured = Iterator[tuple[int, dict[str, np.ndarray]]]  # (index of the batch's first sample, tensors)
+
+
+def capture_model(prep: Prepared, tensors: list[str], new_bias: dict[int, np.ndarray] | None = None) -> bytes:
+    """The model cut down to what computes `tensors`, which become its outputs.
+
+    onnxruntime runs every node whatever outputs are asked for, so the cut is what saves the time.
+    `new_bias` (id of a node of prep.graph -> bias) gives bias-less nodes the bias they will get.
+    """
+    graph = prep.graph.copy()  # nodes and tensors are copied, weight arrays shared
+    for original, node in zip(prep.graph.nodes, graph.nodes):
+        if id(original) in (new_bias or {}):
+            while len(node.inputs) < 3:
+                node.inputs.append(gs.Variable.empty())
+            name = f"{prep.names[id(original)]}_capture_bias"
+            node.inputs[2] = gs.Constant(name, new_bias[id(original)].astype(node.inputs[1].values.dtype))
+    by_name = graph.tensors()
+    graph.outputs = [by_name[t] for t in tensors]
+    graph.cleanup(remove_unused_graph_inputs=False)
+    return export(prep, graph).SerializeToString()
+
+
+def stream(prep: Prepared, tensors: list[str], cal: Calibration, provider: str = "auto",
+           new_bias: dict[int, np.ndarray] | None = None) -> tuple[Captured, int]:
+    """The tensors for each calibration batch (only one batch is held at a time), and the sample count."""
+    session = open_session(capture_model(prep, tensors, new_bias), provider).session
+    batches, samples = calibration_batches(cal, session)
+
+    def run() -> Captured:
+        start = 0
+        for feeds in batches:
+            values = session.run(tensors, feeds)
+            yield start, dict(zip(tensors, values))
+            start += len(next(iter(feeds.values())))
+    return run(), samples
+
 
 def channel_abs_means(prep: Prepared, axes: dict[str, int], cal: Calibration,
                       provider: str = "auto") -> tuple[dict[str, np.ndarray], int]:
-    """Mean |x| of each tensor along its channel axis over the calibration set, and the sample count.
-
-    The tensors become extra outputs of a copy of the model; only one batch of them is held at a
-    time, reduced to one number per position on the axis.
-    """
-    model = export(prep)
-    present = {o.name for o in model.graph.output}
-    model.graph.output.extend(helper.make_empty_tensor_value_info(t) for t in axes if t not in present)
-    session = open_session(model.SerializeToString(), provider).session
-    batches, samples = calibration_batches(cal, session)
+    """Mean |x| of each tensor along its channel axis over the calibration set, and the sample count."""
     names = list(axes)
     sums = dict.fromkeys(names, 0.0)
     counts = dict.fromkeys(names, 0)
-    for feeds in batches:
-        for t, x in zip(names, session.run(names, feeds)):
+    batches, samples = stream(prep, names, cal, provider)
+    for _, values in batches:
+        for t, x in values.items():
             a = np.abs(np.moveaxis(x, axes[t], 0).reshape(x.shape[axes[t]], -1), dtype=np.float64)
             sums[t] = sums[t] + a.sum(axis=1)
             counts[t] += a.shape[1]

@@ -18,10 +18,12 @@ class Calibration:
     path: str
     samples: int | None = None  # the first N samples only
     batch: int = 32
+    points: int = 10  # output positions sampled per sample for reconstruction (He et al. use 10)
+    seed: int = 0
 
     def __post_init__(self) -> None:
-        if (self.samples is not None and self.samples < 1) or self.batch < 1:
-            raise OnnxPruneError("--calib-samples and the calibration batch size must be at least 1")
+        if (self.samples is not None and self.samples < 1) or self.batch < 1 or self.points < 1:
+            raise OnnxPruneError("--calib-samples, --calib-points and the calibration batch size must be at least 1")
 
 
 def _folder(path: Path, specs) -> dict[str, np.ndarray]:

@@ -22,7 +22,7 @@ from ..loading import Prepared
 from ..scoring.slices import channel_matrix
 from .relations import GROUPED, LOW_SIMILARITY, NO_BIAS, NO_RULE, NOT_VISIBLE, OK, REASONS, RULES, Context, Relation
 
-MODES = ("merge", "fold", "none")
+MODES = ("merge", "fold", "reconstruct", "none")
 BN_MODES = ("exact", "paper")
 ORDERS = ("original", "sequential")
 
@@ -102,6 +102,7 @@ class Compensation:
     outcomes: dict[str, GroupOutcome] = field(default_factory=dict)
     applied: int = 0  # updates already applied to the graph (sequential order)
     new_bias: dict[int, np.ndarray] = field(default_factory=dict)  # for consumers that have no bias
+    summary: dict = field(default_factory=dict)  # totals of a reconstruction (calibration, memory)
 
 
 def plan_compensation(prep: Prepared, analysis: Analysis, removed: dict[str, list[int]],
@@ -355,7 +356,7 @@ def apply_weight_updates(comp: Compensation) -> None:
                 delta_bias += residual * block.sum(axis=others, dtype=np.float64)
         w.values = values
         if delta_bias.any():
-            _add_bias(u.node, delta_bias, comp.new_bias)
+            add_bias(u.node, delta_bias, comp.new_bias)
     comp.applied = len(comp.updates)
 
 
@@ -367,7 +368,7 @@ def _output_axis(node: gs.Node, ndim: int, input_axis: int) -> int:
     return ndim - 1 if input_axis == ndim - 2 else ndim - 2  # Gemm / MatMul: the other matrix axis
 
 
-def _add_bias(node: gs.Node, delta: np.ndarray, new_bias: dict[int, np.ndarray]) -> None:
+def add_bias(node: gs.Node, delta: np.ndarray, new_bias: dict[int, np.ndarray]) -> None:
     """Add to the node's bias; a node without a per-channel one gets it after slicing (attach_biases)."""
     if node.op == "Gemm":
         delta = delta * float(node.attrs.get("alpha", 1.0)) / float(node.attrs.get("beta", 1.0))

@@ -18,8 +18,9 @@ from .norms import l1, l2
 from .slices import channel_matrix
 
 KERNELS: dict[str, Callable[[np.ndarray], np.ndarray]] = {"l1": l1, "l2": l2, "fpgm": fpgm}
-CRITERIA = ("l1", "l2", "fpgm", "bn", "random", "activation")
-DATA_CRITERIA = ("activation",)  # need calibration inputs
+CRITERIA = ("l1", "l2", "fpgm", "bn", "random", "activation", "lasso")
+DATA_CRITERIA = ("activation", "lasso")  # need calibration inputs
+COUNTED_BY = {"lasso": "l1"}  # chooses channels itself; how many per group comes from this ranking
 AGGREGATE = {"mean": np.mean, "sum": np.sum, "max": np.max}
 BN_FALLBACK = "l1"
 
@@ -68,6 +69,9 @@ def score_groups(prep: Prepared, analysis: Analysis, criterion: str = "l1", incl
     if aggregate not in AGGREGATE:
         raise OnnxPruneError(f"unknown aggregation '{aggregate}' (choose from {', '.join(AGGREGATE)})")
     agg = AGGREGATE[aggregate]
+    if criterion in COUNTED_BY:  # the scores only set counts (global ranking, targets); see rewrite/reconstruction
+        scores = score_groups(prep, analysis, COUNTED_BY[criterion], include_consumers, aggregate, normalize, seed)
+        return {gid: GroupScores(s.scores, criterion, s.note) for gid, s in scores.items()}
     if criterion in DATA_CRITERIA:
         if calibration is None:
             raise OnnxPruneError(f"--criterion {criterion} needs calibration inputs (--calib FILE.npz or DIR)")

@@ -1,0 +1,305 @@
+"""Channel pruning by LASSO selection and least-squares reconstruction (He et al., ICCV 2017).
+
+Groups are taken in graph order. For each, every consumer's input is read at sampled output
+positions from the model pruned so far (earlier groups' removals and re-fits applied), and its
+target is the original model's output there, minus the bias. From these rows only sufficient
+statistics are kept ([X 1]^T [X 1], [X 1]^T Y, |Y|^2), so memory does not grow with the calibration
+set. The LASSO picks the channels (jointly over all consumers of the group), then each consumer is
+re-fit on what is left by least squares, with the intercept going into its bias.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import onnx_graphsurgeon as gs
+import scipy.linalg
+import scipy.sparse
+
+from ..analysis.analyze import Analysis
+from ..analysis.builder import CONSUMER, Member
+from ..analysis.groups import Group
+from ..calibration.capture import stream
+from ..calibration.consumers import LinearView, linear_view
+from ..calibration.data import Calibration
+from ..errors import OnnxPruneError
+from ..loading import Prepared
+from ..selection.lasso import lasso_keep
+from .merging import Compensation, MergeOptions, add_bias
+
+MAX_FEATURES = 8192  # [features+1]^2 float64 statistics per consumer: 512 MiB at this size
+RCOND = 1e-10  # singular values of the statistics below this share of the largest count as zero
+
+
+@dataclass
+class Moments:
+    """Sums over calibration rows of [X 1]^T [X 1], [X 1]^T Y and |Y|^2, in float64."""
+
+    xx: np.ndarray
+    xy: np.ndarray
+    yy: float = 0.0
+
+    @classmethod
+    def zeros(cls, features: int, outputs: int) -> "Moments":
+        return cls(np.zeros((features + 1, features + 1)), np.zeros((features + 1, outputs)))
+
+    @property
+    def rows(self) -> int:
+        return int(round(self.xx[-1, -1]))
+
+    @property
+    def nbytes(self) -> int:
+        return self.xx.nbytes + self.xy.nbytes
+
+    def add(self, x: np.ndarray, y: np.ndarray) -> None:
+        x1 = np.empty((len(x), x.shape[1] + 1))
+        x1[:, :-1], x1[:, -1] = x, 1.0
+        y = np.asarray(y, np.float64)
+        self.xx += x1.T @ x1
+        self.xy += x1.T @ y
+        self.yy += float(np.einsum("ij,ij->", y, y))
+
+    def centered(self) -> tuple[np.ndarray, np.ndarray, float]:
+        """Covariance-style statistics (the intercept taken out): X^T X, X^T Y and |Y|^2 about the means."""
+        n = max(self.xx[-1, -1], 1.0)
+        sx, sy = self.xx[:-1, -1], self.xy[-1]
+        return (self.xx[:-1, :-1] - np.outer(sx, sx) / n, self.xy[:-1] - np.outer(sx, sy) / n,
+                self.yy - float(sy @ sy) / n)
+
+    def error(self, theta: np.ndarray, keep: np.ndarray) -> float:
+        """|Y - [X 1][:, keep] theta|^2 from the statistics alone."""
+        s, b = self.xx[np.ix_(keep, keep)], self.xy[keep]
+        return self.yy - 2 * float(np.einsum("ij,ij->", theta, b)) + float(np.einsum("ij,ij->", theta, s @ theta))
+
+
+@dataclass
+class ConsumerFit:
+    """How well one consumer reproduces its original output on the calibration rows."""
+
+    node: str
+    rows: int
+    features: int
+    error_before: float  # relative L2 error with the channels removed and the weights unchanged
+    error_after: float | None = None  # after the re-fit
+
+    def to_json(self) -> dict:
+        out = {"node": self.node, "rows": self.rows, "features": self.features,
+               "error_before": round(self.error_before, 6)}
+        if self.error_after is not None:
+            out["error_after"] = round(self.error_after, 6)
+        return out
+
+
+@dataclass
+class GroupFit:
+    """What reconstruction did for one group."""
+
+    selection: str  # "lasso", or the criterion that chose the channels
+    fits: list[ConsumerFit] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # consumer -> why it has no fit
+    note: str | None = None
+
+    def to_json(self) -> dict:
+        out: dict = {"selection": self.selection, "consumers": [f.to_json() for f in self.fits]}
+        if len(self.fits) > 1:
+            out["solved"] = "jointly over all consumers" if self.selection == "lasso" else "each consumer"
+        if self.skipped:
+            out["not_reconstructed"] = self.skipped
+        if self.note:
+            out["note"] = self.note
+        return out
+
+
+@dataclass
+class _Consumer:
+    node: gs.Node
+    member: Member
+    view: LinearView | None
+    why: str | None  # no view: the reason
+    where: np.ndarray | None = None  # [samples, points] sampled output positions
+    targets: list[np.ndarray] = field(default_factory=list)  # original outputs minus bias, per batch
+
+
+def reconstruct(prep: Prepared, analysis: Analysis, removed: dict[str, list[int]], cal: Calibration,
+                options: MergeOptions, choose: bool, selected_by: str = "l1", provider: str = "auto",
+                progress: Callable[[str], None] | None = None) -> tuple[dict[str, list[int]], Compensation]:
+    """Take the groups in graph order: choose channels by LASSO (if `choose`; as many as `removed` says,
+    else exactly those), re-fit the consumers (if options.compensate is "reconstruct"); returns the
+    removed channels and the compensation (weights already changed in prep.graph)."""
+    refit = options.compensate == "reconstruct"
+    comp = Compensation(options)
+    by_name = {prep.names[id(n)]: n for n in prep.graph.nodes}
+    order = {prep.names[id(n)]: i for i, n in enumerate(prep.graph.nodes)}
+    todo = [analysis.group(gid) for gid, r in removed.items() if r]
+    consumers = {g.id: _consumers(g, by_name) for g in todo}
+    todo.sort(key=lambda g: min((order[c.member.node] for c in consumers[g.id]), default=len(order)))
+    samples, target_bytes = _targets(prep, [c for g in todo for c in consumers[g.id] if c.view], cal, provider)
+    done: dict[str, list[int]] = {}
+    memory = {"statistics_bytes_max": 0, "batch_bytes_max": 0}
+    for k, g in enumerate(todo, 1):
+        usable = [c for c in consumers[g.id] if c.view]
+        moments = _moments(prep, usable, cal, provider, comp.new_bias, memory) if usable else {}
+        fit = GroupFit("lasso" if choose and usable else selected_by)
+        keep_n = g.channels - len(removed[g.id])
+        if choose and usable:
+            kept, fit.note = lasso_keep(*_lasso_problem(analysis, g, usable, moments, done), keep_n)
+            done[g.id] = sorted(set(range(g.channels)) - set(kept.tolist()))
+        else:
+            done[g.id] = sorted(removed[g.id])
+            if choose:
+                fit.note = f"no consumer could be read ({'; '.join(c.why for c in consumers[g.id])}): " \
+                           f"channels chosen by {selected_by}"
+        gone = analysis.removed_classes(done)
+        for c in consumers[g.id]:
+            _zero_removed(c.node, c.member, gone[analysis.resolution.cls[c.member.elements]])
+            if c.view is None:
+                fit.skipped[c.member.node] = c.why
+                continue
+            fit.fits.append(_refit(c, moments[c.member.node], gone, analysis, comp.new_bias, refit))
+        comp.outcomes[g.id] = fit
+        if progress:
+            errors = ", ".join(f"{f.error_before:.3f}" + (f" -> {f.error_after:.3f}" if f.error_after is not None
+                                                        else "") for f in fit.fits)
+            progress(f"group {k}/{len(todo)} {g.id}: kept {keep_n}/{g.channels} by {fit.selection}"
+                     + (f"; consumer error {errors}" if errors else ""))
+    comp.summary = {"calibration_samples": samples, "points_per_sample": cal.points, "target_bytes": target_bytes,
+                    **memory}
+    return done, comp
+
+
+def _consumers(g: Group, by_name: dict[str, gs.Node]) -> list[_Consumer]:
+    """The group's weight consumers with their linear views (or why not), each weight made private."""
+    out = []
+    for m in g.members:
+        if m.role != CONSUMER or m.kind != "weight":
+            continue
+        node = by_name[m.node]
+        view = linear_view(node, m)
+        if isinstance(view, LinearView) and view.features > MAX_FEATURES:
+            view = f"{view.features} input features (more than {MAX_FEATURES})"
+        w = node.inputs[1]
+        if len(w.outputs) > 1:  # a weight shared with another node: this one gets its own copy
+            node.inputs[1] = gs.Constant(f"{w.name}_{m.node}", np.array(w.values))
+        out.append(_Consumer(node, m, view if isinstance(view, LinearView) else None,
+                             None if isinstance(view, LinearView) else view))
+    return out
+
+
+def _targets(prep: Prepared, consumers: list[_Consumer], cal: Calibration, provider: str) -> tuple[int, int]:
+    """Sample each consumer's output positions and keep its original outputs there (minus bias)."""
+    if not consumers:
+        return 0, 0
+    batches, samples = stream(prep, sorted({c.view.data for c in consumers}), cal, provider)
+    weights = {id(c): c.view.matrix() for c in consumers}
+    for start, values in batches:
+        for i, c in enumerate(consumers):
+            x = values[c.view.data]
+            if c.where is None:
+                c.where = c.view.sample(x.shape, samples, cal.points, np.random.default_rng([cal.seed, i]))
+            rows = c.view.rows(x, c.where[start:start + len(x)])
+            c.targets.append((rows @ weights[id(c)].T).astype(np.float32))
+    return samples, sum(t.nbytes for c in consumers for t in c.targets)
+
+
+def _moments(prep: Prepared, consumers: list[_Consumer], cal: Calibration, provider: str,
+             new_bias: dict[int, np.ndarray], memory: dict[str, int]) -> dict[str, Moments]:
+    """Statistics of each consumer's rows in the model pruned so far against its targets."""
+    out = {c.member.node: Moments.zeros(c.view.features, c.targets[0].shape[1]) for c in consumers}
+    memory["statistics_bytes_max"] = max(memory["statistics_bytes_max"], sum(m.nbytes for m in out.values()))
+    batches, _ = stream(prep, sorted({c.view.data for c in consumers}), cal, provider, new_bias)
+    for b, (start, values) in enumerate(batches):
+        memory["batch_bytes_max"] = max(memory["batch_bytes_max"], sum(v.nbytes for v in values.values()))
+        for c in consumers:
+            x = values[c.view.data]
+            out[c.member.node].add(c.view.rows(x, c.where[start:start + len(x)]), c.targets[b])
+    return out
+
+
+def _group_features(analysis: Analysis, g: Group, c: _Consumer) -> tuple[np.ndarray, np.ndarray]:
+    """The consumer's features that belong to the group, and the group channel of each."""
+    pos, idx = analysis.channel_positions(c.member, g)
+    k = c.view.kernel
+    return (pos[:, None] * k + np.arange(k)).reshape(-1), np.repeat(idx, k)
+
+
+def _lasso_problem(analysis: Analysis, g: Group, consumers: list[_Consumer], moments: dict[str, Moments],
+                   done: dict[str, list[int]]) -> tuple[np.ndarray, np.ndarray, int]:
+    """(G, q, rows) of min |Y - sum_i beta_i Z_i|^2 over the group's channels, summed over consumers.
+
+    Z_i is channel i's contribution X_i W_i^T; channels of other groups that the consumer still reads
+    are held fixed on the target side. Each consumer's terms are scaled by its target energy so that
+    consumers of different scale count alike.
+    """
+    gone = analysis.removed_classes(done)
+    gram, xy, rows = np.zeros((g.channels, g.channels)), np.zeros(g.channels), 0
+    for c in consumers:
+        mom = moments[c.member.node]
+        a, b, yy = mom.centered() if c.view.takes_bias() else (mom.xx[:-1, :-1], mom.xy[:-1], mom.yy)
+        w = c.view.matrix()
+        feats, chan = _group_features(analysis, g, c)
+        alive = ~gone[analysis.resolution.cls[c.member.elements]][c.view.feature_positions()]
+        alive[feats] = False
+        other = np.nonzero(alive)[0]
+        wg = w[:, feats]
+        t = a[np.ix_(feats, feats)] * (wg.T @ wg)
+        e = scipy.sparse.csr_matrix((np.ones(len(feats)), (chan, np.arange(len(feats)))),
+                                    shape=(g.channels, len(feats)))
+        v = np.einsum("fo,of->f", b[feats], wg) - (a[np.ix_(feats, other)] * (wg.T @ w[:, other])).sum(axis=1)
+        scale = 1.0 / max(yy, 1e-300)
+        gram += scale * (e @ (e @ t).T).T
+        xy += scale * (e @ v)
+        rows += mom.rows
+    return gram, xy, rows
+
+
+def _zero_removed(node: gs.Node, member: Member, gone: np.ndarray) -> None:
+    """Zero the weight's input slices of removed channels: the same function as slicing them away."""
+    if gone.any():
+        w = node.inputs[1]
+        values = np.array(w.values)
+        where = [slice(None)] * values.ndim
+        where[member.axis] = np.nonzero(gone)[0]
+        values[tuple(where)] = 0
+        w.values = values
+
+
+def _refit(c: _Consumer, mom: Moments, gone: np.ndarray, analysis: Analysis, new_bias: dict[int, np.ndarray],
+           refit: bool) -> ConsumerFit:
+    """Least squares on the features still read: the minimum change to the weights (and bias) that best
+    reproduces the target; plain lstsq where the rows determine the weights."""
+    view = c.view
+    w = view.matrix()  # removed inputs already zero
+    alive = ~gone[analysis.resolution.cls[c.member.elements]][view.feature_positions()]
+    keep = np.nonzero(alive)[0]
+    bias = view.takes_bias()
+    cols = np.append(keep, view.features) if bias else keep
+    theta0 = np.vstack([w[:, keep].T, np.zeros((1, w.shape[0]))]) if bias else w[:, keep].T
+    norm = max(mom.yy, 1e-300)
+    fit = ConsumerFit(c.member.node, mom.rows, len(keep), float(np.sqrt(max(mom.error(theta0, cols), 0) / norm)))
+    if not refit or not len(cols):
+        return fit
+    s = mom.xx[np.ix_(cols, cols)]
+    delta = scipy.linalg.lstsq(s, mom.xy[cols] - s @ theta0, cond=RCOND, lapack_driver="gelsy")[0]
+    theta = theta0 + delta
+    after = mom.error(theta, cols)
+    if not np.isfinite(after) or after > mom.error(theta0, cols):
+        fit.error_after = fit.error_before
+        return fit
+    fit.error_after = float(np.sqrt(max(after, 0) / norm))
+    w[:, keep] = theta[:len(keep)].T
+    view.set_matrix(w)
+    if bias:
+        alpha = float(c.node.attrs.get("alpha", 1.0)) if c.node.op == "Gemm" else 1.0
+        add_bias(c.node, theta[-1] / alpha, new_bias)
+    return fit
+
+
+def check_reconstruction(criterion: str, options: MergeOptions, calibration: Calibration | None) -> None:
+    """Refuse combinations reconstruction cannot honour, before any long run."""
+    if criterion == "lasso" and options.compensate in ("merge", "fold"):
+        raise OnnxPruneError("--criterion lasso compensates by reconstruction (or none): use --reconstruct "
+                             "or --no-reconstruct, not --compensate " + options.compensate)
+    if (criterion == "lasso" or options.compensate == "reconstruct") and calibration is None:
+        what = "--criterion lasso" if criterion == "lasso" else "reconstruction"
+        raise OnnxPruneError(f"{what} needs calibration inputs (--calib FILE.npz or DIR)")
