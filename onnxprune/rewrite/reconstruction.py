@@ -29,7 +29,9 @@ from ..selection.lasso import lasso_keep
 from .merging import Compensation, MergeOptions, add_bias
 
 MAX_FEATURES = 8192  # [features+1]^2 float64 statistics per consumer: 512 MiB at this size
-RCOND = 1e-10  # singular values of the statistics below this share of the largest count as zero
+RCOND = 1e-10  # eigenvalues of the statistics below this share of the largest count as zero
+HOLD_OUT = 5  # every 5th calibration sample is held out: it picks the ridge and measures the errors
+RIDGE = (0.0, 1e-6, 1e-4, 1e-2, 1e-1, 1.0)  # ridge strengths tried, as shares of the mean eigenvalue
 
 
 @dataclass
@@ -51,6 +53,9 @@ class Moments:
     @property
     def nbytes(self) -> int:
         return self.xx.nbytes + self.xy.nbytes
+
+    def __add__(self, other: "Moments") -> "Moments":
+        return Moments(self.xx + other.xx, self.xy + other.xy, self.yy + other.yy)
 
     def add(self, x: np.ndarray, y: np.ndarray) -> None:
         x1 = np.empty((len(x), x.shape[1] + 1))
@@ -79,15 +84,18 @@ class ConsumerFit:
 
     node: str
     rows: int
+    held_out: int  # rows the errors are measured on (0: measured on the fitted rows)
     features: int
     error_before: float  # relative L2 error with the channels removed and the weights unchanged
     error_after: float | None = None  # after the re-fit
+    ridge: float | None = None  # chosen on the held-out rows (None: the re-fit did not help there)
 
     def to_json(self) -> dict:
-        out = {"node": self.node, "rows": self.rows, "features": self.features,
+        out = {"node": self.node, "rows": self.rows, "held_out_rows": self.held_out, "features": self.features,
                "error_before": round(self.error_before, 6)}
         if self.error_after is not None:
             out["error_after"] = round(self.error_after, 6)
+            out["ridge"] = self.ridge if self.ridge is not None else "no re-fit (it did not help on held-out rows)"
         return out
 
 
@@ -203,16 +211,24 @@ def _targets(prep: Prepared, consumers: list[_Consumer], cal: Calibration, provi
 
 
 def _moments(prep: Prepared, consumers: list[_Consumer], cal: Calibration, provider: str,
-             new_bias: dict[int, np.ndarray], memory: dict[str, int]) -> dict[str, Moments]:
-    """Statistics of each consumer's rows in the model pruned so far against its targets."""
-    out = {c.member.node: Moments.zeros(c.view.features, c.targets[0].shape[1]) for c in consumers}
-    memory["statistics_bytes_max"] = max(memory["statistics_bytes_max"], sum(m.nbytes for m in out.values()))
-    batches, _ = stream(prep, sorted({c.view.data for c in consumers}), cal, provider, new_bias)
+             new_bias: dict[int, np.ndarray], memory: dict[str, int]) -> dict[str, tuple[Moments, Moments]]:
+    """Statistics of each consumer's rows in the model pruned so far against its targets: (fitted, held out)."""
+    out = {c.member.node: (Moments.zeros(c.view.features, c.targets[0].shape[1]),
+                           Moments.zeros(c.view.features, c.targets[0].shape[1])) for c in consumers}
+    memory["statistics_bytes_max"] = max(memory["statistics_bytes_max"],
+                                         sum(m.nbytes for pair in out.values() for m in pair))
+    batches, samples = stream(prep, sorted({c.view.data for c in consumers}), cal, provider, new_bias)
     for b, (start, values) in enumerate(batches):
         memory["batch_bytes_max"] = max(memory["batch_bytes_max"], sum(v.nbytes for v in values.values()))
         for c in consumers:
             x = values[c.view.data]
-            out[c.member.node].add(c.view.rows(x, c.where[start:start + len(x)]), c.targets[b])
+            rows, y = c.view.rows(x, c.where[start:start + len(x)]), c.targets[b]
+            sample = np.repeat(np.arange(start, start + len(x)), len(rows) // len(x))
+            held = (sample % HOLD_OUT == HOLD_OUT - 1) & (samples >= HOLD_OUT)
+            fit, check = out[c.member.node]
+            fit.add(rows[~held], y[~held])
+            if held.any():
+                check.add(rows[held], y[held])
     return out
 
 
@@ -234,7 +250,7 @@ def _lasso_problem(analysis: Analysis, g: Group, consumers: list[_Consumer], mom
     gone = analysis.removed_classes(done)
     gram, xy, rows = np.zeros((g.channels, g.channels)), np.zeros(g.channels), 0
     for c in consumers:
-        mom = moments[c.member.node]
+        mom = moments[c.member.node][0] + moments[c.member.node][1]
         a, b, yy = mom.centered() if c.view.takes_bias() else (mom.xx[:-1, :-1], mom.xy[:-1], mom.yy)
         w = c.view.matrix()
         feats, chan = _group_features(analysis, g, c)
@@ -264,35 +280,59 @@ def _zero_removed(node: gs.Node, member: Member, gone: np.ndarray) -> None:
         w.values = values
 
 
-def _refit(c: _Consumer, mom: Moments, gone: np.ndarray, analysis: Analysis, new_bias: dict[int, np.ndarray],
-           refit: bool) -> ConsumerFit:
-    """Least squares on the features still read: the minimum change to the weights (and bias) that best
-    reproduces the target; plain lstsq where the rows determine the weights."""
+def _refit(c: _Consumer, moments: tuple[Moments, Moments], gone: np.ndarray, analysis: Analysis,
+           new_bias: dict[int, np.ndarray], refit: bool) -> ConsumerFit:
+    """Least squares on the features still read: the change to the weights (and bias) that best
+    reproduces the target. The ridge on that change is chosen on held-out rows (0 is plain lstsq),
+    then the weights are fitted on all rows; with too few rows this keeps the fit from exploding."""
     view = c.view
+    fit_set, held = moments
+    check = held if held.rows else fit_set
     w = view.matrix()  # removed inputs already zero
     alive = ~gone[analysis.resolution.cls[c.member.elements]][view.feature_positions()]
     keep = np.nonzero(alive)[0]
     bias = view.takes_bias()
     cols = np.append(keep, view.features) if bias else keep
     theta0 = np.vstack([w[:, keep].T, np.zeros((1, w.shape[0]))]) if bias else w[:, keep].T
-    norm = max(mom.yy, 1e-300)
-    fit = ConsumerFit(c.member.node, mom.rows, len(keep), float(np.sqrt(max(mom.error(theta0, cols), 0) / norm)))
+    norm = max(check.yy, 1e-300)
+    base = check.error(theta0, cols)
+    result = ConsumerFit(c.member.node, fit_set.rows + held.rows, held.rows, len(keep),
+                         float(np.sqrt(max(base, 0) / norm)))
     if not refit or not len(cols):
-        return fit
-    s = mom.xx[np.ix_(cols, cols)]
-    delta = scipy.linalg.lstsq(s, mom.xy[cols] - s @ theta0, cond=RCOND, lapack_driver="gelsy")[0]
+        return result
+    ridge, best = _choose_ridge(fit_set, check, theta0, cols, base)
+    result.error_after, result.ridge = float(np.sqrt(max(best, 0) / norm)), ridge
+    if ridge is None:
+        return result
+    total = fit_set + held
+    s = total.xx[np.ix_(cols, cols)]
+    scale = ridge * float(np.trace(s)) / len(cols)
+    delta = scipy.linalg.lstsq(s + scale * np.eye(len(cols)), total.xy[cols] - s @ theta0, cond=RCOND,
+                               lapack_driver="gelsy")[0]
     theta = theta0 + delta
-    after = mom.error(theta, cols)
-    if not np.isfinite(after) or after > mom.error(theta0, cols):
-        fit.error_after = fit.error_before
-        return fit
-    fit.error_after = float(np.sqrt(max(after, 0) / norm))
     w[:, keep] = theta[:len(keep)].T
     view.set_matrix(w)
     if bias:
         alpha = float(c.node.attrs.get("alpha", 1.0)) if c.node.op == "Gemm" else 1.0
         add_bias(c.node, theta[-1] / alpha, new_bias)
-    return fit
+    return result
+
+
+def _choose_ridge(fit_set: Moments, check: Moments, theta0: np.ndarray, cols: np.ndarray,
+                  base: float) -> tuple[float | None, float]:
+    """The ridge strength whose fit on `fit_set` reproduces `check` best, and that error (None: no re-fit)."""
+    s = fit_set.xx[np.ix_(cols, cols)]
+    e, v = scipy.linalg.eigh(s)
+    proj = v.T @ (fit_set.xy[cols] - s @ theta0)
+    mean = max(float(e.mean()), 1e-300)
+    best, chosen = base, None
+    for ridge in RIDGE:
+        d = e + ridge * mean
+        inv = np.divide(1.0, d, out=np.zeros_like(d), where=d > RCOND * max(float(e.max()), 1e-300))
+        err = check.error(theta0 + v @ (inv[:, None] * proj), cols)
+        if np.isfinite(err) and err < best:
+            best, chosen = err, ridge
+    return chosen, best
 
 
 def check_reconstruction(criterion: str, options: MergeOptions, calibration: Calibration | None) -> None:
