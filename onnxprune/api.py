@@ -65,8 +65,9 @@ def run_pipeline(prep: Prepared, input_shapes: Shapes = None, plan: Plan | None 
                               calibration=calibration, provider=provider)
         removed = select(analysis, scores, selection, removal_estimator(analysis))
     if lasso or merge.compensate == "reconstruct":
-        removed, compensation = reconstruct(prep, analysis, removed, calibration, merge, lasso,
-                                            COUNTED_BY.get(criterion, criterion), provider, progress)
+        chosen_by = "the plan" if plan is not None else COUNTED_BY.get(criterion, criterion)
+        removed, compensation = reconstruct(prep, analysis, removed, calibration, merge, lasso, chosen_by, provider,
+                                            progress)
     else:
         compensation = plan_compensation(prep, analysis, removed, merge)
     if plan is None:

@@ -87,8 +87,11 @@ def test_lasso_keeps_exactly_the_channels_the_output_depends_on(calib: Path) -> 
 def test_reconstruction_restores_linearly_dependent_channels(calib: Path) -> None:
     model = two_convs(*dependent_weights(np.random.default_rng(2)))
     ref = run(model, _x())[0]
-    pruned, plan, report = prune(model, ratio=3 / 8, criterion="lasso", calibration=str(calib))
+    lines: list[str] = []
+    pruned, plan, report = prune(model, ratio=3 / 8, criterion="lasso", calibration=str(calib),
+                                 progress=lines.append)
     assert plan["groups"] == {"conv1": [5, 6, 7]}
+    assert len(lines) == 1 and lines[0].startswith("group 1/1 conv1: kept 5/8 by lasso; consumer error 0.")
     assert _rel(ref, run(pruned, _x())[0]) < 1e-5  # float32 round-off: machine precision
     fit = report["groups"][0]["compensation"]["consumers"][0]
     assert fit["node"] == "conv2" and fit["error_before"] > 0.1 and fit["error_after"] < 1e-6

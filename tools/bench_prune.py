@@ -1,6 +1,7 @@
 """Speed and memory of a whole prune against the floor of onnx.load + onnx.save of the same file.
 
     python tools/bench_prune.py MODEL.onnx [--runs 3] [--out docs/bench_prune.md]
+    python tools/bench_prune.py MODEL.onnx --criterion lasso --compensate reconstruct --calib X.npz
 
 Each measurement runs in its own process (peak RSS from getrusage); the best time and the lowest
 peak of --runs are kept.
@@ -29,7 +30,8 @@ t0 = time.perf_counter()
 import onnxprune
 from onnxprune.loading import save_model
 t = time.perf_counter()
-model, plan, report = onnxprune.prune(sys.argv[1], ratio=0.3, criterion=sys.argv[3], compensate=sys.argv[4])
+model, plan, report = onnxprune.prune(sys.argv[1], ratio=0.3, criterion=sys.argv[3], compensate=sys.argv[4],
+                                      calibration=sys.argv[5] or None)
 save_model(model, sys.argv[2])
 print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
@@ -55,16 +57,18 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--criterion", default="l1")
     ap.add_argument("--compensate", default="none", help="none: the prune alone (the goal's setting); merge: with neuron merging")
+    ap.add_argument("--calib", default="", help="calibration inputs (for lasso / reconstruct)")
     ap.add_argument("--out")
     args = ap.parse_args()
     size = Path(args.model).stat().st_size
     floors = [measure(FLOOR, args.model) for _ in range(args.runs)]
-    prunes = [measure(PRUNE, args.model, args.criterion, args.compensate) for _ in range(args.runs)]
+    prunes = [measure(PRUNE, args.model, args.criterion, args.compensate, args.calib) for _ in range(args.runs)]
     floor = (min(t for t, _ in floors), min(m for _, m in floors))  # best time and lowest peak, each
     prune = (min(t for t, _ in prunes), min(m for _, m in prunes))
     base = baseline_rss()
     result = {
         "model": Path(args.model).name, "bytes": size, "criterion": args.criterion, "compensate": args.compensate, "ratio": 0.3,
+        "calibration": args.calib or None,
         "floor_s": round(floor[0], 3), "prune_s": round(prune[0], 3), "time_ratio": round(prune[0] / floor[0], 2),
         "prune_peak_mb": round(prune[1] / 1024, 1), "import_peak_mb": round(base / 1024, 1),
         "memory_ratio": round((prune[1] - base) * 1024 / size, 2),

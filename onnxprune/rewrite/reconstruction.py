@@ -165,6 +165,7 @@ def reconstruct(prep: Prepared, analysis: Analysis, removed: dict[str, list[int]
                 fit.skipped[c.member.node] = c.why
                 continue
             fit.fits.append(_refit(c, moments[c.member.node], gone, analysis, comp.new_bias, refit))
+            c.targets = []  # done with: later groups hold only their own
         comp.outcomes[g.id] = fit
         if progress:
             errors = ", ".join(f"{f.error_before:.3f}" + (f" -> {f.error_after:.3f}" if f.error_after is not None
