@@ -107,7 +107,7 @@ def _compensation_totals(comp) -> dict:
     outcomes = list(comp.outcomes.values())
     if comp.summary or comp.options.compensate == "reconstruct":
         fits = [f for o in outcomes for f in o.fits]
-        out = {"mode": comp.options.compensate, **comp.summary, "consumers_fitted": len(fits),
+        out = {"mode": comp.options.compensate, **comp.summary, "consumers_read": len(fits),
                "consumers_not_reconstructed": sum(len(o.skipped) for o in outcomes)}
         for key in ("error_before", "error_after"):
             values = [getattr(f, key) for f in fits if getattr(f, key) is not None]
@@ -131,9 +131,10 @@ def summary(report: dict) -> str:
     if c and "calibration_samples" in c:
         after = f" -> {c['median_error_after']:.4f}" if "median_error_after" in c else ""
         memory = (c["target_bytes"] + c["statistics_bytes_max"] + c["batch_bytes_max"]) / 2**20
-        lines.append(f"reconstruction ({c['mode']}): {c['consumers_fitted']} consumers on {c['calibration_samples']} "
+        what = "reconstruction" if c["mode"] == "reconstruct" else "LASSO selection without re-fit"
+        lines.append(f"{what}: {c['consumers_read']} consumers read on {c['calibration_samples']} "
                      f"calibration samples x {c['points_per_sample']} points; median relative output error "
-                     f"{c.get('median_error_before', 0):.4f}{after}; {memory:.1f} MiB held at most")
+                     f"{c.get('median_error_before', 0):.4f}{after}; {memory:.1f} MiB of calibration data held at most")
         if c["consumers_not_reconstructed"]:
             lines.append(f"  {c['consumers_not_reconstructed']} consumers not reconstructed (see the report)")
     elif c and c["mode"] != "none":

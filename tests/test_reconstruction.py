@@ -194,7 +194,7 @@ def test_cli_lasso_report_plan_replay_and_errors(tmp: Path, calib: Path) -> None
     r = cli("-o", str(out), "--ratio", "0.375", "--criterion", "lasso", "--calib", str(calib),
             "--save-plan", str(tmp / "plan.json"), "--report", str(tmp / "r.json"))
     assert r.returncode == 0, r.stderr
-    assert "reconstruction (reconstruct): 1 consumers on 40 calibration samples x 10 points" in r.stdout
+    assert "reconstruction: 1 consumers read on 40 calibration samples x 10 points" in r.stdout
     report = json.loads((tmp / "r.json").read_text())
     assert report["total"]["compensation"]["median_error_after"] < 1e-6
     assert report["total"]["compensation"]["target_bytes"] == 400 * 6 * 4  # rows x outputs, float32

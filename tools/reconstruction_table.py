@@ -122,7 +122,7 @@ def cases(quick: bool):
                               ("rec", "ch_PP-OCRv4_rec_infer.onnx", (1, 3, 48, 320)),
                               ("det", "ch_PP-OCRv4_det_infer.onnx", (1, 3, 256, 256))):
         labels = np.arange(64) % 2 if kind == "cls" else None  # odd images are drawn upside down
-        yield f"PP-OCR {kind}", OCR / file, text_images(kind, 64, 0), text_images(kind, 64, 1), labels, shape, 8,
+        yield (f"PP-OCR {kind}", OCR / file, text_images(kind, 64, 0), text_images(kind, 64, 1), labels, shape, 8,
                OCR_RATIOS)
     rng = np.random.default_rng(0)
     for name in ("resnet18_ts_bnkeep", "resnet50_ts_bnkeep", "densenet121_ts_bnkeep", "regnet_x_400mf_ts_bnkeep"):
