@@ -142,9 +142,10 @@ def reconstruct(prep: Prepared, analysis: Analysis, removed: dict[str, list[int]
     todo = [analysis.group(gid) for gid, r in removed.items() if r]
     consumers = {g.id: _consumers(g, by_name) for g in todo}
     todo.sort(key=lambda g: min((order[c.member.node] for c in consumers[g.id]), default=len(order)))
-    samples, target_bytes = _targets(prep, [c for g in todo for c in consumers[g.id] if c.view], cal, provider)
-    done: dict[str, list[int]] = {}
     memory = {"statistics_bytes_max": 0, "batch_bytes_max": 0}
+    samples, target_bytes = _targets(prep, [c for g in todo for c in consumers[g.id] if c.view], cal, provider,
+                                     memory)
+    done: dict[str, list[int]] = {}
     for k, g in enumerate(todo, 1):
         usable = [c for c in consumers[g.id] if c.view]
         moments = _moments(prep, usable, cal, provider, comp.new_bias, memory) if usable else {}
@@ -195,13 +196,19 @@ def _consumers(g: Group, by_name: dict[str, gs.Node]) -> list[_Consumer]:
     return out
 
 
-def _targets(prep: Prepared, consumers: list[_Consumer], cal: Calibration, provider: str) -> tuple[int, int]:
-    """Sample each consumer's output positions and keep its original outputs there (minus bias)."""
+def _targets(prep: Prepared, consumers: list[_Consumer], cal: Calibration, provider: str,
+             memory: dict[str, int]) -> tuple[int, int]:
+    """Sample each consumer's output positions and keep its original outputs there (minus bias).
+
+    One pass of the original model reads every consumer's input for a batch at once (counted in
+    batch_bytes_max); the later passes read one group's consumers at a time.
+    """
     if not consumers:
         return 0, 0
     batches, samples = stream(prep, sorted({c.view.data for c in consumers}), cal, provider)
     weights = {id(c): c.view.matrix() for c in consumers}
     for start, values in batches:
+        memory["batch_bytes_max"] = max(memory["batch_bytes_max"], sum(v.nbytes for v in values.values()))
         for i, c in enumerate(consumers):
             x = values[c.view.data]
             if c.where is None:
