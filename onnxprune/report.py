@@ -130,7 +130,7 @@ def summary(report: dict) -> str:
     c = t.get("compensation")
     if c and "calibration_samples" in c:
         after = f" -> {c['median_error_after']:.4f}" if "median_error_after" in c else ""
-        memory = (c["target_bytes"] + c["statistics_bytes_max"] + c["batch_bytes_max"]) / 2**20
+        memory = (c["target_bytes_max"] + c["statistics_bytes_max"] + c["batch_bytes_max"]) / 2**20
         what = "reconstruction" if c["mode"] == "reconstruct" else "LASSO selection without re-fit"
         lines.append(f"{what}: {c['consumers_read']} consumers read on {c['calibration_samples']} "
                      f"calibration samples x {c['points_per_sample']} points; median relative output error "

@@ -13,13 +13,15 @@ from .data import Calibration, calibration_batches
 Captured = Iterator[tuple[int, dict[str, np.ndarray]]]  # (index of the batch's first sample, tensors)
 
 
-def capture_model(prep: Prepared, tensors: list[str], new_bias: dict[int, np.ndarray] | None = None) -> bytes:
-    """The model cut down to what computes `tensors`, which become its outputs.
+def capture_model(prep: Prepared, tensors: list[str], new_bias: dict[int, np.ndarray] | None = None,
+                  source: gs.Graph | None = None) -> bytes:
+    """The model (prep.graph, or `source`: a copy of it) cut down to what computes `tensors`, its outputs.
 
     onnxruntime runs every node whatever outputs are asked for, so the cut is what saves the time.
     `new_bias` (id of a node of prep.graph -> bias) gives bias-less nodes the bias they will get.
     """
-    graph = prep.graph.copy()  # nodes and tensors are copied, weight arrays shared
+    source = source or prep.graph
+    graph = source.copy()  # nodes and tensors are copied, weight arrays shared
     for original, node in zip(prep.graph.nodes, graph.nodes):
         if id(original) in (new_bias or {}):
             while len(node.inputs) < 3:
@@ -33,9 +35,9 @@ def capture_model(prep: Prepared, tensors: list[str], new_bias: dict[int, np.nda
 
 
 def stream(prep: Prepared, tensors: list[str], cal: Calibration, provider: str = "auto",
-           new_bias: dict[int, np.ndarray] | None = None) -> tuple[Captured, int]:
+           new_bias: dict[int, np.ndarray] | None = None, source: gs.Graph | None = None) -> tuple[Captured, int]:
     """The tensors for each calibration batch (only one batch is held at a time), and the sample count."""
-    session = open_session(capture_model(prep, tensors, new_bias), provider).session
+    session = open_session(capture_model(prep, tensors, new_bias, source), provider).session
     batches, samples = calibration_batches(cal, session)
 
     def run() -> Captured:

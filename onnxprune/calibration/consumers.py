@@ -36,9 +36,9 @@ class LinearView:
         """The input-channel position of each feature (conv features are channel-major)."""
         return np.repeat(np.arange(len(self.member.elements)), self.kernel)
 
-    def matrix(self) -> np.ndarray:
-        """The weight as [outputs, features] in float64, scaled as the op applies it."""
-        w = np.asarray(self.node.inputs[1].values, np.float64)
+    def matrix(self, values: np.ndarray | None = None) -> np.ndarray:
+        """The weight (or `values` in its layout) as [outputs, features] in float64, scaled as the op applies it."""
+        w = np.asarray(self.node.inputs[1].values if values is None else values, np.float64)
         if self.node.op == "Conv":
             return w.reshape(w.shape[0], -1)
         if self.node.op == "Gemm":

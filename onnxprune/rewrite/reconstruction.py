@@ -142,12 +142,17 @@ def reconstruct(prep: Prepared, analysis: Analysis, removed: dict[str, list[int]
     todo = [analysis.group(gid) for gid, r in removed.items() if r]
     consumers = {g.id: _consumers(g, by_name) for g in todo}
     todo.sort(key=lambda g: min((order[c.member.node] for c in consumers[g.id]), default=len(order)))
-    memory = {"statistics_bytes_max": 0, "batch_bytes_max": 0}
-    samples, target_bytes = _targets(prep, [c for g in todo for c in consumers[g.id] if c.view], cal, provider,
-                                     memory)
+    memory = {"statistics_bytes_max": 0, "batch_bytes_max": 0, "target_bytes_max": 0}
+    # edits replace weight arrays and never write into them, so these references stay the original model
+    original = prep.graph.copy()
+    first = {id(c): c.node.inputs[1].values for g in todo for c in consumers[g.id] if c.view}
+    seeds = {key: i for i, key in enumerate(first)}
     done: dict[str, list[int]] = {}
+    samples = 0
     for k, g in enumerate(todo, 1):
         usable = [c for c in consumers[g.id] if c.view]
+        if usable:
+            samples = _targets(prep, original, usable, cal, provider, memory, seeds, first)
         moments = _moments(prep, usable, cal, provider, comp.new_bias, memory) if usable else {}
         fit = GroupFit("lasso" if choose and usable else selected_by)
         keep_n = g.channels - len(removed[g.id])
@@ -173,8 +178,7 @@ def reconstruct(prep: Prepared, analysis: Analysis, removed: dict[str, list[int]
                                                         else "") for f in fit.fits)
             progress(f"group {k}/{len(todo)} {g.id}: kept {keep_n}/{g.channels} by {fit.selection}"
                      + (f"; consumer error {errors}" if errors else ""))
-    comp.summary = {"calibration_samples": samples, "points_per_sample": cal.points, "target_bytes": target_bytes,
-                    **memory}
+    comp.summary = {"calibration_samples": samples, "points_per_sample": cal.points, **memory}
     return done, comp
 
 
@@ -196,26 +200,25 @@ def _consumers(g: Group, by_name: dict[str, gs.Node]) -> list[_Consumer]:
     return out
 
 
-def _targets(prep: Prepared, consumers: list[_Consumer], cal: Calibration, provider: str,
-             memory: dict[str, int]) -> tuple[int, int]:
-    """Sample each consumer's output positions and keep its original outputs there (minus bias).
+def _targets(prep: Prepared, original: gs.Graph, consumers: list[_Consumer], cal: Calibration, provider: str,
+             memory: dict[str, int], seeds: dict[int, int], first: dict[int, np.ndarray]) -> int:
+    """Sample each consumer's output positions and keep the original model's outputs there (minus bias).
 
-    One pass of the original model reads every consumer's input for a batch at once (counted in
-    batch_bytes_max); the later passes read one group's consumers at a time.
+    Read from the original graph, cut down to this group's consumer inputs, just before the group is
+    fitted: only one group's tensors of one batch, and one group's targets, are held at a time.
     """
-    if not consumers:
-        return 0, 0
-    batches, samples = stream(prep, sorted({c.view.data for c in consumers}), cal, provider)
-    weights = {id(c): c.view.matrix() for c in consumers}
+    batches, samples = stream(prep, sorted({c.view.data for c in consumers}), cal, provider, source=original)
+    weights = {id(c): c.view.matrix(first[id(c)]) for c in consumers}
     for start, values in batches:
         memory["batch_bytes_max"] = max(memory["batch_bytes_max"], sum(v.nbytes for v in values.values()))
-        for i, c in enumerate(consumers):
+        for c in consumers:
             x = values[c.view.data]
             if c.where is None:
-                c.where = c.view.sample(x.shape, samples, cal.points, np.random.default_rng([cal.seed, i]))
+                c.where = c.view.sample(x.shape, samples, cal.points, np.random.default_rng([cal.seed, seeds[id(c)]]))
             rows = c.view.rows(x, c.where[start:start + len(x)])
             c.targets.append((rows @ weights[id(c)].T).astype(np.float32))
-    return samples, sum(t.nbytes for c in consumers for t in c.targets)
+    memory["target_bytes_max"] = max(memory["target_bytes_max"], sum(t.nbytes for c in consumers for t in c.targets))
+    return samples
 
 
 def _moments(prep: Prepared, consumers: list[_Consumer], cal: Calibration, provider: str,
