@@ -53,7 +53,7 @@ def run_pipeline(prep: Prepared, input_shapes: Shapes = None, plan: Plan | None 
     """
     merge = merge or (replay_options(plan) if plan is not None else default_options(criterion))
     lasso = plan is None and criterion == "lasso"
-    check_reconstruction(criterion if plan is None else "", merge, calibration)
+    check_reconstruction(lasso, merge, calibration)
     if lasso:
         require_solver()
     analysis = build_analysis(prep, input_shapes)

@@ -105,7 +105,7 @@ def prune_report(analysis: "Analysis", after, removed: dict[str, list[int]], sco
 def _compensation_totals(comp) -> dict:
     """Merging: channels merged / folded / only pruned. Reconstruction: calibration, errors, memory."""
     outcomes = list(comp.outcomes.values())
-    if comp.summary or comp.options.compensate == "reconstruct":
+    if comp.summary:  # set by reconstruction (with or without the re-fit)
         fits = [f for o in outcomes for f in o.fits]
         out = {"mode": comp.options.compensate, **comp.summary, "consumers_read": len(fits),
                "consumers_not_reconstructed": sum(len(o.skipped) for o in outcomes)}

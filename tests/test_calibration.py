@@ -70,12 +70,15 @@ def test_calibration_errors_name_the_input(tmp: Path) -> None:
     model = handmade.conv_bn_relu_chain()
     np.savez(tmp / "wrong.npz", image=np.zeros((2, 3, 16, 16), np.float32))
     np.savez(tmp / "shape.npz", x=np.zeros((2, 3, 8, 16), np.float32))
-    with pytest.raises(OnnxPruneError, match="no array for input 'x' \\(it has image\\)"):
-        prune(model, ratio=0.5, criterion="activation", calibration=str(tmp / "wrong.npz"))
-    with pytest.raises(OnnxPruneError, match="data for input 'x' has shape \\[2, 3, 8, 16\\]"):
-        prune(model, ratio=0.5, criterion="activation", calibration=str(tmp / "shape.npz"))
-    with pytest.raises(OnnxPruneError, match="needs calibration inputs"):
-        prune(model, ratio=0.5, criterion="activation")
+    for uses in (dict(criterion="activation"), dict(criterion="lasso"), dict(compensate="reconstruct")):
+        with pytest.raises(OnnxPruneError, match="no array for input 'x' \\(it has image\\)"):
+            prune(model, ratio=0.5, calibration=str(tmp / "wrong.npz"), **uses)
+        with pytest.raises(OnnxPruneError, match="data for input 'x' has shape \\[2, 3, 8, 16\\]"):
+            prune(model, ratio=0.5, calibration=str(tmp / "shape.npz"), **uses)
+        with pytest.raises(OnnxPruneError, match="needs calibration inputs"):
+            prune(model, ratio=0.5, **uses)
+    with pytest.raises(OnnxPruneError, match="at least 1"):
+        Calibration(str(tmp / "wrong.npz"), points=0)
     path = tmp / "chain.onnx"
     onnx.save(model, path)
     out = tmp / "out.onnx"

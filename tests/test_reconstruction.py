@@ -13,7 +13,6 @@ from onnx import TensorProto, helper, numpy_helper
 
 from oracle import run
 from onnxprune import prune
-from onnxprune.calibration import Calibration
 from onnxprune.calibration.consumers import linear_view
 from onnxprune.errors import OnnxPruneError
 from onnxprune.analysis.builder import Member
@@ -212,18 +211,6 @@ def test_cli_lasso_report_plan_replay_and_errors(tmp: Path, calib: Path) -> None
         r = cli("-o", str(bad), *args)
         assert r.returncode == 2 and message in r.stderr and r.stderr.count("\n") == 1, r.stderr
         assert not bad.exists()
-
-
-def test_lasso_calibration_errors_name_the_input(tmp: Path) -> None:
-    model = two_convs(*dependent_weights(np.random.default_rng(2)))
-    np.savez(tmp / "wrong.npz", image=np.zeros((4, 4, 8, 8), np.float32))
-    np.savez(tmp / "shape.npz", x=np.zeros((4, 3, 8, 8), np.float32))
-    with pytest.raises(OnnxPruneError, match="no array for input 'x' \\(it has image\\)"):
-        prune(model, ratio=0.5, criterion="lasso", calibration=str(tmp / "wrong.npz"))
-    with pytest.raises(OnnxPruneError, match="data for input 'x' has shape \\[4, 3, 8, 8\\]"):
-        prune(model, ratio=0.5, criterion="lasso", calibration=str(tmp / "shape.npz"))
-    with pytest.raises(OnnxPruneError, match="at least 1"):
-        Calibration(str(tmp / "wrong.npz"), points=0)
 
 
 def test_missing_scikit_learn_is_one_clear_line(calib: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -66,7 +66,9 @@ class LinearView:
         bias = self.node.inputs[2] if len(self.node.inputs) > 2 else None
         if self.node.op == "Gemm" and float(self.node.attrs.get("beta", 1.0)) == 0:
             return False
-        return bias is None or not bias.name or isinstance(bias, gs.Constant)
+        outputs = self.node.inputs[1].values.shape[0 if self.node.op == "Conv" else
+                                                   (0 if self.node.attrs.get("transB", 0) else 1)]
+        return bias is None or not bias.name or (isinstance(bias, gs.Constant) and bias.values.size in (1, outputs))
 
     def grid(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         """The output positions per sample for an input of this shape (one row per sample for Gemm)."""

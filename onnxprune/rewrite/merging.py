@@ -19,7 +19,7 @@ from ..analysis.builder import CONSUMER, PRODUCER, Member
 from ..analysis.groups import Group
 from ..errors import OnnxPruneError
 from ..loading import Prepared
-from ..scoring.slices import channel_matrix
+from ..scoring.slices import channel_matrix, zeroed
 from .relations import GROUPED, LOW_SIMILARITY, NO_BIAS, NO_RULE, NOT_VISIBLE, OK, REASONS, RULES, Context, Relation
 
 MODES = ("merge", "fold", "reconstruct", "none")
@@ -153,10 +153,7 @@ class _Pairs:
             if other.tensor == member.tensor and other.role == CONSUMER and other.axis != member.axis:
                 drop = np.nonzero(self.gone[res.cls[other.elements]])[0]
                 if len(drop):
-                    values = np.array(values)
-                    where = [slice(None)] * values.ndim
-                    where[other.axis] = drop
-                    values[tuple(where)] = 0
+                    values = zeroed(values, other.axis, drop)
         return values
 
     def pair_values(self, node_name: str, node: gs.Node, index: int) -> np.ndarray | None:

@@ -25,6 +25,7 @@ from ..calibration.consumers import LinearView, linear_view
 from ..calibration.data import Calibration
 from ..errors import OnnxPruneError
 from ..loading import Prepared
+from ..scoring.slices import zeroed
 from ..selection.lasso import lasso_keep
 from .merging import Compensation, MergeOptions, add_bias
 
@@ -72,10 +73,14 @@ class Moments:
         return (self.xx[:-1, :-1] - np.outer(sx, sx) / n, self.xy[:-1] - np.outer(sx, sy) / n,
                 self.yy - float(sy @ sy) / n)
 
-    def error(self, theta: np.ndarray, keep: np.ndarray) -> float:
-        """|Y - [X 1][:, keep] theta|^2 from the statistics alone."""
-        s, b = self.xx[np.ix_(keep, keep)], self.xy[keep]
-        return self.yy - 2 * float(np.einsum("ij,ij->", theta, b)) + float(np.einsum("ij,ij->", theta, s @ theta))
+    def on(self, keep: np.ndarray) -> "Moments":
+        """The statistics of the columns `keep` only (the last index is the constant column)."""
+        return Moments(self.xx[np.ix_(keep, keep)], self.xy[keep], self.yy)
+
+    def error(self, theta: np.ndarray) -> float:
+        """|Y - [X 1] theta|^2 from the statistics alone."""
+        return self.yy - 2 * float(np.einsum("ij,ij->", theta, self.xy)) + float(
+            np.einsum("ij,ij->", theta, self.xx @ theta))
 
 
 @dataclass
@@ -283,12 +288,7 @@ def _lasso_problem(analysis: Analysis, g: Group, consumers: list[_Consumer], mom
 def _zero_removed(node: gs.Node, member: Member, gone: np.ndarray) -> None:
     """Zero the weight's input slices of removed channels: the same function as slicing them away."""
     if gone.any():
-        w = node.inputs[1]
-        values = np.array(w.values)
-        where = [slice(None)] * values.ndim
-        where[member.axis] = np.nonzero(gone)[0]
-        values[tuple(where)] = 0
-        w.values = values
+        node.inputs[1].values = zeroed(node.inputs[1].values, member.axis, np.nonzero(gone)[0])
 
 
 def _refit(c: _Consumer, moments: tuple[Moments, Moments], gone: np.ndarray, analysis: Analysis,
@@ -297,28 +297,27 @@ def _refit(c: _Consumer, moments: tuple[Moments, Moments], gone: np.ndarray, ana
     reproduces the target. The ridge on that change is chosen on held-out rows (0 is plain lstsq),
     then the weights are fitted on all rows; with too few rows this keeps the fit from exploding."""
     view = c.view
-    fit_set, held = moments
-    check = held if held.rows else fit_set
+    rows, held_rows = moments[0].rows + moments[1].rows, moments[1].rows
     w = view.matrix()  # removed inputs already zero
     alive = ~gone[analysis.resolution.cls[c.member.elements]][view.feature_positions()]
     keep = np.nonzero(alive)[0]
     bias = view.takes_bias()
     cols = np.append(keep, view.features) if bias else keep
+    fit_set, held = (m.on(cols) for m in moments)
+    check = held if held_rows else fit_set
     theta0 = np.vstack([w[:, keep].T, np.zeros((1, w.shape[0]))]) if bias else w[:, keep].T
     norm = max(check.yy, 1e-300)
-    base = check.error(theta0, cols)
-    result = ConsumerFit(c.member.node, fit_set.rows + held.rows, held.rows, len(keep),
-                         float(np.sqrt(max(base, 0) / norm)))
+    base = check.error(theta0)
+    result = ConsumerFit(c.member.node, rows, held_rows, len(keep), float(np.sqrt(max(base, 0) / norm)))
     if not refit or not len(cols):
         return result
-    ridge, best = _choose_ridge(fit_set, check, theta0, cols, base)
+    ridge, best = _choose_ridge(fit_set, check, theta0, base)
     result.error_after, result.ridge = float(np.sqrt(max(best, 0) / norm)), ridge
     if ridge is None:
         return result
     total = fit_set + held
-    s = total.xx[np.ix_(cols, cols)]
-    scale = ridge * float(np.trace(s)) / len(cols)
-    delta = scipy.linalg.lstsq(s + scale * np.eye(len(cols)), total.xy[cols] - s @ theta0, cond=RCOND,
+    scale = ridge * float(np.trace(total.xx)) / len(cols)
+    delta = scipy.linalg.lstsq(total.xx + scale * np.eye(len(cols)), total.xy - total.xx @ theta0, cond=RCOND,
                                lapack_driver="gelsy")[0]
     theta = theta0 + delta
     w[:, keep] = theta[:len(keep)].T
@@ -329,28 +328,26 @@ def _refit(c: _Consumer, moments: tuple[Moments, Moments], gone: np.ndarray, ana
     return result
 
 
-def _choose_ridge(fit_set: Moments, check: Moments, theta0: np.ndarray, cols: np.ndarray,
-                  base: float) -> tuple[float | None, float]:
+def _choose_ridge(fit_set: Moments, check: Moments, theta0: np.ndarray, base: float) -> tuple[float | None, float]:
     """The ridge strength whose fit on `fit_set` reproduces `check` best, and that error (None: no re-fit)."""
-    s = fit_set.xx[np.ix_(cols, cols)]
-    e, v = scipy.linalg.eigh(s)
-    proj = v.T @ (fit_set.xy[cols] - s @ theta0)
+    e, v = scipy.linalg.eigh(fit_set.xx)
+    proj = v.T @ (fit_set.xy - fit_set.xx @ theta0)
     mean = max(float(e.mean()), 1e-300)
     best, chosen = base, None
     for ridge in RIDGE:
         d = e + ridge * mean
         inv = np.divide(1.0, d, out=np.zeros_like(d), where=d > RCOND * max(float(e.max()), 1e-300))
-        err = check.error(theta0 + v @ (inv[:, None] * proj), cols)
+        err = check.error(theta0 + v @ (inv[:, None] * proj))
         if np.isfinite(err) and err < best:
             best, chosen = err, ridge
     return chosen, best
 
 
-def check_reconstruction(criterion: str, options: MergeOptions, calibration: Calibration | None) -> None:
-    """Refuse combinations reconstruction cannot honour, before any long run."""
-    if criterion == "lasso" and options.compensate in ("merge", "fold"):
+def check_reconstruction(lasso: bool, options: MergeOptions, calibration: Calibration | None) -> None:
+    """Refuse combinations reconstruction cannot honour, before any long run (`lasso`: it chooses the channels)."""
+    if lasso and options.compensate in ("merge", "fold"):
         raise OnnxPruneError("--criterion lasso compensates by reconstruction (or none): use --reconstruct "
                              "or --no-reconstruct, not --compensate " + options.compensate)
-    if (criterion == "lasso" or options.compensate == "reconstruct") and calibration is None:
-        what = "--criterion lasso" if criterion == "lasso" else "reconstruction"
+    if (lasso or options.compensate == "reconstruct") and calibration is None:
+        what = "--criterion lasso" if lasso else "reconstruction"
         raise OnnxPruneError(f"{what} needs calibration inputs (--calib FILE.npz or DIR)")

@@ -22,3 +22,12 @@ def channel_matrix(analysis: Analysis, values: np.ndarray, member: Member, group
     out = np.zeros((group.channels, rows.shape[1]), np.float64)  # uneven spread: average the positions
     np.add.at(out, idx, rows)
     return out / np.maximum(counts, 1)[:, None]
+
+
+def zeroed(values: np.ndarray, axis: int, positions: np.ndarray) -> np.ndarray:
+    """A copy of `values` with these positions along `axis` set to zero (the same function as removing them)."""
+    out = np.array(values)
+    where = [slice(None)] * out.ndim
+    where[axis] = positions
+    out[tuple(where)] = 0
+    return out
