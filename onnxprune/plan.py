@@ -68,4 +68,16 @@ def check_plan(plan: Plan, analysis: Analysis) -> dict[str, list[int]]:
         if len(idx) >= g.channels:
             raise OnnxPruneError(f"group '{gid}': the plan removes all {g.channels} channels")
         removed[gid] = sorted(idx)
+    part = analysis.emptied_part(removed)
+    if part is not None:
+        raise OnnxPruneError(f"the plan removes every channel that {part.op_type} '{part.node}' reads "
+                             f"({_describe(analysis.part_channels(part))}): it would leave a zero-width tensor")
     return removed
+
+
+def _describe(channels: dict) -> str:
+    """'group g channels 2..4' for the channel sets of a part."""
+    def span(idx) -> str:
+        return f"{idx[0]}..{idx[-1]}" if len(idx) > 1 and idx[-1] - idx[0] == len(idx) - 1 else \
+            ",".join(str(int(i)) for i in idx)
+    return "; ".join(f"group '{gid}' channel{'s' if len(idx) > 1 else ''} {span(idx)}" for gid, idx in channels.items())

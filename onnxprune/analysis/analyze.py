@@ -1,14 +1,14 @@
 """Run the rules over a prepared graph and resolve the channel dependency groups."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..loading import Prepared
-from .builder import Builder, Member
+from .builder import Builder, Member, Part
 from .cost import Cost, count_cost
 from .groups import Group, Resolution, resolve
 from .rules import rule_for
@@ -26,6 +26,7 @@ class Analysis:
     cost: Cost
     sha256: str
     source: str
+    parts: list[Part] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._by_id = {g.id: g for g in self.groups}
@@ -55,6 +56,23 @@ class Analysis:
         for gid, idx in removed.items():
             gone |= (res.group_of_class == self.group(gid).index) & np.isin(res.index_of_class, idx)
         return gone
+
+    def part_channels(self, part: Part) -> dict[str, np.ndarray]:
+        """Group id -> the distinct channel indices of that group a part reads."""
+        res = self.resolution
+        cls = np.unique(res.cls[part.elements])
+        out = {}
+        for g in np.unique(res.group_of_class[cls]):
+            out[self.groups[int(g)].id] = np.sort(res.index_of_class[cls[res.group_of_class[cls] == g]])
+        return out
+
+    def emptied_part(self, removed: dict[str, list[int]]) -> Part | None:
+        """The first part (Slice, Split output) that `removed` would leave with no channel, if any."""
+        for part in self.parts:
+            chans = self.part_channels(part)
+            if all(np.isin(idx, removed.get(gid, [])).all() for gid, idx in chans.items()):
+                return part
+        return None
 
     def fraction(self, member: Member, group: Group) -> float:
         """Share of the member's axis that the group's channels occupy."""
@@ -115,6 +133,6 @@ def build_analysis(prep: Prepared, input_dims: dict[str, tuple[int, ...]] | None
             b.freeze(lay.elements, f"reaches graph output '{out.name}'")
     res, groups = resolve(b)
     cost = count_cost(graph, list(prep.template.opset_import), input_dims, prep.names)
-    analysis = Analysis(groups, res, b.notes, b.members, cost, prep.sha256, prep.source)
+    analysis = Analysis(groups, res, b.notes, b.members, cost, prep.sha256, prep.source, b.parts)
     cost.assign_shares(analysis)
     return analysis

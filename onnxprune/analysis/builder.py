@@ -44,6 +44,15 @@ class Atom:
     frozen: str | None = None
 
 
+@dataclass
+class Part:
+    """Channels one node reads as a tensor of their own (a Slice, one Split output): never all removed."""
+
+    node: str
+    op_type: str
+    elements: np.ndarray
+
+
 class Builder:
     """Collects what the rules declare, in graph order; `resolve` turns it into groups."""
 
@@ -57,6 +66,7 @@ class Builder:
         self.edges: list[tuple[np.ndarray, np.ndarray]] = []
         self.members: list[Member] = []
         self.freezes: list[tuple[np.ndarray, str]] = []
+        self.parts: list[Part] = []
         self.notes: dict[str, dict[str, Any]] = {}
 
     # -- reading the graph ---------------------------------------------------------------
@@ -138,6 +148,11 @@ class Builder:
         lay = self.layout(tensor)
         if lay is not None:
             self.members.append(Member(self.name(node), node.op, role, tensor.name, lay.axis, lay.elements))
+
+    def keep_some(self, node: gs.Node, elements: np.ndarray) -> None:
+        """Declare channels that must not all go: removing them all would leave a zero-width tensor."""
+        if len(elements):
+            self.parts.append(Part(self.name(node), node.op, np.asarray(elements, np.int64)))
 
     def freeze(self, elements: np.ndarray | None, reason: str) -> None:
         """Mark the groups these channels belong to as not prunable, with the reason."""

@@ -115,7 +115,7 @@ def rewrite(prep: Prepared, analysis: Analysis, removed: dict[str, list[int]],
     attach_biases(rw, compensation.new_bias if compensation is not None else {})
     for node in graph.nodes:
         rule = rule_for(node)
-        if rule is not None:
+        if rule is not None and rw.note(node):  # a rewrite reads only what its analysis noted
             rule.rewrite(node, rw)
     keep = {t.name for t in [*graph.inputs, *graph.outputs]}
     for t in graph.tensors().values():

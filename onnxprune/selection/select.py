@@ -13,6 +13,7 @@ from ..analysis.builder import PRODUCER
 from ..analysis.groups import Group
 from ..errors import OnnxPruneError
 from ..scoring import GroupScores
+from .parts import protect_parts
 
 TARGET_TOLERANCE = 0.02  # a MAC / parameter target is met within two points of the model total
 
@@ -82,15 +83,17 @@ def _normalised(scores: dict[str, GroupScores], raw: bool) -> dict[str, GroupSco
             for k, v in scores.items()}
 
 
-def _removed(groups: list[Group], scores: dict[str, GroupScores], counts: dict[str, int]) -> dict[str, list[int]]:
-    """The lowest-scoring channels of each group, as many as its count (ties broken by index)."""
+def _removed(analysis: Analysis, groups: list[Group], scores: dict[str, GroupScores], counts: dict[str, int],
+             sel: Selection) -> dict[str, list[int]]:
+    """The lowest-scoring channels of each group, as many as its count (ties broken by index), with
+    some kept in every part a node reads on its own."""
     out = {}
     for g in groups:
         n = counts.get(g.id, 0)
         if n > 0:
             order = np.lexsort((np.arange(g.channels), scores[g.id].scores))
             out[g.id] = sorted(int(i) for i in order[:n])
-    return out
+    return protect_parts(analysis, out, scores, sel.min_channels)
 
 
 def select(analysis: Analysis, scores: dict[str, GroupScores], sel: Selection,
@@ -99,7 +102,8 @@ def select(analysis: Analysis, scores: dict[str, GroupScores], sel: Selection,
     sel.check()
     groups = [g for g in analysis.prunable if g.id in scores and not _matches(g, sel.exclude)]
     if sel.ratio is not None and not sel.global_rank:
-        return _removed(groups, scores, _counts(groups, sel, lambda g: int(math.floor(g.channels * sel.ratio))))
+        counts = _counts(groups, sel, lambda g: int(math.floor(g.channels * sel.ratio)))
+        return _removed(analysis, groups, scores, counts, sel)
     ranked = _normalised(scores, raw=all(s.criterion == "bn" for s in scores.values()))
     everything = np.sort(np.concatenate([ranked[g.id].scores for g in groups])) if groups else np.zeros(0)
     if not len(everything):
@@ -107,7 +111,8 @@ def select(analysis: Analysis, scores: dict[str, GroupScores], sel: Selection,
 
     def at(q: float) -> dict[str, list[int]]:
         threshold = everything[min(int(q * len(everything)), len(everything) - 1)] if q > 0 else -np.inf
-        return _removed(groups, ranked, _counts(groups, sel, lambda g: int((ranked[g.id].scores < threshold).sum())))
+        counts = _counts(groups, sel, lambda g: int((ranked[g.id].scores < threshold).sum()))
+        return _removed(analysis, groups, ranked, counts, sel)
 
     if sel.ratio is not None:
         return at(sel.ratio)

@@ -84,6 +84,7 @@ class SplitRule(Rule):
         for out, part in zip(node.outputs, parts):
             b.set(out, axis, part)
             b.member(node, out)
+            b.keep_some(node, part)
         b.note(node, parts=parts)
 
     def rewrite(self, node: gs.Node, rw) -> None:
@@ -125,13 +126,13 @@ class SliceRule(Rule):
             b.freeze(lay.elements, f"{name} steps by {steps[i]} along the channel axis")
             return
         start, stop, _ = slice(int(starts[i]), int(ends[i])).indices(len(lay.elements))
-        b.note(node, position=i, elements=lay.elements, start=start, stop=max(start, stop))
-        passthrough(node, b, lay.axis, lay.elements[start:max(start, stop)])
+        stop = max(start, stop)
+        b.note(node, position=i, elements=lay.elements, start=start, stop=stop, bounds=(starts, ends))
+        b.keep_some(node, lay.elements[start:stop])
+        passthrough(node, b, lay.axis, lay.elements[start:stop])
 
     def rewrite(self, node: gs.Node, rw) -> None:
         note = rw.note(node)
-        if not note:
-            return
         els, i = note["elements"], note["position"]
         start = _count(rw, els[:note["start"]])
         stop = start + _count(rw, els[note["start"]:note["stop"]])
@@ -139,7 +140,7 @@ class SliceRule(Rule):
             node.attrs["starts"] = [*node.attrs["starts"][:i], start, *node.attrs["starts"][i + 1:]]
             node.attrs["ends"] = [*node.attrs["ends"][:i], stop, *node.attrs["ends"][i + 1:]]
             return
-        for index, value in ((1, start), (2, stop)):
-            arr = np.array(node.inputs[index].values).reshape(-1)
+        for index, value, noted in ((1, start, note["bounds"][0]), (2, stop, note["bounds"][1])):
+            arr = np.array(noted).reshape(-1)
             arr[i] = value
             rw.set_input(node, index, arr.astype(node.inputs[index].values.dtype))

@@ -70,7 +70,9 @@ class ReshapeRule(Rule):
                     if problem:
                         b.freeze(lay.elements, f"{name}: {problem}")
                         return
-                    b.note(node, index=j, inner=inner, elements=lay.elements)
+                    target_values = b.const(node.inputs[1])
+                    b.note(node, index=j, inner=inner, elements=lay.elements,
+                           target=None if target_values is None else np.array(target_values))
                     passthrough(node, b, j, np.repeat(lay.elements, inner))
                     return
         b.freeze(lay.elements, f"{name} splits or reorders the channel axis ({list(s_in)} -> {list(s_out)})")
@@ -86,9 +88,9 @@ class ReshapeRule(Rule):
 
     def rewrite(self, node: gs.Node, rw) -> None:
         note = rw.note(node)
-        if not note or not isinstance(node.inputs[1], gs.Constant):
+        if note.get("target") is None:  # computed at run time: it follows the data
             return
-        target = np.array(node.inputs[1].values)
+        target = np.array(note["target"])
         if target[note["index"]] > 0:
             target[note["index"]] = int(rw.kept(note["elements"]).sum()) * note["inner"]
             rw.set_input(node, 1, target)
@@ -156,15 +158,15 @@ class BroadcastShapeRule(Rule):
         offset = max(len(arg) - rank_in, 0) if node.op == "Expand" else 0
         index, c = lay.axis + offset, len(lay.elements)
         if arg[index] == 1 or (node.op == "Expand" and arg[index] == c):
-            b.note(node, index=index, elements=lay.elements)
+            b.note(node, index=index, elements=lay.elements, arg=arg)
             passthrough(node, b, index, lay.elements)
         else:
             b.freeze(lay.elements, f"{node.op} '{b.name(node)}' repeats along the channel axis")
 
     def rewrite(self, node: gs.Node, rw) -> None:
         note = rw.note(node)
-        arg = np.array(node.inputs[1].values).reshape(-1)
-        if note and node.op == "Expand" and arg[note["index"]] > 1:
+        arg = np.array(note["arg"])
+        if node.op == "Expand" and arg[note["index"]] > 1:
             arg[note["index"]] = int(rw.kept(note["elements"]).sum())
             rw.set_input(node, 1, arg)
 

@@ -55,7 +55,7 @@ class ResizeRule(Rule):
                 b.freeze(lay.elements, f"{name} scales the channel axis")
                 return
         elif sizes is not None and sizes.size:
-            b.note(node, elements=lay.elements, axis=lay.axis)
+            b.note(node, elements=lay.elements, axis=lay.axis, sizes=np.array(sizes).reshape(-1))
         else:
             b.freeze(lay.elements, f"{name}: scales and sizes computed at runtime")
             return
@@ -63,10 +63,9 @@ class ResizeRule(Rule):
 
     def rewrite(self, node: gs.Node, rw) -> None:
         note = rw.note(node)
-        if note:
-            sizes = np.array(node.inputs[3].values).reshape(-1)
-            sizes[note["axis"]] = int(rw.kept(note["elements"]).sum())
-            rw.set_input(node, 3, sizes)
+        sizes = np.array(note["sizes"])
+        sizes[note["axis"]] = int(rw.kept(note["elements"]).sum())
+        rw.set_input(node, 3, sizes)
 
 
 @register("Shape", "Size")
