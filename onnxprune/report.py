@@ -1,6 +1,8 @@
 """Human and JSON views of an analysis."""
 from __future__ import annotations
 
+from collections import Counter
+
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -114,9 +116,15 @@ def _compensation_totals(comp) -> dict:
             if values:
                 out[f"median_{key}"] = round(float(np.median(values)), 6)
         return out
+    records = [(c["into"] is None, c["exact"]) for o in outcomes for c in o.channels.values()]
+    because = Counter(c["because"].split(" (cosine")[0] for o in outcomes for c in o.channels.values()
+                      if not c["exact"])
     return {"mode": comp.options.compensate, "merge_mode": comp.options.merge_mode,
             "merged": sum(o.merged for o in outcomes), "folded": sum(o.folded for o in outcomes),
-            "pruned_only": sum(o.pruned for o in outcomes)}
+            "pruned_only": sum(o.pruned for o in outcomes),
+            "exact": sum(e for _, e in records), "approximate": sum(not e for _, e in records),
+            "merged_exact": sum(e for f, e in records if not f), "folded_exact": sum(e for f, e in records if f),
+            "approximate_because": dict(because.most_common())}
 
 
 def summary(report: dict) -> str:
@@ -138,8 +146,11 @@ def summary(report: dict) -> str:
         if c["consumers_not_reconstructed"]:
             lines.append(f"  {c['consumers_not_reconstructed']} consumers not reconstructed (see the report)")
     elif c and c["mode"] != "none":
-        lines.append(f"compensation ({c['mode']}, {c['merge_mode']}): {c['merged']} channels merged, "
-                     f"{c['folded']} folded as constants, {c['pruned_only']} only pruned")
+        lines.append(f"compensation ({c['mode']}, {c['merge_mode']}): {c['merged']} channels merged "
+                     f"({c['merged_exact']} exact, {c['merged'] - c['merged_exact']} approximate), "
+                     f"{c['folded']} folded as constants ({c['folded_exact']} exact, "
+                     f"{c['folded'] - c['folded_exact']} approximate), {c['pruned_only']} only pruned")
+        lines += [f"  approximate: {n} because {why}" for why, n in c["approximate_because"].items()]
     notes = sorted({g["note"] for g in report["groups"] if g.get("note")})
     return "\n".join(lines + [f"note: {n} ({sum(g.get('note') == n for g in report['groups'])} groups)"
                               for n in notes])

@@ -46,6 +46,15 @@ def dead_copy(model: onnx.ModelProto, removed: dict[str, list[int]], shapes=None
     return export(prep)
 
 
+def keep_parts(analysis, removed: dict[str, list[int]]) -> dict[str, list[int]]:
+    """`removed` less the first channel of every part (Slice, Split output) it would empty."""
+    removed = {g: list(idx) for g, idx in removed.items()}
+    while (part := analysis.emptied_part(removed)) is not None:
+        gid, idx = next(iter(analysis.part_channels(part).items()))
+        removed[gid].remove(int(idx[0]))
+    return {g: idx for g, idx in removed.items() if idx}
+
+
 def feeds(model: onnx.ModelProto, shapes=None, seed: int = 0) -> dict[str, np.ndarray]:
     """Random inputs at the model's concrete input shapes (the ones the CLI's check run uses)."""
     return random_feeds(model, resolve_input_dims(prepare(model).graph, shapes), seed)
@@ -61,7 +70,12 @@ def run(model: onnx.ModelProto, inputs: dict[str, np.ndarray]) -> list[np.ndarra
 
 def check_dead_channels(model: onnx.ModelProto, removed: dict[str, list[int]], rtol: float = 1e-5,
                         shapes=None, atol: float = 1e-6) -> onnx.ModelProto:
-    """Prune dead channels and assert every output is unchanged; return the pruned model."""
+    """Prune dead channels and assert every output is unchanged; return the pruned model.
+
+    A subset that would take every channel of a Slice or Split output keeps that part's first one
+    (onnxprune refuses such a plan: it would leave a zero-width tensor).
+    """
+    removed = keep_parts(build_analysis(prepare(model), shapes), removed)
     dead = dead_copy(model, removed, shapes)
     analysis = build_analysis(prepare(dead), shapes)
     pruned = apply_plan(dead, make_plan(analysis, removed), shapes)
@@ -84,3 +98,119 @@ def _sensitivity(model: onnx.ModelProto, x: dict[str, np.ndarray], want: list[np
     """How far each output moves when float inputs change by one part in a million."""
     nudged = {k: v * np.asarray(1 + 1e-6, v.dtype) if np.issubdtype(v.dtype, np.floating) else v for k, v in x.items()}
     return {o.name: float(np.abs(a - b).max()) for o, a, b in zip(model.graph.output, want, run(model, nudged))}
+
+
+# -- the merge oracle -----------------------------------------------------------------------------
+# Neuron merging claims, per removed channel, whether its compensation is exact. Where it does, the
+# pruned model must compute what the original did. The report's per-channel record
+# ("channels": {"<n>": {"into": m | None, "exact": bool, "because": str}}) is read when present;
+# a report without it claims exactness for every channel it counts as merged or folded, unless it
+# notes that folded constants are exact only away from zero-padded borders.
+
+EQUAL_KINDS_SCALED = {"shift", "mean", "addend"}  # additive per-channel values: n's = c x m's keeps a_n = c a_m
+
+
+def merge_claim(outcome: dict, n: int, into: int | None = None) -> tuple[bool, str]:
+    """(claimed exact, why not) for removed channel n in a group outcome's to_json().
+
+    Without the per-channel record, a fold counts as a claim of exactness, and so does a merge into
+    `into` (the kept channel n was made a multiple of; None: a merge into any channel). A merge into
+    another channel matched filters that are not parallel, which no report calls exact.
+    """
+    channels = outcome.get("channels")
+    if channels is not None:
+        record = channels.get(str(n))
+        if record is None:
+            return False, "channel missing from the report"
+        return bool(record.get("exact")), str(record.get("because", ""))
+    if outcome.get("note"):
+        return False, outcome["note"]
+    if outcome.get("folded", 0) > 0:
+        return True, ""
+    if outcome.get("merged", 0) > 0:
+        target = outcome.get("merged_into", {}).get(str(n))
+        if into is None or target == into:
+            return True, ""
+        return False, f"merged into {target}, not into the parallel channel {into}"
+    return False, "; ".join(outcome.get("pruned_because", {})) or "pruned only"
+
+
+def merge_variant(model: onnx.ModelProto, gid: str, n: int, m: int, scale: float, kind: str = "multiple",
+                  equalize: bool = False, constant: float = 0.7, shapes=None) -> onnx.ModelProto | None:
+    """A copy in which channel n of group `gid` is made mergeable.
+
+    kind "multiple": in every producer of the group, n's filter and bias are `scale` times m's (all
+    producers with the same scale); with `equalize`, per-channel parameters on the way (BN, PRelu
+    slopes, per-channel constants) are also set so that a_n = scale * a_m holds after them.
+    kind "constant": n's filter is zero and its bias `constant` in every producer.
+    None when the group has no producer with a weight, or n and m occupy different position counts.
+    """
+    prep = prepare(model)
+    analysis = build_analysis(prep, shapes)
+    g = analysis.group(gid)
+    nodes = {prep.names[id(x)]: x for x in prep.graph.nodes}
+    producers = [mb for mb in g.members if mb.role == "producer" and mb.input_index is not None]
+    if not any(mb.kind == "weight" for mb in producers):
+        return None
+    members = list(producers)
+    if equalize and kind == "multiple":
+        members += [mb for mb in g.members if mb.role == "pass-through" and mb.input_index is not None]
+    edits = []
+    for mb in members:
+        tensor = nodes[mb.node].inputs[mb.input_index]
+        pos, index = analysis.positions(mb, g)
+        pn, pm = pos[index == n], pos[index == m]
+        if len(pn) != len(pm):
+            return None
+        edits.append((mb, tensor, pn, pm))
+    for mb, tensor, pn, pm in edits:
+        values = np.array(tensor.values)
+        at_n = [slice(None)] * values.ndim
+        at_m = list(at_n)
+        at_n[mb.axis], at_m[mb.axis] = pn, pm
+        at_n, at_m = tuple(at_n), tuple(at_m)
+        if kind == "constant":
+            values[at_n] = 0 if mb.kind == "weight" else constant
+        elif mb.role == "producer" or mb.kind in EQUAL_KINDS_SCALED:
+            values[at_n] = scale * values[at_m]
+        else:  # multiplicative per-channel values (gamma, var, factors, slopes) are copied
+            values[at_n] = values[at_m]
+        tensor.values = values.astype(np.asarray(tensor.values).dtype)
+    return export(prep)
+
+
+def check_merge_exact(model: onnx.ModelProto, gid: str, n: int, rtol: float = 1e-5, shapes=None,
+                      atol: float = 1e-6, into: int | None = None, **options) -> dict:
+    """Remove channel n of group `gid` alone with compensate="merge"; where the report claims the
+    compensation exact, assert every output matches the model's (tolerance as check_dead_channels).
+
+    `into`: the kept channel n was made a multiple of (see merge_claim), None for a constant channel.
+    Returns {"outcome": the group's to_json(), "claimed": bool, "because": str, "error": float | None}.
+    """
+    from onnxprune.api import run_pipeline
+    from onnxprune.rewrite.merging import MergeOptions
+
+    prep = prepare(model)
+    analysis = build_analysis(prep, shapes)
+    plan = make_plan(analysis, {gid: [n]})
+    r = run_pipeline(prepare(model), shapes, plan=plan,
+                     merge=MergeOptions.from_keywords(**{"compensate": "merge", **options}))
+    outcome = r.compensation.outcomes[gid].to_json()
+    claimed, because = merge_claim(outcome, n, into)
+    result = {"outcome": outcome, "claimed": claimed, "because": because, "error": None}
+    if not claimed:
+        return result
+    x = random_feeds(model, analysis.cost.input_dims)
+    want_all = run(model, x)
+    noise = _sensitivity(model, x, want_all)
+    worst = 0.0
+    for name, want, got in zip([o.name for o in model.graph.output], want_all, run(r.model, x)):
+        assert want.shape == got.shape, f"output {name}: shape {got.shape} != {want.shape}"
+        scale = float(np.abs(want).max())
+        err = float(np.abs(want - got).max())
+        bound = rtol * scale + atol + 10 * noise[name]
+        worst = max(worst, err / max(scale, 1e-30))
+        assert err <= bound, (f"output {name}: max error {err:.2e} > bound {bound:.2e} (scale {scale:.2e}) after "
+                              f"merging channel {n} of group {gid}, which the report claims exact: {outcome}")
+    result["error"] = worst
+    return result

@@ -165,13 +165,15 @@ def test_constant_channel_folds_exactly_into_1x1_successor() -> None:
     assert _error(model, plain) > 100 * EXACT
 
 
-def test_constant_into_padded_conv_is_reported_as_border_exact() -> None:
+def test_constant_into_padded_conv_is_reported_approximate_at_the_borders() -> None:
     base = handmade.conv_bn_relu_chain()
     beta = _weights(base)["bn1.beta"].copy()
     beta[2] = 0.5
     model = _dead_gamma(_with(base, bn1__beta=beta), 2)
     _, outcome = _prune(model, {"conv1": [2]}, compensate="fold")
-    assert outcome["conv1"]["folded"] == 1 and "borders" in outcome["conv1"]["note"]
+    record = outcome["conv1"]["channels"]["2"]
+    assert outcome["conv1"]["folded"] == 1 and outcome["conv1"]["approximate"] == 1
+    assert record["into"] is None and not record["exact"] and "borders" in record["because"]
 
 
 def test_gemm_consumer_without_bias_receives_one() -> None:
@@ -191,28 +193,33 @@ def test_gemm_consumer_without_bias_receives_one() -> None:
     assert len(conv2.input) == 3
 
 
-def test_nonhomogeneous_activation_needs_the_flag() -> None:
+def test_nonhomogeneous_activation_needs_the_flag_unless_the_channels_are_equal() -> None:
     base = _conv_conv1x1(act="Sigmoid")
-    model = _with(base, **_multiple(_weights(base), "conv1", 5, 2, 1.0))
+    model = _with(base, **_multiple(_weights(base), "conv1", 5, 2, 1.5))
     _, outcome = _prune(model, {"conv1": [5]})
     assert outcome["conv1"]["merged"] == 0
-    assert any("non-homogeneous" in k for k in outcome["conv1"]["pruned_because"])
+    assert any("non-homogeneous" in k and "--merge-approximate" in k for k in outcome["conv1"]["pruned_because"])
     merged, outcome = _prune(model, {"conv1": [5]}, merge_approximate=True)
-    assert outcome["conv1"]["merged"] == 1 and _error(model, merged) < EXACT  # s = 1: sigmoid(a) = sigmoid(a)
+    record = outcome["conv1"]["channels"]["5"]
+    assert record["into"] == 2 and not record["exact"] and "non-homogeneous" in record["because"]
+    equal = _with(base, **_multiple(_weights(base), "conv1", 5, 2, 1.0))
+    merged, outcome = _prune(equal, {"conv1": [5]})  # s = 1: sigmoid(a) = sigmoid(a), exact without the flag
+    assert outcome["conv1"]["channels"]["5"] == {"into": 2, "exact": True}
+    assert _error(equal, merged) < EXACT
 
 
 def test_low_similarity_is_only_pruned() -> None:
     model = _conv_conv1x1()
     _, outcome = _prune(model, {"conv1": [5]}, merge_threshold=0.999)
     assert outcome["conv1"] == {"merged": 0, "folded": 0, "pruned_only": 1,
-                                "pruned_because": {"no kept filter similar enough": 1}}
+                                "pruned_because": {"no kept filter similar enough": 1}}  # no channel record
 
 
 def test_prune_api_reports_compensation_and_refuses_bad_options(tmp_path) -> None:
-    _, _, report = prune(handmade.conv_bn_relu_chain(), ratio=0.5, merge_threshold=0.0)
+    _, _, report = prune(handmade.conv_bn_relu_chain(), ratio=0.5, merge_threshold=0.0, merge_approximate=True)
     total = report["total"]["compensation"]
     assert total["merged"] + total["folded"] + total["pruned_only"] == report["total"]["channels_removed"]
-    assert total["merged"] > 0
+    assert total["merged"] > 0 and total["approximate"] == total["merged"] + total["folded"] - total["exact"]
     with pytest.raises(OnnxPruneError, match="unknown compensation"):
         prune(handmade.conv_bn_relu_chain(), ratio=0.5, compensate="blend")
     with pytest.raises(OnnxPruneError, match="merge-threshold"):
@@ -222,8 +229,8 @@ def test_prune_api_reports_compensation_and_refuses_bad_options(tmp_path) -> Non
 def test_sequential_order_matches_on_rows_left_by_earlier_groups() -> None:
     model = handmade.conv_bn_relu_chain()
     removed = {"conv1": [0, 1, 2, 3], "conv2": [0, 1, 2, 3, 4, 5]}
-    _, original = _prune(model, removed, merge_threshold=0.0)
-    _, sequential = _prune(model, removed, merge_threshold=0.0, merge_order="sequential")
+    _, original = _prune(model, removed, merge_threshold=0.0, merge_approximate=True)
+    _, sequential = _prune(model, removed, merge_threshold=0.0, merge_order="sequential", merge_approximate=True)
     assert original["conv1"] == sequential["conv1"]  # the first group sees the same rows either way
     assert original["conv2"]["merged_into"] != sequential["conv2"]["merged_into"]
 
@@ -237,7 +244,7 @@ def test_merging_beats_pruning_on_the_trained_lenet() -> None:
     want = oracle.run(onnx.load(LENET), x)[0]
     errors = {}
     for mode in ("none", "merge"):
-        model, _, _ = prune(LENET, ratio=0.7, compensate=mode, merge_threshold=0.3)
+        model, _, _ = prune(LENET, ratio=0.7, compensate=mode, merge_threshold=0.3, merge_approximate=True)
         errors[mode] = float(np.linalg.norm(oracle.run(model, x)[0] - want) / np.linalg.norm(want))
     assert errors["merge"] < 0.8 * errors["none"], errors
 

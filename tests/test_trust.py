@@ -92,3 +92,128 @@ def test_rewrite_reads_only_what_analysis_noted() -> None:
     assert plan["groups"]
     oracle.check_dead_channels(model, {g.id: [0, 3] for g in analyze(model).prunable})
     assert len(oracle.run(pruned, oracle.feeds(model))) == 2
+
+
+# -- compensation: exact where it says so ------------------------------------------------------------
+EXACT = 1e-5
+
+
+def _compensate(model: onnx.ModelProto, gid: str, n: int, **options) -> tuple[onnx.ModelProto, dict]:
+    """(pruned model, the group's outcome) for removing channel n of one group with merging."""
+    from onnxprune.api import run_pipeline
+    from onnxprune.loading import prepare
+    from onnxprune.rewrite.merging import MergeOptions
+
+    plan = make_plan(analyze(model), {gid: [n]})
+    r = run_pipeline(prepare(model), plan=plan, merge=MergeOptions.from_keywords(**{"compensate": "merge", **options}))
+    return r.model, r.compensation.outcomes[gid].to_json() if gid in r.compensation.outcomes else {}
+
+
+def _error(a: onnx.ModelProto, b: onnx.ModelProto) -> float:
+    x = oracle.feeds(a)
+    return max(float(np.abs(p - q).max() / np.abs(p).max()) for p, q in zip(oracle.run(a, x), oracle.run(b, x)))
+
+
+def _shared_weight() -> onnx.ModelProto:
+    """Conv(8) -> convA(W), convB(W, dilation 2) -> Add: one weight initializer read by two consumers."""
+    b = handmade.Builder(3)
+    h = b.conv("x", 3, 8)
+    w = b.randn([4, 8, 3, 3], 72, "shared.weight")
+    a = b.op("Conv", [h, w], kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    c = b.op("Conv", [h, w], kernel_shape=[3, 3], pads=[2, 2, 2, 2], dilations=[2, 2])
+    b.op("Add", [a, c], out="y")
+    return b.model("shared_weight", handmade.X2D_SMALL)
+
+
+def test_a_weight_shared_by_two_consumers_takes_the_merge_once() -> None:
+    model = oracle.merge_variant(_shared_weight(), "conv1", 5, 2, 1.7)
+    merged, _ = _compensate(model, "conv1", 5)
+    assert _error(model, merged) < EXACT  # 0.45 when both consumers added the merge to the one weight
+    result = oracle.check_merge_exact(model, "conv1", 5, into=2)
+    assert result["outcome"]["channels"]["5"] == {"into": 2, "exact": True}
+
+
+def _split_relu_concat() -> onnx.ModelProto:
+    """Conv(8) -> Split[4, 4] -> Relu on part 0 -> Concat -> Conv."""
+    b = handmade.Builder(4)
+    h = b.conv("x", 3, 8)
+    p, q = b.op_multi("Split", [h, b.ints([4, 4])], 2, axis=1)
+    b.conv(b.op("Concat", [b.relu(p), q], axis=1), 8, 4, out="y")
+    return b.model("split_relu_concat", handmade.X2D_SMALL)
+
+
+@pytest.mark.parametrize("n, m", [(6, 1), (6, 5), (1, 2)])
+def test_split_parts_carry_their_own_relations(n: int, m: int) -> None:
+    model = oracle.merge_variant(_split_relu_concat(), "conv1", n, m, 1.7)
+    result = oracle.check_merge_exact(model, "conv1", n, into=m)  # asserts the outputs wherever it claims exact
+    record = result["outcome"]["channels"].get(str(n)) if "channels" in result["outcome"] else None
+    if (n, m) == (6, 1):  # one through the Relu, one not: no relation, so no exact merge into channel 1
+        assert not result["claimed"] and (record is None or record["into"] != 1)
+    else:  # both in the linear part, or both through the Relu with a zero offset: exact
+        assert record == {"into": m, "exact": True}
+
+
+def _offset_relu(offset: float | None) -> onnx.ModelProto:
+    """Conv -> Add(scalar) -> Relu -> Conv (no Add when offset is None)."""
+    b = handmade.Builder(5)
+    h = b.conv("x", 3, 8, 1)
+    if offset is not None:
+        h = b.op("Add", [h, b.scalar(offset)])
+    b.conv(b.relu(h), 8, 4, 1, out="y")
+    return b.model("offset_relu", handmade.X2D_SMALL)
+
+
+def test_an_offset_through_relu_is_not_merged_unless_approximations_are_allowed() -> None:
+    model = oracle.merge_variant(_offset_relu(0.3), "conv1", 5, 2, 1.7)
+    outcome = oracle.check_merge_exact(model, "conv1", 5, into=2)["outcome"]
+    assert outcome["merged"] == 0 and any("offset" in r for r in outcome["pruned_because"])
+    _, outcome = _compensate(model, "conv1", 5, merge_approximate=True)
+    record = outcome["channels"]["5"]
+    assert not record["exact"] and "offset" in record["because"]
+    exact = oracle.merge_variant(_offset_relu(None), "conv1", 5, 2, 1.7)
+    merged, outcome = _compensate(exact, "conv1", 5)
+    assert outcome["channels"]["5"] == {"into": 2, "exact": True} and _error(exact, merged) < EXACT
+
+
+def _pad_conv(mode: str, value: float = 0.0) -> onnx.ModelProto:
+    """Conv(1x1) -> Pad(mode, value) -> Conv(3x3, no pads)."""
+    b = handmade.Builder(6)
+    h = b.conv("x", 3, 8, 1)
+    inputs = [h, b.ints([0, 0, 1, 1, 0, 0, 1, 1])] + ([b.scalar(value)] if mode == "constant" else [])
+    padded = b.op("Pad", inputs, mode=mode)
+    w = b.randn([4, 8, 3, 3], 72, "conv2.weight")
+    b.op("Conv", [padded, w, b.small([4], "conv2.bias")], out="y", kernel_shape=[3, 3])
+    return b.model("pad_conv", handmade.X2D_SMALL)
+
+
+@pytest.mark.parametrize("mode, value", [("constant", 0.5), ("constant", 0.0), ("edge", 0.0), ("reflect", 0.0)])
+def test_a_nonzero_pad_constant_is_not_linear(mode: str, value: float) -> None:
+    model = oracle.merge_variant(_pad_conv(mode, value), "conv1", 5, 2, 1.7)
+    outcome = oracle.check_merge_exact(model, "conv1", 5, into=2)["outcome"]
+    merged, _ = _compensate(model, "conv1", 5)
+    if value:
+        assert outcome["merged"] == 0 and any("Pad constant" in r for r in outcome["pruned_because"])
+    else:
+        assert outcome["channels"]["5"] == {"into": 2, "exact": True} and _error(model, merged) < EXACT
+
+
+def _into_conv_transpose(stride: int) -> onnx.ModelProto:
+    """Conv(8) -> ConvTranspose(8 -> 4, 3x3, stride) -> y."""
+    b = handmade.Builder(7)
+    h = b.conv("x", 3, 8, 1)
+    w = b.randn([8, 4, 3, 3], 72, "convt.weight")
+    extra = {"output_padding": [1, 1]} if stride == 2 else {}
+    b.op("ConvTranspose", [h, w, b.small([4], "convt.bias")], out="y", kernel_shape=[3, 3], strides=[stride] * 2,
+         pads=[1, 1, 1, 1], **extra)
+    return b.model("into_conv_transpose", handmade.X2D_SMALL)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_a_constant_folded_into_a_conv_transpose_is_approximate_and_helps(stride: int) -> None:
+    model = oracle.merge_variant(_into_conv_transpose(stride), "conv1", 5, 2, 1.0, kind="constant", constant=0.8)
+    oracle.check_merge_exact(model, "conv1", 5)
+    folded, outcome = _compensate(model, "conv1", 5)
+    plain, _ = _compensate(model, "conv1", 5, compensate="none")
+    record = outcome["channels"]["5"]
+    assert record["into"] is None and not record["exact"] and "ConvTranspose" in record["because"]
+    assert _error(model, folded) < 0.7 * _error(model, plain)

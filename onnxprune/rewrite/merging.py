@@ -20,7 +20,10 @@ from ..analysis.groups import Group
 from ..errors import OnnxPruneError
 from ..loading import Prepared
 from ..scoring.slices import channel_matrix, zeroed
-from .relations import GROUPED, LOW_SIMILARITY, NO_BIAS, NO_RULE, NOT_VISIBLE, OK, REASONS, RULES, Context, Relation
+from .relations import (APPROXIMATE, BORDER, GROUPED, LOW_SIMILARITY, NO_BIAS, NO_RULE, NOT_VISIBLE, OK, PAPER,
+                        REASONS, RULES, SIMILARITY, SPLIT_PATHS, UNEVEN, Context, Relation, is_zero, mark_inexact)
+
+EXACT_COSINE = 1 - 1e-9  # filters that are exact multiples in float32 have a cosine within 1e-14 of 1
 
 MODES = ("merge", "fold", "reconstruct", "none")
 BN_MODES = ("exact", "paper")
@@ -70,26 +73,35 @@ class Update:
 
 @dataclass
 class GroupOutcome:
-    """Per group: what happened to each removed channel."""
+    """Per group: what happened to each removed channel, and whether its compensation is exact."""
 
     merged: int = 0
     folded: int = 0
     pruned: int = 0
     reasons: Counter = field(default_factory=Counter)
-    border: bool = False  # a folded constant meets zero padding: exact away from the borders
     blocked_by: list[str] = field(default_factory=list)  # ops on the way with no merge rule
     merged_into: dict[int, int] = field(default_factory=dict)  # removed channel -> kept channel
+    channels: dict[int, dict] = field(default_factory=dict)  # compensated channel -> into, exact, because
+
+    @property
+    def exact(self) -> int:
+        return sum(c["exact"] for c in self.channels.values())
+
+    @property
+    def approximate(self) -> int:
+        return len(self.channels) - self.exact
 
     def to_json(self) -> dict:
         out = {"merged": self.merged, "folded": self.folded, "pruned_only": self.pruned}
+        if self.channels:
+            out.update(exact=self.exact, approximate=self.approximate,
+                       channels={str(n): c for n, c in sorted(self.channels.items())})
         if self.merged_into:
             out["merged_into"] = {str(n): m for n, m in sorted(self.merged_into.items())}
         if self.reasons:
             out["pruned_because"] = dict(self.reasons.most_common())
         if self.blocked_by:
             out["no_merge_rule"] = self.blocked_by
-        if self.border:
-            out["note"] = "folded constants are exact away from zero-padded borders"
         return out
 
 
@@ -156,6 +168,15 @@ class _Pairs:
                     values = zeroed(values, other.axis, drop)
         return values
 
+    def carried(self, member: Member) -> np.ndarray:
+        """[removed, candidates]: both channels of the pair lie in the member's tensor (the constant
+        column: the removed channel does)."""
+        present = np.zeros(self.g.channels, bool)
+        present[self.analysis.positions(member, self.g)[1]] = True
+        mask = present[self.removed][:, None] & present[self.cand][None, :]
+        mask[:, -1] = present[self.removed]
+        return mask
+
     def pair_values(self, node_name: str, node: gs.Node, index: int) -> np.ndarray | None:
         """[removed, candidates, 2]: the input's value for channel n and for channel m."""
         if index >= len(node.inputs) or not isinstance(node.inputs[index], gs.Constant):
@@ -178,6 +199,7 @@ def _group(prep, analysis, g, removed, options, by_name, order, updates, gone) -
     cand = np.append(kept, kept[0])  # the last column stands for "n is a constant" (its m is irrelevant)
     pairs = _Pairs(prep, analysis, g, removed, cand, gone)
     why = np.zeros((len(removed), len(cand)), np.int8)
+    approx = np.zeros_like(why)  # why a pair's compensation would be approximate (0: exact)
     members: dict[str, list[Member]] = defaultdict(list)
     for m in g.members:
         members[m.node].append(m)
@@ -187,7 +209,6 @@ def _group(prep, analysis, g, removed, options, by_name, order, updates, gone) -
     consumers: list[tuple[gs.Node, Member]] = []
     finals: list[Relation] = []
     outcome = GroupOutcome()
-    padded = False  # a Pad on the way: zero borders where a constant offset was expected
     for name in sorted(members, key=order.__getitem__):
         node, roles = by_name[name], {m.role for m in members[name]}
         if node.op in ("Conv", "ConvTranspose") and int(node.attrs.get("group", 1)) > 1:
@@ -196,14 +217,14 @@ def _group(prep, analysis, g, removed, options, by_name, order, updates, gone) -
             sim, relation, constant = _producer(pairs, members[name], options)
             sims.append(sim)
             why[(why == OK) & ~constant[:, None] & (np.arange(len(cand)) == len(cand) - 1)] = LOW_SIMILARITY
+            weight = next(m for m in members[name] if m.kind == "weight")
             for t in node.outputs[:1]:
-                rel[t.name] = relation
+                rel[t.name] = Relation(relation.k, relation.o, pairs.carried(weight))
         elif CONSUMER in roles:
             consumers.append((node, next(m for m in members[name] if m.role == CONSUMER and m.kind == "weight")))
-            finals.append(_consumer_relation(node, consumers[-1][1], rel, pairs, why))
+            finals.append(_consumer_relation(node, consumers[-1][1], rel, pairs, why, approx, options))
         else:
-            _pass_through(node, name, rel, pairs, why, options, outcome)
-            padded |= node.op == "Pad" or (node.op == "AveragePool" and _pads(node))
+            _pass_through(node, name, members[name], rel, pairs, why, approx, options, outcome)
         for t in node.inputs:
             readers[t.name] -= 1
             if readers[t.name] == 0:
@@ -214,6 +235,9 @@ def _group(prep, analysis, g, removed, options, by_name, order, updates, gone) -
     merge_ok[:, -1] = False
     if options.compensate == "fold":
         merge_ok[:] = False
+    if options.merge_mode == "paper":  # the authors' code takes no residual into the bias
+        for f in finals:
+            mark_inexact(why, approx, ~is_zero(f.o, f.k), PAPER, f.k, True)
     residual = np.mean([np.abs(f.o) for f in finals], axis=0) if finals else np.zeros(why.shape)
     scale = max(float(residual[merge_ok].max()), 1e-12) if merge_ok.any() else 1.0
     cost = np.where(merge_ok, options.merge_lambda * (1 - sim) + (1 - options.merge_lambda) * residual / scale, np.inf)
@@ -234,6 +258,9 @@ def _group(prep, analysis, g, removed, options, by_name, order, updates, gone) -
             if code == NO_RULE and outcome.blocked_by:
                 text = f"no merge rule for {', '.join(outcome.blocked_by)}"
             outcome.reasons[text] += 1
+            continue
+        outcome.channels[int(removed[i])] = _record(fold_ok[i, choice[i]], int(cand[choice[i]]),
+                                                    int(approx[i, choice[i]]), float(sim[i, choice[i]]))
     chosen = choice >= 0
     if chosen.any() and finals:
         rows = np.nonzero(chosen)[0]
@@ -243,8 +270,19 @@ def _group(prep, analysis, g, removed, options, by_name, order, updates, gone) -
             o = f.o[rows, cols] if options.merge_mode == "exact" else np.zeros(len(rows))
             src, dst = _positions(analysis, member, g, removed[rows], cand[cols])
             updates.append(Update(node, member, src, dst, np.where(fold_ok[rows, cols], 0.0, k), o))
-            outcome.border |= bool(np.any(o != 0)) and (padded or _pads(node))
     return outcome
+
+
+def _record(folded: bool, into: int, approx: int, sim: float) -> dict:
+    """One compensated channel for the report: where it went and whether that is exact, and why not."""
+    if not folded and not approx and sim < EXACT_COSINE:
+        approx_text = f"{APPROXIMATE[SIMILARITY]} (cosine {sim:.4f})"
+    else:
+        approx_text = APPROXIMATE.get(approx)
+    record = {"into": None if folded else into, "exact": approx_text is None}
+    if approx_text:
+        record["because"] = approx_text
+    return record
 
 
 def _producer(pairs: _Pairs, members: list[Member], options: MergeOptions):
@@ -271,25 +309,59 @@ def _producer(pairs: _Pairs, members: list[Member], options: MergeOptions):
     return sim, Relation(k, o), zero
 
 
-def _pass_through(node, name, rel, pairs: _Pairs, why, options, outcome) -> None:
+def _pass_through(node, name, node_members, rel, pairs: _Pairs, why, approx, options, outcome) -> None:
     """Map the relation through one op; refuse pairs the op cannot carry."""
     ins = [i for i, t in enumerate(node.inputs) if t.name in rel]
     rule = RULES.get(node.op)
+    carried = _both([rel[node.inputs[i].name].carried for i in ins])
     if rule is None or not ins:
         why[why == OK] = NO_RULE
         outcome.blocked_by.append(f"{node.op} ({name})")
         out = rel[node.inputs[ins[0]].name] if ins else Relation(np.zeros(why.shape), np.zeros(why.shape))
+    elif node.op == "Concat" and len(ins) > 1:
+        out = _concat([rel[node.inputs[i].name] for i in ins], why)
+        carried = out.carried
     else:
-        attrs = dict(node.attrs)
-        if node.op == "Clip":
-            for i, key in ((1, "min"), (2, "max")):
-                if i < len(node.inputs) and isinstance(node.inputs[i], gs.Constant):
-                    attrs[key] = float(np.asarray(node.inputs[i].values).reshape(-1)[0])
-        ctx = Context(lambda i: pairs.pair_values(name, node, i), attrs, why, options.merge_approximate, options.merge_mode,
-                      options.fold_tolerance, ins, _gate_input(node, ins))
+        ctx = Context(lambda i: pairs.pair_values(name, node, i), _constant_attrs(node), why, approx,
+                      options.merge_approximate, options.merge_mode, options.fold_tolerance, ins,
+                      _gate_input(node, ins), True if carried is None else carried)
         out = rule([rel[node.inputs[i].name] for i in ins], ctx)
     for t in node.outputs:
-        rel[t.name] = out
+        member = next((m for m in node_members if m.tensor == t.name and m.input_index is None), None)
+        rel[t.name] = Relation(out.k, out.o, _both([carried, pairs.carried(member) if member else None]))
+
+
+def _constant_attrs(node: gs.Node) -> dict:
+    """The node's attributes, with Clip's bounds and Pad's value read from constant inputs (None if computed)."""
+    attrs = dict(node.attrs)
+    named = {"Clip": ((1, "min"), (2, "max")), "Pad": ((2, "value"),)}.get(node.op, ())
+    for i, key in named:
+        if i < len(node.inputs) and node.inputs[i].name:
+            t = node.inputs[i]
+            attrs[key] = float(np.asarray(t.values).reshape(-1)[0]) if isinstance(t, gs.Constant) else None
+    return attrs
+
+
+def _both(masks: list[np.ndarray | None]) -> np.ndarray | None:
+    """Pairs carried by every one of these tensors (None: no restriction)."""
+    masks = [m for m in masks if m is not None]
+    return np.logical_and.reduce(masks) if masks else None
+
+
+def _concat(rels: list[Relation], why: np.ndarray) -> Relation:
+    """Concat of several parts of the group: each pair takes the relation of the input carrying it.
+
+    A pair carried by two inputs along different paths (Concat(x, Relu(x))) has no one relation.
+    """
+    k, o = np.zeros(why.shape), np.zeros(why.shape)
+    seen, conflict = np.zeros(why.shape, bool), np.zeros(why.shape, bool)
+    for r in rels:
+        c = np.ones(why.shape, bool) if r.carried is None else r.carried
+        conflict |= seen & c & ~(np.isclose(k, r.k) & np.isclose(o, r.o))
+        k, o = np.where(c & ~seen, r.k, k), np.where(c & ~seen, r.o, o)
+        seen |= c
+    why[(why == OK) & conflict] = SPLIT_PATHS
+    return Relation(k, o, seen)
 
 
 def _gate_input(node: gs.Node, ins: list[int]) -> int | None:
@@ -303,8 +375,8 @@ def _gate_input(node: gs.Node, ins: list[int]) -> int | None:
     return None
 
 
-def _consumer_relation(node: gs.Node, member: Member, rel, pairs: _Pairs, why) -> Relation:
-    """The relation at a consumer's input; refuse pairs it cannot take (visibility, no bias)."""
+def _consumer_relation(node: gs.Node, member: Member, rel, pairs: _Pairs, why, approx, options) -> Relation:
+    """The relation at a consumer's input; refuse pairs it cannot take (visibility, paths, bias, borders)."""
     data = node.inputs[0].name
     if data not in rel:
         why[why == OK] = NO_RULE
@@ -312,11 +384,18 @@ def _consumer_relation(node: gs.Node, member: Member, rel, pairs: _Pairs, why) -
     f = rel[data]
     counts = np.bincount(pairs.analysis.positions(member, pairs.g)[1], minlength=pairs.g.channels)
     cn, cm = counts[pairs.removed][:, None], counts[pairs.cand][None, :]
+    if f.carried is not None:
+        why[(why == OK) & ~f.carried & (cn > 0)] = SPLIT_PATHS
     hidden = (cn > 0) & (cn != cm)
     hidden[:, -1] = False
     why[(why == OK) & hidden] = NOT_VISIBLE
+    offset = ~is_zero(f.o, f.k)
     if node.op == "MatMul" or (node.op == "Gemm" and float(node.attrs.get("beta", 1.0)) == 0):
-        why[(why == OK) & (f.o != 0)] = NO_BIAS
+        why[(why == OK) & offset] = NO_BIAS
+    elif node.op == "ConvTranspose":  # each output receives only some taps of the offset
+        mark_inexact(why, approx, offset, UNEVEN, f.k, options.merge_approximate)
+    elif node.op == "Conv" and _pads(node):  # padded zeros meet the offset at the borders
+        mark_inexact(why, approx, offset, BORDER, f.k, options.merge_approximate)
     return f
 
 
@@ -335,7 +414,7 @@ def _pads(node: gs.Node) -> bool:
 def apply_weight_updates(comp: Compensation) -> None:
     """Apply the updates not applied yet to the consumers' weights and biases (bias-less ones: comp.new_bias)."""
     for u in comp.updates[comp.applied:]:
-        w = u.node.inputs[1]
+        w = own_constant(u.node, 1)
         values = np.array(w.values)  # a writable copy in the weight's own type
         axis = u.member.axis
         out_axis = _output_axis(u.node, values.ndim, axis)
@@ -350,11 +429,28 @@ def apply_weight_updates(comp: Compensation) -> None:
                 target[axis] = dst
                 values[tuple(target)] += (scale * block).astype(values.dtype)
             if residual != 0:
-                delta_bias += residual * block.sum(axis=others, dtype=np.float64)
+                delta_bias += residual * _offset_gain(u.node) * block.sum(axis=others, dtype=np.float64)
         w.values = values
         if delta_bias.any():
             add_bias(u.node, delta_bias, comp.new_bias)
     comp.applied = len(comp.updates)
+
+
+def own_constant(node: gs.Node, index: int) -> gs.Constant:
+    """The node's constant input, copied first if other nodes read it too (each gets its own update)."""
+    t = node.inputs[index]
+    if any(user is not node for user in t.outputs):
+        t = gs.Constant(f"{t.name}_for_{node.outputs[0].name}", np.array(t.values))  # output names are unique
+        node.inputs[index] = t
+    return t
+
+
+def _offset_gain(node: gs.Node) -> float:
+    """How much of a constant input's kernel sum reaches an output on average: 1 / prod(strides) under a
+    ConvTranspose (each output receives only its phase's taps), 1 elsewhere."""
+    if node.op == "ConvTranspose":
+        return 1.0 / float(np.prod(node.attrs.get("strides", [1])))
+    return 1.0
 
 
 def _output_axis(node: gs.Node, ndim: int, input_axis: int) -> int:
@@ -370,6 +466,8 @@ def add_bias(node: gs.Node, delta: np.ndarray, new_bias: dict[int, np.ndarray]) 
     if node.op == "Gemm":
         delta = delta * float(node.attrs.get("alpha", 1.0)) / float(node.attrs.get("beta", 1.0))
     bias = node.inputs[2] if len(node.inputs) > 2 else None
+    if isinstance(bias, gs.Constant):
+        bias = own_constant(node, 2)
     if isinstance(bias, gs.Constant) and bias.values.size == delta.size:
         bias.values = (np.asarray(bias.values, np.float64) + delta.reshape(bias.values.shape)).astype(bias.values.dtype)
     elif bias is None or not bias.name or (isinstance(bias, gs.Constant) and bias.values.size == 1):

@@ -27,7 +27,7 @@ from ..errors import OnnxPruneError
 from ..loading import Prepared
 from ..scoring.slices import zeroed
 from ..selection.lasso import lasso_keep
-from .merging import Compensation, MergeOptions, add_bias
+from .merging import Compensation, MergeOptions, add_bias, own_constant
 
 MAX_FEATURES = 8192  # [features+1]^2 float64 statistics per consumer: 512 MiB at this size
 RCOND = 1e-10  # eigenvalues of the statistics below this share of the largest count as zero
@@ -197,9 +197,7 @@ def _consumers(g: Group, by_name: dict[str, gs.Node]) -> list[_Consumer]:
         view = linear_view(node, m)
         if isinstance(view, LinearView) and view.features > MAX_FEATURES:
             view = f"{view.features} input features (more than {MAX_FEATURES})"
-        w = node.inputs[1]
-        if len(w.outputs) > 1:  # a weight shared with another node: this one gets its own copy
-            node.inputs[1] = gs.Constant(f"{w.name}_{m.node}", np.array(w.values))
+        own_constant(node, 1)  # a weight shared with another node: this one gets its own copy
         out.append(_Consumer(node, m, view if isinstance(view, LinearView) else None,
                              None if isinstance(view, LinearView) else view))
     return out

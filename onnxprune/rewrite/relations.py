@@ -13,23 +13,51 @@ import numpy as np
 from scipy.special import erf
 
 # why a pair (n, m) cannot be merged; 0 = it can
-OK, LOW_SIMILARITY, NEGATIVE_SCALE, NO_RULE, APPROXIMATE_OFF, SCALES_DISAGREE, NOT_VISIBLE, DEAD_TARGET, \
+OK, LOW_SIMILARITY, NEGATIVE_SCALE, NO_RULE, SPLIT_PATHS, SCALES_DISAGREE, NOT_VISIBLE, DEAD_TARGET, \
     NO_BIAS, GROUPED = range(10)
 REASONS = {
     LOW_SIMILARITY: "no kept filter similar enough", NEGATIVE_SCALE: "scale <= 0 through an activation",
-    NO_RULE: "an op on the way has no merge rule", APPROXIMATE_OFF: "a non-homogeneous activation on the way "
-    "(allow with --merge-approximate)", SCALES_DISAGREE: "the group's producers disagree on the scale",
+    NO_RULE: "an op on the way has no merge rule", SPLIT_PATHS: "the two channels reach the consumer along "
+    "different paths (Split ... Concat)", SCALES_DISAGREE: "the group's producers disagree on the scale",
     NOT_VISIBLE: "a consumer sees the channel but not its match", DEAD_TARGET: "the match is a dead channel",
     NO_BIAS: "a consumer has no bias to take the residual", GROUPED: "a grouped convolution in the group",
 }
 
+# why a merge or fold is approximate; 0 = exact. Structural ones (the path cannot carry the relation
+# exactly) refuse merges unless --merge-approximate; a refusal's code is NOT_EXACT + the reason's code.
+SIMILARITY, OFFSET, NON_HOMOGENEOUS, PAD_CONSTANT, BORDER, UNEVEN, SCALES, PAPER, FOLD_TOLERANCE, \
+    SLOPES = range(1, 11)
+APPROXIMATE = {
+    SIMILARITY: "the filters are not exact multiples", OFFSET: "a nonzero offset through a positive-homogeneous "
+    "activation (Relu, LeakyRelu, PRelu)", NON_HOMOGENEOUS: "a non-homogeneous "
+    "activation on the way", PAD_CONSTANT: "a Pad constant at which the relation does not hold",
+    BORDER: "zero-padded borders: exact only away from them", UNEVEN: "a ConvTranspose consumer: the "
+    "constant reaches its outputs unevenly (its mean is folded)", SCALES: "the producers' scales differ "
+    "(within 5%)", PAPER: "the authors' BatchNorm factor (--merge-mode paper)", FOLD_TOLERANCE: "a near-zero "
+    "filter or gamma folded (--fold-tolerance)", SLOPES: "PRelu slopes differ",
+}
+STRUCTURAL = {OFFSET, NON_HOMOGENEOUS, PAD_CONSTANT, BORDER, UNEVEN, SLOPES}
+NOT_EXACT = 32
+REASONS.update({NOT_EXACT + c: f"not exact: {t} (allow with --merge-approximate)" for c, t in APPROXIMATE.items()})
+ZERO = 1e-6  # an offset this small (relative to 1 + |k|) is float noise: exact multiples in float32 leave it
+
+
+def is_zero(o: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """Offsets that are zero up to float32 rounding of exact multiples."""
+    return np.abs(o) <= ZERO * (1 + np.abs(k))
+
 
 @dataclass
 class Relation:
-    """a_n = k * a_m + o for every (removed n, candidate m) pair of a group: arrays [removed, candidates]."""
+    """a_n = k * a_m + o for every (removed n, candidate m) pair of a group: arrays [removed, candidates].
+
+    `carried` marks the pairs whose two channels both travel in this tensor (None: every pair); a Split
+    part or a Slice carries only its own channels, and a Concat joins the pairs of its inputs.
+    """
 
     k: np.ndarray
     o: np.ndarray
+    carried: np.ndarray | None = None
 
 
 @dataclass
@@ -39,14 +67,28 @@ class Context:
     channel_values: Callable[[int], np.ndarray | None]  # input index -> [removed, candidates, 2] (n, m)
     attrs: dict
     why: np.ndarray  # [removed, candidates] int codes, updated in place
+    approx: np.ndarray  # [removed, candidates] approximation codes, updated in place
     approximate: bool
     bn_mode: str
     fold_tolerance: float
     inputs_in_group: list[int]
     gate_input: int | None = None  # Mul: the input that is a sigmoid of the other one (SiLU / HardSwish)
+    carried: np.ndarray | bool = True  # the pairs this op sees: refusals and approximations apply to them alone
 
     def refuse(self, where: np.ndarray, code: int) -> None:
-        self.why[(self.why == OK) & where] = code
+        self.why[(self.why == OK) & where & self.carried] = code
+
+    def inexact(self, where: np.ndarray, code: int, k: np.ndarray) -> None:
+        mark_inexact(self.why, self.approx, where & self.carried, code, k, self.approximate)
+
+
+def mark_inexact(why: np.ndarray, approx: np.ndarray, where: np.ndarray, code: int, k: np.ndarray,
+                 allowed: bool) -> None:
+    """Pairs carried only approximately: a structural reason refuses merges (k != 0) unless approximations
+    are `allowed`; folds (k = 0) go on, marked, since dropping the constant changes every output."""
+    if code in STRUCTURAL and not allowed:
+        why[(why == OK) & where & (k != 0)] = NOT_EXACT + code
+    approx[(approx == 0) & (why == OK) & where] = code
 
 
 def _pass(rel: list[Relation], ctx: Context) -> Relation:
@@ -84,30 +126,30 @@ def _activation(op: str) -> Callable[[list[Relation], Context], Relation]:
     f = ACTIVATIONS[op]
 
     def rule(rel: list[Relation], ctx: Context) -> Relation:
+        if None in (ctx.attrs.get("min", 0), ctx.attrs.get("max", 0)):  # Clip bounds computed at run time
+            return _refuse_all(rel, ctx)
         k, o = rel[0].k, rel[0].o
         const = k == 0
-        homogeneous = op in POSITIVE_HOMOGENEOUS
-        if homogeneous:
-            ctx.refuse(~const & (k < 0), NEGATIVE_SCALE)
-        else:
-            ctx.refuse(~const & ~np.full(k.shape, ctx.approximate), APPROXIMATE_OFF)
-            ctx.refuse(~const & (k < 0), NEGATIVE_SCALE)
-        # constants map exactly; otherwise f(k a + o) ~ k f(a): the offset is dropped (exact when o = 0)
+        ctx.refuse(~const & (k < 0), NEGATIVE_SCALE)
+        if op in POSITIVE_HOMOGENEOUS:  # f(k a + o) = k f(a) for k > 0 only when o = 0
+            ctx.inexact(~const & ~is_zero(o, k), OFFSET, k)
+        else:  # f(a) = f(a): exact for k = 1, o = 0 alone
+            ctx.inexact(~const & ~(np.isclose(k, 1.0, rtol=ZERO, atol=0) & is_zero(o, k)), NON_HOMOGENEOUS, k)
         return Relation(k, np.where(const, f(o, ctx.attrs), 0.0))
 
     return rule
 
 
 def _prelu(rel: list[Relation], ctx: Context) -> Relation:
-    """PRelu: positive-homogeneous per channel; exact when n and m share the slope."""
+    """PRelu: positive-homogeneous per channel; exact when n and m share the slope and o = 0."""
     k, o = rel[0].k, rel[0].o
     slope = ctx.channel_values(1)
     if slope is None:
         return _refuse_all(rel, ctx)
     const = k == 0
     ctx.refuse(~const & (k < 0), NEGATIVE_SCALE)
-    if not ctx.approximate:
-        ctx.refuse(~const & ~np.isclose(slope[..., 0], slope[..., 1]), APPROXIMATE_OFF)
+    ctx.inexact(~const & ~np.isclose(slope[..., 0], slope[..., 1]), SLOPES, k)
+    ctx.inexact(~const & ~is_zero(o, k), OFFSET, k)
     return Relation(k, np.where(const, np.where(o >= 0, o, slope[..., 0] * o), 0.0))
 
 
@@ -117,9 +159,33 @@ def _refuse_all(rel: list[Relation], ctx: Context) -> Relation:
 
 
 def _max_like(rel: list[Relation], ctx: Context) -> Relation:
-    """Order statistics (MaxPool, ReduceMax): max(k a + o) = k max(a) + o for k > 0."""
+    """Order statistics (MaxPool, ReduceMax): max(k a + o) = k max(a) + o for k > 0 (pads are -inf)."""
     ctx.refuse(rel[0].k < 0, NEGATIVE_SCALE)
     return rel[0]
+
+
+def _pad(rel: list[Relation], ctx: Context) -> Relation:
+    """Edge, reflect and wrap pads copy values; a constant c keeps a_n = k a_m + o only where c = k c + o."""
+    r = rel[0]
+    if ctx.attrs.get("mode", "constant") != "constant":
+        return r
+    c = ctx.channel_values(2)
+    if c is None and ctx.attrs.get("value", 0.0) is None:  # a computed pad value
+        return _refuse_all(rel, ctx)
+    c = np.full(r.k.shape, float(ctx.attrs.get("value", 0.0))) if c is None else c[..., 0]
+    holds = np.isclose(c, r.k * c + r.o, rtol=ZERO, atol=ZERO)
+    ctx.inexact(~holds, BORDER if not np.any(c) else PAD_CONSTANT, r.k)
+    return r
+
+
+def _average_pool(rel: list[Relation], ctx: Context) -> Relation:
+    """An average over the window is affine; zero pads counted in it meet the offset like a zero Pad."""
+    r = rel[0]
+    pads = ctx.attrs.get("pads")
+    padded = bool(pads and any(pads)) or ctx.attrs.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID")
+    if padded and ctx.attrs.get("count_include_pad", 0):
+        ctx.inexact(~is_zero(r.o, r.k), BORDER, r.k)
+    return r
 
 
 def _batch_norm(rel: list[Relation], ctx: Context) -> Relation:
@@ -130,12 +196,15 @@ def _batch_norm(rel: list[Relation], ctx: Context) -> Relation:
     sigma = np.sqrt(var + eps)
     g = gamma / sigma  # [r, c, 2]
     if ctx.fold_tolerance > 0:
-        gamma = np.where(np.abs(g) <= ctx.fold_tolerance * np.abs(g).max(), 0.0, gamma)
+        snapped = (np.abs(g) <= ctx.fold_tolerance * np.abs(g).max()) & (gamma != 0)
+        ctx.inexact(snapped[..., 0], FOLD_TOLERANCE, np.zeros_like(k))
+        gamma = np.where(snapped, 0.0, gamma)
     gn, gm = gamma[..., 0], gamma[..., 1]
     ctx.refuse((gm == 0) & (k != 0), DEAD_TARGET)
     with np.errstate(divide="ignore", invalid="ignore"):
         if ctx.bn_mode == "paper":  # the sigma ratio inverted, with variance for standard deviation
             new_k = k * (gn / gm) * ((var[..., 0] + eps) / (var[..., 1] + eps))
+            ctx.inexact((k != 0) & ~np.isclose(var[..., 0], var[..., 1]), PAPER, k)
         else:
             new_k = k * (gn / gm) * (sigma[..., 1] / sigma[..., 0])
     new_k = np.where(k == 0, 0.0, np.nan_to_num(new_k))
@@ -151,6 +220,7 @@ def _sum(rel: list[Relation], ctx: Context) -> Relation:
     k = np.mean([r.k for r in rel], axis=0)
     for r in rel:
         ctx.refuse(~np.isclose(r.k, k, rtol=SCALE_TOLERANCE, atol=1e-12), SCALES_DISAGREE)
+        ctx.inexact(~np.isclose(r.k, k, rtol=ZERO, atol=0), SCALES, k)
     return Relation(k, np.sum([r.o for r in rel], axis=0))
 
 
@@ -162,9 +232,9 @@ def _product(rel: list[Relation], ctx: Context) -> Relation:
         ctx.refuse(~both_const, NO_RULE)
         return constant
     x = rel[1 - ctx.gate_input]
-    if not ctx.approximate:
-        ctx.refuse(~both_const, APPROXIMATE_OFF)
     ctx.refuse(~both_const & (x.k < 0), NEGATIVE_SCALE)
+    identical = np.isclose(x.k, 1.0, rtol=ZERO, atol=0) & is_zero(x.o, x.k)  # x sigmoid(x) = x sigmoid(x)
+    ctx.inexact(~both_const & ~identical, NON_HOMOGENEOUS, x.k)
     return Relation(np.where(both_const, 0.0, x.k), np.where(both_const, constant.o, 0.0))
 
 
@@ -195,10 +265,10 @@ def _arithmetic(op: str) -> Callable[[list[Relation], Context], Relation]:
 
 
 LINEAR = ("Identity", "Dropout", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Transpose", "Concat", "Split",
-          "Slice", "AveragePool", "GlobalAveragePool", "Pad", "Resize", "Upsample", "ReduceMean", "Expand", "Tile")
+          "Slice", "GlobalAveragePool", "Resize", "Upsample", "ReduceMean", "Expand", "Tile")
 RULES: dict[str, Callable[[list[Relation], Context], Relation]] = {
     **{op: _pass for op in LINEAR},
     **{op: _activation(op) for op in ACTIVATIONS},
-    "PRelu": _prelu, "MaxPool": _max_like, "GlobalMaxPool": _max_like, "ReduceMax": _max_like,
+    "PRelu": _prelu, "Pad": _pad, "AveragePool": _average_pool, "MaxPool": _max_like, "GlobalMaxPool": _max_like, "ReduceMax": _max_like,
     "BatchNormalization": _batch_norm, **{op: _arithmetic(op) for op in ("Add", "Sub", "Mul", "Div", "Sum")},
 }
