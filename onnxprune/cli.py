@@ -140,7 +140,10 @@ def _inputs(args: argparse.Namespace, dims: dict[str, tuple[int, ...]] | None = 
                   random_batches=args.random_batches, seed=args.seed)
 
 
-def _batches(text: str) -> tuple[int, ...]:
+def _batches(text: str | None) -> tuple[int, ...]:
+    """Batch sizes from --batch; none given: () for the model's own."""
+    if text is None:
+        return ()
     try:
         batches = tuple(int(b) for b in text.split(","))
     except ValueError:
@@ -238,7 +241,8 @@ def _add_gate(p: argparse.ArgumentParser) -> None:
 
 
 def _add_timing(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--batch", default="1", metavar="B1,B2", help="batch sizes to time (default 1)")
+    p.add_argument("--batch", metavar="B1,B2",
+                   help="batch sizes to time (default: the model's static batch, else 1)")
     p.add_argument("--warmup", type=int, default=10, metavar="N", help="untimed runs per model first (default 10)")
     p.add_argument("--runs", type=int, default=50, metavar="N", help="timed runs per model (default 50)")
 

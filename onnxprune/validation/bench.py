@@ -6,6 +6,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..errors import OnnxPruneError
 from .feeds import input_dims, random_inputs, session_inputs
 from .providers import Session, open_session, runtime
 from .validate import ModelBytes
@@ -33,15 +34,25 @@ def stats(times_s: list[float], batch: int) -> dict:
             "mean_ms": float(t.mean()), "throughput": batch * 1000 / median if median > 0 else float("inf")}
 
 
-def bench(models: list[ModelBytes], batches: tuple[int, ...] = (1,), warmup: int = 10, runs: int = 50,
+def own_batch(specs) -> int:
+    """The model's static batch size (its first input's first dim), else 1."""
+    declared = next((d for _, d in specs if d), None)
+    return declared[0] if declared and isinstance(declared[0], int) and declared[0] > 0 else 1
+
+
+def bench(models: list[ModelBytes], batches: tuple[int, ...] = (), warmup: int = 10, runs: int = 50,
           provider: str = "auto", threads: int | None = None,
           shapes: dict[str, tuple[int, ...]] | None = None) -> dict:
     """Time each model at each batch size; runs alternate between the models so drift hits both alike.
 
-    With two models, `speedup` is the first's median latency over the second's.
+    With two models, `speedup` is the first's median latency over the second's. No batch sizes: the
+    model's own (its static batch, else 1).
     """
+    if runs < 1 or warmup < 0:
+        raise OnnxPruneError(f"--runs must be at least 1 and --warmup at least 0 (got {runs} and {warmup})")
     sessions = [open_session(m, provider, threads) for m in models]
     specs, dtypes = session_inputs(sessions[0].session)
+    batches = batches or (own_batch(specs),)
     out = {"provider": sessions[0].provider, "threads": sessions[0].threads, "warmup": warmup, "runs": runs,
            "batches": {}}
     if sessions[0].note:
