@@ -179,10 +179,11 @@ def merge_variant(model: onnx.ModelProto, gid: str, n: int, m: int, scale: float
     return export(prep)
 
 
-def check_merge_exact(model: onnx.ModelProto, gid: str, n: int, rtol: float = 1e-5, shapes=None,
+def check_merge_exact(model: onnx.ModelProto, gid: str, n: int | list[int], rtol: float = 1e-5, shapes=None,
                       atol: float = 1e-6, into: int | None = None, **options) -> dict:
-    """Remove channel n of group `gid` alone with compensate="merge"; where the report claims the
-    compensation exact, assert every output matches the model's (tolerance as check_dead_channels).
+    """Remove channel n of group `gid` alone (or the channels of a list n) with compensate="merge";
+    where the report claims every removed channel's compensation exact, assert every output matches
+    the model's (tolerance as check_dead_channels).
 
     `into`: the kept channel n was made a multiple of (see merge_claim), None for a constant channel.
     Returns {"outcome": the group's to_json(), "claimed": bool, "because": str, "error": float | None}.
@@ -192,11 +193,14 @@ def check_merge_exact(model: onnx.ModelProto, gid: str, n: int, rtol: float = 1e
 
     prep = prepare(model)
     analysis = build_analysis(prep, shapes)
-    plan = make_plan(analysis, {gid: [n]})
+    removed = [n] if isinstance(n, (int, np.integer)) else list(n)
+    plan = make_plan(analysis, {gid: removed})
     r = run_pipeline(prepare(model), shapes, plan=plan,
                      merge=MergeOptions.from_keywords(**{"compensate": "merge", **options}))
     outcome = r.compensation.outcomes[gid].to_json()
-    claimed, because = merge_claim(outcome, n, into)
+    claims = [merge_claim(outcome, c, into) for c in removed]
+    claimed = all(c for c, _ in claims)
+    because = "; ".join(b for _, b in claims if b)
     result = {"outcome": outcome, "claimed": claimed, "because": because, "error": None}
     if not claimed:
         return result

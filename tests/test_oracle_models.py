@@ -71,3 +71,49 @@ def test_pp_ocr_rec_freezes_only_what_mixes_channels() -> None:
     assert len(analysis.prunable) >= 20
     assert "reduces over the channel axis" in reasons and "Softmax" in reasons
     assert "unknown rank" not in reasons and "not traceable" not in reasons
+
+
+EXPORTS = sorted((ROOT / "models" / "yolo").glob("*.onnx")) + sorted((ROOT / "models" / "keras").glob("*.onnx"))
+# What may still freeze in them, and why (docs/coverage.md): the class/box heads that reach the output,
+# YOLO's DFL (a Reshape that splits the box channels into 4 x 16 bins, then Softmax over the bins),
+# YOLO11's C2PSA attention (heads split by a Reshape, the MatMul of two activations, its depthwise
+# positional conv), the class scores concatenated into the output, and Keras' softmax classifier.
+EXPORT_FREEZES = ("reaches graph output", "Softmax", "splits or reorders the channel axis",
+                  "is not an activation times a constant matrix", "Concat", "may carry channels nobody slices",
+                  "can drop only whole groups")
+
+
+def test_yolo_and_keras_exports_present() -> None:
+    names = " ".join(p.name for p in EXPORTS)
+    assert all(k in names for k in ("yolov8n", "yolo11n", "mobilenet_v2", "efficientnet_b0", "conv1d")), names
+
+
+@pytest.mark.parametrize("subset", ["random", "all_but_one"])
+@pytest.mark.parametrize("path", EXPORTS, ids=[p.stem for p in EXPORTS])
+def test_yolo_and_keras(path: Path, subset: str) -> None:
+    _oracle(onnx.load(path), subset)
+
+
+@pytest.mark.parametrize("path", EXPORTS, ids=[p.stem for p in EXPORTS])
+def test_yolo_and_keras_coverage(path: Path) -> None:
+    analysis = analyze(path)
+    frozen = [r for g in analysis.groups if not g.prunable for r in g.reasons]
+    assert prunable_macs_share(analysis) > 0.9 and len(analysis.prunable) >= 0.8 * len(analysis.groups)
+    assert all(any(a in r for a in EXPORT_FREEZES) for r in frozen), frozen
+
+
+@pytest.mark.parametrize("ratio", ["0.3", "0.5"])
+@pytest.mark.parametrize("path", EXPORTS, ids=[p.stem for p in EXPORTS])
+def test_yolo_and_keras_prune_and_validate(path: Path, ratio: str, tmp: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    out, report = tmp / "pruned.onnx", tmp / "report.json"
+    r = subprocess.run([sys.executable, "-m", "onnxprune", "prune", str(path), "-o", str(out), "--ratio", ratio,
+                        "--round-to", "8", "--validate", "--runs", "3", "--warmup", "1", "--report", str(report)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    total = json.loads(report.read_text())["total"]
+    assert total["macs_removed"] > 0.15
+    onnx.checker.check_model(onnx.load(out), full_check=True)

@@ -2,7 +2,8 @@
 
     python tools/coverage.py > docs/coverage.md
 
-Reads models/torchvision/*.onnx and models/third_party/rapidocr/*.onnx (tools/fetch_models.py).
+Reads models/torchvision/*.onnx, models/yolo/*.onnx, models/keras/*.onnx and
+models/third_party/rapidocr/*.onnx (tools/fetch_models.py).
 """
 from __future__ import annotations
 
@@ -37,8 +38,9 @@ def row(path: Path, shapes=None) -> str:
 def main() -> None:
     print("| model | groups | prunable | prunable MACs | frozen by (groups) |")
     print("|---|---:|---:|---:|---|")
-    for path in sorted((ROOT / "models" / "torchvision").glob("*.onnx")):
-        print(row(path))
+    for folder in ("torchvision", "yolo", "keras"):
+        for path in sorted((ROOT / "models" / folder).glob("*.onnx")):
+            print(row(path))
     for path in sorted((ROOT / "models" / "third_party" / "rapidocr").glob("*.onnx")):
         kind = next(k for k in OCR_SHAPES if f"_{k}_" in path.name)
         print(row(path, {"x": OCR_SHAPES[kind]}))

@@ -213,17 +213,18 @@ def _group(prep, analysis, g, removed, options, by_name, order, updates, gone) -
         node, roles = by_name[name], {m.role for m in members[name]}
         if node.op in ("Conv", "ConvTranspose") and int(node.attrs.get("group", 1)) > 1:
             why[why == OK] = GROUPED
+        reads = next((m for m in members[name] if m.role == CONSUMER and m.kind == "weight"), None)
+        if reads is not None:  # a consumer (a producer too, when its outputs join the group it reads)
+            consumers.append((node, reads))
+            finals.append(_consumer_relation(node, reads, rel, pairs, why, approx, options))
         if PRODUCER in roles:
             sim, relation, constant = _producer(pairs, members[name], options)
             sims.append(sim)
             why[(why == OK) & ~constant[:, None] & (np.arange(len(cand)) == len(cand) - 1)] = LOW_SIMILARITY
-            weight = next(m for m in members[name] if m.kind == "weight")
+            weight = _producer_weight(members[name])
             for t in node.outputs[:1]:
                 rel[t.name] = Relation(relation.k, relation.o, pairs.carried(weight))
-        elif CONSUMER in roles:
-            consumers.append((node, next(m for m in members[name] if m.role == CONSUMER and m.kind == "weight")))
-            finals.append(_consumer_relation(node, consumers[-1][1], rel, pairs, why, approx, options))
-        else:
+        elif reads is None:
             _pass_through(node, name, members[name], rel, pairs, why, approx, options, outcome)
         for t in node.inputs:
             readers[t.name] -= 1
@@ -285,12 +286,19 @@ def _record(folded: bool, into: int, approx: int, sim: float) -> dict:
     return record
 
 
+def _producer_weight(members: list[Member]) -> Member:
+    """The weight member whose rows are the node's output channels (a grouped conv, whose units couple
+    inputs to outputs, has only its input side; merging refuses it as grouped anyway)."""
+    return next((m for m in members if m.role == PRODUCER and m.kind == "weight"), None) or \
+        next(m for m in members if m.kind == "weight")
+
+
 def _producer(pairs: _Pairs, members: list[Member], options: MergeOptions):
     """(similarity, relation, constant): cosine of [filter | bias] rows, scale s and residual b_n - s b_m.
 
     `constant` marks removed channels whose filter is zero: their output is the bias alone.
     """
-    weight = next(m for m in members if m.kind == "weight")
+    weight = _producer_weight(members)
     w = pairs.per_channel(weight)
     bias_m = next((m for m in members if m.kind == "bias"), None)
     b = pairs.per_channel(bias_m).mean(axis=1) if bias_m is not None else np.zeros(len(w))

@@ -257,7 +257,7 @@ def _arithmetic(op: str) -> Callable[[list[Relation], Context], Relation]:
             return Relation(r.k, r.o + c[..., 0] - r.k * c[..., 1])
         cn, cm = (c[..., 0], c[..., 1]) if op == "Mul" else (1.0 / c[..., 0], 1.0 / c[..., 1])
         ctx.refuse((cm == 0) & (r.k != 0), DEAD_TARGET)
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             k = np.where(r.k == 0, 0.0, np.nan_to_num(r.k * cn / cm))
         return Relation(k, r.o * cn)
 
