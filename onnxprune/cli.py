@@ -252,12 +252,14 @@ def _add_merge_flags(r: argparse.ArgumentParser, title: str, calibrated: bool = 
     c = r.add_argument_group(title)
     modes = ["merge", "fold", "reconstruct", "none"] if calibrated else ["merge", "fold", "none"]
     c.add_argument("--compensate", choices=modes,
-                   help="merge: fold each removed filter into a similar kept one's consumers, and constant "
-                        "channels into their biases; fold: constant channels only; "
+                   help="merge: fold each removed filter into the consumers of a kept one it is an exact "
+                        "multiple of (any similar one with --merge-approximate), and constant channels into "
+                        "their biases; fold: constant channels only; "
                         + ("reconstruct: re-fit the consumers by least squares on --calib data; " if calibrated else "")
                         + "none: plain pruning (default merge; reconstruct with --criterion lasso)")
     c.add_argument("--merge-threshold", type=float, metavar="T",
-                   help="minimum cosine similarity of [filter | bias] for a merge (default 0.3)")
+                   help="with --merge-approximate: minimum cosine similarity of [filter | bias] for a merge "
+                        "(default 0.3)")
     c.add_argument("--merge-lambda", type=float, metavar="L",
                    help="rank matches by L * cosine distance + (1 - L) * normalised bias residual (default 0.85)")
     c.add_argument("--merge-mode", choices=["exact", "paper"],
@@ -266,7 +268,8 @@ def _add_merge_flags(r: argparse.ArgumentParser, title: str, calibrated: bool = 
                    help="match each group on its original filters (the authors' code) or on the filters left "
                         "after earlier groups' merges and removals (default original)")
     c.add_argument("--merge-approximate", action="store_true", default=None,
-                   help="also merge through SiLU, HardSwish, Sigmoid, GELU... (not exact; reported)")
+                   help="also make merges that are not exact: similar (not proportional) filters, offsets "
+                        "through Relu, SiLU/GELU..., padded borders (each reported approximate, with the reason)")
     c.add_argument("--fold-tolerance", type=float, metavar="F",
                    help="treat channels with |gamma|/sigma (or filter norm) <= F x the layer's max as constant "
                         "(default 0)")

@@ -210,9 +210,12 @@ def test_nonhomogeneous_activation_needs_the_flag_unless_the_channels_are_equal(
 
 def test_low_similarity_is_only_pruned() -> None:
     model = _conv_conv1x1()
-    _, outcome = _prune(model, {"conv1": [5]}, merge_threshold=0.999)
+    _, outcome = _prune(model, {"conv1": [5]}, merge_threshold=0.999, merge_approximate=True)
     assert outcome["conv1"] == {"merged": 0, "folded": 0, "pruned_only": 1,
                                 "pruned_because": {"no kept filter similar enough": 1}}  # no channel record
+    _, outcome = _prune(model, {"conv1": [5]})  # without approximations only exact multiples merge
+    assert outcome["conv1"]["pruned_because"] == {"no kept filter is an exact multiple (approximate merges need "
+                                                  "--merge-approximate)": 1}
 
 
 def test_prune_api_reports_compensation_and_refuses_bad_options(tmp_path) -> None:

@@ -24,6 +24,7 @@ from .relations import (APPROXIMATE, BORDER, GROUPED, LOW_SIMILARITY, NO_BIAS, N
                         REASONS, RULES, SIMILARITY, SPLIT_PATHS, UNEVEN, Context, Relation, is_zero, mark_inexact)
 
 EXACT_COSINE = 1 - 1e-9  # filters that are exact multiples in float32 have a cosine within 1e-14 of 1
+NOT_A_MULTIPLE = "no kept filter is an exact multiple (approximate merges need --merge-approximate)"
 
 MODES = ("merge", "fold", "reconstruct", "none")
 BN_MODES = ("exact", "paper")
@@ -38,7 +39,7 @@ class MergeOptions:
     merge_threshold: float = 0.3  # minimum cosine similarity of [filter | bias]; 0.3 beat 0.45 in docs/neuron_merging.md
     merge_lambda: float = 0.85  # ranking weight of the cosine distance against the normalised bias residual
     merge_mode: str = "exact"  # BatchNorm factor: exact, or the authors' released code's
-    merge_approximate: bool = False  # merge through SiLU, HardSwish, Sigmoid, GELU... (not exact)
+    merge_approximate: bool = False  # also merges that are not exact (similar filters, offsets through Relu...)
     fold_tolerance: float = 0.0  # |gamma|/sigma (or a filter norm) this far below the layer's max counts as 0
     merge_order: str = "original"  # match on original rows (the authors' code) or on rows after earlier merges
 
@@ -231,14 +232,16 @@ def _group(prep, analysis, g, removed, options, by_name, order, updates, gone) -
             if readers[t.name] == 0:
                 rel.pop(t.name, None)
     sim = np.min(sims, axis=0) if sims else np.zeros(why.shape)
+    if options.merge_mode == "paper":  # the authors' code takes no residual into the bias
+        for f in finals:
+            mark_inexact(why, approx, ~is_zero(f.o, f.k), PAPER, f.k, options.merge_approximate)
     fold_ok = np.all([f.k == 0 for f in finals], axis=0) & (why == OK)
-    merge_ok = (why == OK) & (sim >= options.merge_threshold) & ~fold_ok
+    # without --merge-approximate only exact multiples merge; with it, anything above the threshold
+    threshold = options.merge_threshold if options.merge_approximate else EXACT_COSINE
+    merge_ok = (why == OK) & (sim >= threshold) & ~fold_ok
     merge_ok[:, -1] = False
     if options.compensate == "fold":
         merge_ok[:] = False
-    if options.merge_mode == "paper":  # the authors' code takes no residual into the bias
-        for f in finals:
-            mark_inexact(why, approx, ~is_zero(f.o, f.k), PAPER, f.k, True)
     residual = np.mean([np.abs(f.o) for f in finals], axis=0) if finals else np.zeros(why.shape)
     scale = max(float(residual[merge_ok].max()), 1e-12) if merge_ok.any() else 1.0
     cost = np.where(merge_ok, options.merge_lambda * (1 - sim) + (1 - options.merge_lambda) * residual / scale, np.inf)
@@ -255,7 +258,7 @@ def _group(prep, analysis, g, removed, options, by_name, order, updates, gone) -
             outcome.pruned += 1
             best = int(np.argmax(np.where(np.arange(len(cand)) < len(cand) - 1, sim[i], -1)))
             code = int(why[i, best]) or LOW_SIMILARITY
-            text = REASONS[code]
+            text = REASONS[code] if code != LOW_SIMILARITY or options.merge_approximate else NOT_A_MULTIPLE
             if code == NO_RULE and outcome.blocked_by:
                 text = f"no merge rule for {', '.join(outcome.blocked_by)}"
             outcome.reasons[text] += 1

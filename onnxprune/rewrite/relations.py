@@ -23,8 +23,8 @@ REASONS = {
     NO_BIAS: "a consumer has no bias to take the residual", GROUPED: "a grouped convolution in the group",
 }
 
-# why a merge or fold is approximate; 0 = exact. Structural ones (the path cannot carry the relation
-# exactly) refuse merges unless --merge-approximate; a refusal's code is NOT_EXACT + the reason's code.
+# why a merge or fold is approximate; 0 = exact. Each refuses merges unless --merge-approximate (a
+# refusal's code is NOT_EXACT + the reason's code); folds are made and marked.
 SIMILARITY, OFFSET, NON_HOMOGENEOUS, PAD_CONSTANT, BORDER, UNEVEN, SCALES, PAPER, FOLD_TOLERANCE, \
     SLOPES = range(1, 11)
 APPROXIMATE = {
@@ -36,7 +36,6 @@ APPROXIMATE = {
     "(within 5%)", PAPER: "the authors' BatchNorm factor (--merge-mode paper)", FOLD_TOLERANCE: "a near-zero "
     "filter or gamma folded (--fold-tolerance)", SLOPES: "PRelu slopes differ",
 }
-STRUCTURAL = {OFFSET, NON_HOMOGENEOUS, PAD_CONSTANT, BORDER, UNEVEN, SLOPES}
 NOT_EXACT = 32
 REASONS.update({NOT_EXACT + c: f"not exact: {t} (allow with --merge-approximate)" for c, t in APPROXIMATE.items()})
 ZERO = 1e-6  # an offset this small (relative to 1 + |k|) is float noise: exact multiples in float32 leave it
@@ -84,9 +83,9 @@ class Context:
 
 def mark_inexact(why: np.ndarray, approx: np.ndarray, where: np.ndarray, code: int, k: np.ndarray,
                  allowed: bool) -> None:
-    """Pairs carried only approximately: a structural reason refuses merges (k != 0) unless approximations
-    are `allowed`; folds (k = 0) go on, marked, since dropping the constant changes every output."""
-    if code in STRUCTURAL and not allowed:
+    """Pairs carried only approximately: merges (k != 0) are refused unless approximations are `allowed`;
+    folds (k = 0) go on, marked, since dropping the constant changes every output."""
+    if not allowed:
         why[(why == OK) & where & (k != 0)] = NOT_EXACT + code
     approx[(approx == 0) & (why == OK) & where] = code
 
