@@ -172,6 +172,14 @@ def check_dead_channel_property(model: onnx.ModelProto, draw) -> None:
         _dead(model, removed, f"all groups at once {removed}")
 
 
+def _plan_refusal(exc: OnnxPruneError, what: str, model) -> None:
+    """Count a documented refusal of a plan; any other refusal of a well-formed plan is a failure."""
+    if not any(s in str(exc) for s in PLAN_REFUSALS):
+        kind = "invalid model written" if any(s in str(exc) for s in NOT_LEGITIMATE) else "refused a valid plan"
+        raise FuzzFailure(kind, f"{what}: OnnxPruneError: {exc}", model) from None
+    MESSAGES[_normalise(str(exc))] += 1
+
+
 def _dead(model, removed, what) -> None:
     STATS["dead_channel_checks"] += 1
     try:
@@ -179,11 +187,8 @@ def _dead(model, removed, what) -> None:
     except AssertionError as exc:
         raise FuzzFailure("dead-channel oracle mismatch", f"{what}: {str(exc).splitlines()[0][:300]}", model) from None
     except OnnxPruneError as exc:
-        if any(s in str(exc) for s in PLAN_REFUSALS):
-            MESSAGES[_normalise(str(exc))] += 1
-            return
-        kind = "invalid model written" if any(s in str(exc) for s in NOT_LEGITIMATE) else "refused a valid plan"
-        raise FuzzFailure(kind, f"{what}: OnnxPruneError: {exc}", model) from None
+        _plan_refusal(exc, what, model)
+        return
     except Exception as exc:  # noqa: BLE001
         raise _internal(f"dead-channel prune ({what})", exc, model) from exc
 
@@ -252,11 +257,8 @@ def check_merge_property(model: onnx.ModelProto, draw) -> None:
         raise FuzzFailure("merge claimed exact but wrong", f"{what}: {str(exc)[:600]}", variant,
                           {"group_ops": ops, "merge_kind": kind, "equalize": equalize, "scale": scale}) from None
     except OnnxPruneError as exc:
-        if any(s in str(exc) for s in PLAN_REFUSALS):
-            MESSAGES[_normalise(str(exc))] += 1
-            return
-        kind_ = "invalid model written" if any(s in str(exc) for s in NOT_LEGITIMATE) else "refused a valid plan"
-        raise FuzzFailure(kind_, f"merge prune ({what}): OnnxPruneError: {exc}", variant) from None
+        _plan_refusal(exc, f"merge prune ({what})", variant)
+        return
     except Exception as exc:  # noqa: BLE001
         raise _internal(f"merge prune ({what})", exc, variant) from exc
     STATS["merge_claimed_exact"] += result["claimed"]
