@@ -423,3 +423,17 @@ def test_regression_merge_channel_read_only_by_a_conv_inside_its_group_is_not_fo
     model = b.model("split_conv_concat_add", handmade.X2D_SMALL)
     for n in (0, 1):
         oracle.check_merge_exact(model, "conv1", n)
+
+
+def test_regression_merge_channel_repeated_with_different_bn_parameters() -> None:
+    """Guards (found by the long fuzz): a channel concatenated twice meets a different BN scale on each
+    copy, so there is no one relation for it; merging averaged the copies' parameters and claimed exact
+    (max error 2.8e-2 on scale 0.58). conv1 (1->4) -> Relu -> Concat(h, conv2(h)) -> Concat(self, self)
+    -> BatchNormalization -> 1x1 head."""
+    b = handmade.Builder(9)
+    h = b.relu(b.conv("x", 1, 4, 1, bias=False))
+    cat = b.op("Concat", [h, b.conv(h, 4, 4, 1, bias=False)], axis=1)
+    b.head(b.bn(b.op("Concat", [cat, cat], axis=1), 16), 16, 3)
+    model = b.model("repeated_channel_bn", [1, 1, 8, 8], opset=11)
+    _merge_claims_hold(model, "conv1", 0, 1)
+    _merge_claims_hold(model, "conv1", 0, 1, equalize=True)

@@ -21,7 +21,7 @@ from ..errors import OnnxPruneError
 from ..loading import Prepared
 from ..scoring.slices import channel_matrix, zeroed
 from .relations import (APPROXIMATE, BORDER, GROUPED, LOW_SIMILARITY, NO_BIAS, NO_RULE, NOT_VISIBLE, OK, PAPER,
-                        REASONS, RULES, SIMILARITY, SPLIT_PATHS, UNEVEN, Context, Relation, is_zero, mark_inexact)
+                        REASONS, REPEATED, RULES, SIMILARITY, SPLIT_PATHS, UNEVEN, Context, Relation, is_zero, mark_inexact)
 
 EXACT_COSINE = 1 - 1e-9  # filters that are exact multiples in float32 have a cosine within 1e-14 of 1
 NOT_A_MULTIPLE = "no kept filter is an exact multiple (approximate merges need --merge-approximate)"
@@ -152,6 +152,7 @@ class _Pairs:
         self.tensors = prep.graph.tensors()
         self.params = {(m.node, m.input_index): m for m in g.members if m.input_index is not None}
         self.gone = gone
+        self.why: np.ndarray | None = None  # the group's refusal codes, set by _group
 
     def per_channel(self, member: Member) -> np.ndarray:
         """A parameter member as [channels, features] (removed input columns zeroed in sequential order)."""
@@ -178,13 +179,22 @@ class _Pairs:
         mask[:, -1] = present[self.removed]
         return mask
 
+    def _refuse_repeated(self, mixed: np.ndarray) -> None:
+        """A channel whose copies meet different parameters has no one relation: refuse its pairs."""
+        if mixed.any() and self.why is not None:
+            bad = mixed[self.removed][:, None] | mixed[self.cand][None, :]
+            bad[:, -1] = mixed[self.removed]
+            self.why[(self.why == OK) & bad] = REPEATED
+
     def pair_values(self, node_name: str, node: gs.Node, index: int) -> np.ndarray | None:
         """[removed, candidates, 2]: the input's value for channel n and for channel m."""
         if index >= len(node.inputs) or not isinstance(node.inputs[index], gs.Constant):
             return None
         member = self.params.get((node_name, index))
         if member is not None:
-            v = self.per_channel(member).mean(axis=1)
+            per = self.per_channel(member)
+            v = per.mean(axis=1)
+            self._refuse_repeated(~np.all(per == per[:, :1], axis=1))
         else:
             values = np.asarray(node.inputs[index].values, np.float64)
             if values.size != 1:
@@ -200,6 +210,7 @@ def _group(prep, analysis, g, removed, options, by_name, order, updates, gone) -
     cand = np.append(kept, kept[0])  # the last column stands for "n is a constant" (its m is irrelevant)
     pairs = _Pairs(prep, analysis, g, removed, cand, gone)
     why = np.zeros((len(removed), len(cand)), np.int8)
+    pairs.why = why
     approx = np.zeros_like(why)  # why a pair's compensation would be approximate (0: exact)
     members: dict[str, list[Member]] = defaultdict(list)
     for m in g.members:

@@ -14,13 +14,14 @@ from scipy.special import erf
 
 # why a pair (n, m) cannot be merged; 0 = it can
 OK, LOW_SIMILARITY, NEGATIVE_SCALE, NO_RULE, SPLIT_PATHS, SCALES_DISAGREE, NOT_VISIBLE, DEAD_TARGET, \
-    NO_BIAS, GROUPED = range(10)
+    NO_BIAS, GROUPED, REPEATED = range(11)
 REASONS = {
     LOW_SIMILARITY: "no kept filter similar enough", NEGATIVE_SCALE: "scale <= 0 through an activation",
     NO_RULE: "an op on the way has no merge rule", SPLIT_PATHS: "the two channels reach the consumer along "
     "different paths (Split ... Concat)", SCALES_DISAGREE: "the group's producers disagree on the scale",
     NOT_VISIBLE: "a consumer sees the channel but not its match", DEAD_TARGET: "the match is a dead channel",
     NO_BIAS: "a consumer has no bias to take the residual", GROUPED: "a grouped convolution in the group",
+    REPEATED: "the channel is repeated (Concat) with different per-channel parameters on the copies",
 }
 
 # why a merge or fold is approximate; 0 = exact. Each refuses merges unless --merge-approximate (a
