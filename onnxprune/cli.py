@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
 import sys
+import tempfile
+import time
 from pathlib import Path
 
+from . import __version__
 from .analysis.analyze import build_analysis
 from .analysis.cost import count_model_cost
 from .api import default_options, replay_options, run_pipeline
@@ -14,9 +18,10 @@ from .calibration import Calibration
 from .rewrite.merging import MergeOptions
 from .errors import OnnxPruneError
 from .loading import prepare, save_model
-from .plan import load_plan, save_plan
+from .plan import load_plan
 from .report import analysis_table, group_lines, prune_report, summary
 from .scoring import CRITERIA
+from .analysis.builder import PRODUCER
 from .scoring.score import AGGREGATE, DATA_CRITERIA
 from .selection import Selection
 from .selection.overrides import load_overrides
@@ -43,18 +48,59 @@ def parse_shapes(items: list[str] | None) -> dict[str, tuple[int, ...]]:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     """Print the group table; write the JSON report if asked."""
+    check_output(args.json, "--json")
     analysis = build_analysis(prepare(args.model), parse_shapes(args.shape))
     print(analysis_table(analysis, show_frozen=not args.prunable_only))
     if args.json:
-        Path(args.json).write_text(json.dumps(analysis.to_json(), indent=1) + "\n", encoding="utf-8")
+        write_text(args.json, json.dumps(analysis.to_json(), indent=1) + "\n")
         print(f"wrote {args.json}")
     return 0
 
 
+QUIET = False
+START = time.perf_counter()
+EXIT_GATE, EXIT_REFUSED, EXIT_INTERNAL, EXIT_NOOP, EXIT_INTERRUPTED = 1, 2, 3, 4, 130
+
+
 def _progress(message: str) -> None:
-    """Stage progress on an interactive terminal only, so pipelines keep clean streams."""
-    if sys.stderr.isatty():
-        print(f"[onnxprune] {message}", file=sys.stderr, flush=True)
+    """One line per stage on stderr, with the time since start (stdout keeps the results); --quiet: none."""
+    if not QUIET:
+        print(f"[onnxprune {time.perf_counter() - START:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+def _warn(message: str) -> None:
+    print(f"onnxprune: warning: {message}", file=sys.stderr, flush=True)
+
+
+def check_output(path: str | None, what: str, make_parent: bool = False) -> None:
+    """Refuse, before any work, an output that cannot be written: a directory, a missing or read-only folder."""
+    if path is None:
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise OnnxPruneError(f"{what} {path} is a directory; give a file name")
+    parent = target.parent if str(target.parent) else Path(".")
+    if not parent.exists():
+        if not make_parent:
+            raise OnnxPruneError(f"{what} {path}: folder {parent} does not exist")
+        parent = next(p for p in parent.parents if p.exists())
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OnnxPruneError(f"{what} {path}: folder {parent} is not writable")
+    if target.exists() and not os.access(target, os.W_OK):
+        raise OnnxPruneError(f"{what} {path} exists and is not writable")
+
+
+def write_text(path: str, text: str) -> None:
+    """Write a text output atomically (a temporary file in the same folder, then a rename)."""
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=".onnxprune-", dir=target.parent if str(target.parent) else ".")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _selection(args: argparse.Namespace) -> Selection:
@@ -67,10 +113,47 @@ MERGE_FLAGS = ("compensate", "merge_threshold", "merge_lambda", "merge_mode", "m
                "fold_tolerance")
 
 
+class NothingToDo(OnnxPruneError):
+    """The run would write a model identical in structure to its input (exit 4 unless --allow-noop)."""
+
+
+def _say_what_was_left(analysis, removed: dict, sel: Selection | None, args, replay: bool) -> None:
+    """Warn about patterns that match nothing and groups left whole; refuse a run that removes nothing."""
+    names = {n for g in analysis.groups for n in g.nodes(PRODUCER)}
+    for flag, globs in (("--exclude", sel.exclude if sel else []), ("--overrides", list(sel.overrides) if sel else [])):
+        for glob in globs:
+            if not any(fnmatch.fnmatchcase(n, glob) for n in names):
+                _warn(f"{flag} pattern '{glob}' matches no producer node")
+    prunable = analysis.prunable
+    whole = [g for g in prunable if g.id not in removed]
+    if removed and whole:
+        small = sum(g.channels <= (sel.round_to if sel else 1) for g in whole)
+        why = f"; {small} have at most --round-to {sel.round_to} channels" if sel and sel.round_to > 1 and small else ""
+        _progress(f"{len(whole)} of {len(prunable)} prunable groups kept whole (guards, rounding or "
+                  f"exclusions{why})")
+    if removed or args.allow_noop:
+        return
+    if not prunable:
+        first = next((g.reason for g in analysis.groups if g.reason), "no channel groups")
+        raise NothingToDo(f"nothing to prune: none of the {len(analysis.groups)} channel groups is prunable "
+                          f"(e.g. {first}); --allow-noop writes the model anyway")
+    if replay:
+        cause = "the plan removes no channel"
+    elif sel.ratio == 0 or sel.target_macs == 0 or sel.target_params == 0:
+        cause = "a ratio or target of 0 removes nothing"
+    else:
+        cause = (f"all {len(prunable)} prunable groups stay whole under --round-to {sel.round_to}, "
+                 f"--min-channels {sel.min_channels}, --max-ratio {sel.max_ratio:g} and the exclusions")
+    raise NothingToDo(f"nothing to prune: {cause}; --allow-noop writes the model anyway")
+
+
 def cmd_prune(args: argparse.Namespace) -> int:
     """Plan (from a file or a criterion), rewrite, vouch for the written file, report."""
     if Path(args.output).resolve() == Path(args.model).resolve():
         raise OnnxPruneError("the output path is the input model: the input is never overwritten")
+    check_output(args.output, "-o", make_parent=True)
+    check_output(args.save_plan, "--save-plan")
+    check_output(args.report, "--report")
     plan = load_plan(args.plan) if args.plan else None
     selection = None if plan else _selection(args)
     if selection:
@@ -92,8 +175,11 @@ def cmd_prune(args: argparse.Namespace) -> int:
                                                               f"scoring by {args.criterion}, rewriting"))
     calibration = Calibration(args.calib, args.calib_samples, points=args.calib_points,
                               seed=args.seed) if args.calib else None
+    if calibration is not None and merge.compensate != "reconstruct" and (plan or args.criterion not in DATA_CRITERIA):
+        _warn(f"--calib is read only by --criterion {'/'.join(DATA_CRITERIA)} and --reconstruct; it is ignored here")
     r = run_pipeline(prep, shapes, plan, args.criterion, selection, args.include_consumers, args.aggregate, args.seed,
                      merge, calibration, args.provider, _progress)
+    _say_what_was_left(r.analysis, r.removed, selection, args, plan is not None)
     dims = r.analysis.cost.input_dims
     checks: dict = {}
 
@@ -126,10 +212,15 @@ def cmd_prune(args: argparse.Namespace) -> int:
         report.update(checks)
         print(validation_lines(report["validation"]))
         print(bench_lines(report["bench"], ["original", "pruned"]))
-    if args.save_plan:
-        save_plan(r.plan, args.save_plan)
-    if args.report:
-        Path(args.report).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    try:  # every output or none: a plan or report that cannot be written takes the model back
+        if args.save_plan:
+            write_text(args.save_plan, json.dumps(r.plan, indent=1) + "\n")
+        if args.report:
+            write_text(args.report, json.dumps(report, indent=1) + "\n")
+    except BaseException:
+        for p in written:
+            Path(p).unlink(missing_ok=True)
+        raise
     print("wrote " + ", ".join(written + [p for p in (args.save_plan, args.report) if p]))
     return 0
 
@@ -162,6 +253,7 @@ def _gate(report: dict, args: argparse.Namespace) -> None:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """Compare ORIGINAL and PRUNED on the same inputs; exit 1 below the bar."""
+    check_output(args.json, "--json")
     _progress(f"running both models on {args.provider}")
     report = validate(args.original, args.pruned, _inputs(args), args.provider, args.threads)
     dims = {k: tuple(v) for k, v in report["inputs"].get("shapes", {}).items()} or parse_shapes(args.shape)
@@ -172,13 +264,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
     print(f"  parameters {before.params:,} -> {after.params:,}, MACs {before.macs:,} -> {after.macs:,} "
           f"({1 - after.macs / max(before.macs, 1):.1%} fewer)")
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+        write_text(args.json, json.dumps(report, indent=1) + "\n")
     _gate(report, args)
     return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Latency of one model, or of two interleaved with the speed-up."""
+    check_output(args.json, "--json")
     models = [args.model] + ([args.other] if args.other else [])
     _progress(f"timing {len(models)} model(s) on {args.provider}")
     report = bench(models, _batches(args.batch), args.warmup, args.runs, args.provider, args.threads,
@@ -189,12 +282,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if len(costs) == 2:
         print(f"  MACs {costs[0].macs:,} -> {costs[1].macs:,}: {costs[0].macs / max(costs[1].macs, 1):.3f}x fewer")
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+        write_text(args.json, json.dumps(report, indent=1) + "\n")
     return 0
 
 
 def cmd_sensitivity(args: argparse.Namespace) -> int:
     """Prune each group alone at each ratio; JSON (and a plot) of what each costs."""
+    check_output(args.output, "-o")
+    check_output(args.plot, "--plot")
     try:
         ratios = tuple(float(r) for r in args.ratios.split(","))
     except ValueError:
@@ -204,7 +299,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     given = {k: v for k in MERGE_FLAGS if (v := getattr(args, k)) is not None}
     report = sensitivity(args.model, ratios, args.criterion, _inputs(args), args.provider,
                          MergeOptions.from_keywords(**given), progress=_progress)
-    Path(args.output).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    write_text(args.output, json.dumps(report, indent=1) + "\n")
     metric = report["metric"]
     for g in report["groups"]:
         print(f"  {g['id'][:40]:<40} " + "  ".join(f"{p['ratio']:g}:{p[metric]:.4f}" for p in g["points"]))
@@ -277,7 +372,11 @@ def _add_merge_flags(r: argparse.ArgumentParser, title: str, calibrated: bool = 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="onnxprune", description="Structured channel pruning of ONNX models.")
+    p = argparse.ArgumentParser(prog="onnxprune", description="Structured channel pruning of ONNX models.",
+                                epilog="exit codes: 0 ok, 1 validation gate failed, 2 refused (bad input or "
+                                       "options; one line on stderr), 3 internal error, 4 nothing to prune "
+                                       "(see --allow-noop), 130 interrupted")
+    p.add_argument("--version", action="version", version=f"onnxprune {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     a = sub.add_parser("analyze", help="find channel dependency groups and say which are prunable")
     a.add_argument("model")
@@ -315,6 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "the same as --compensate reconstruct; --no-reconstruct: plain removal "
                         "(default: reconstruct with --criterion lasso)")
     r.add_argument("--save-plan", metavar="FILE", help="write the plan that was applied")
+    r.add_argument("--allow-noop", action="store_true",
+                   help="write the model even when nothing is removed (else exit 4, nothing written)")
     r.add_argument("--report", metavar="FILE", help="write the before/after report as JSON")
     r.add_argument("--shape", action="append", metavar="NAME:DIMS", help="input shape for the check run and MACs")
     r.add_argument("--no-verify", action="store_true", help="skip the onnxruntime check run")
@@ -358,19 +459,29 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
     _add_merge_flags(s, "compensation of removed channels (as for prune)", calibrated=False)
     s.set_defaults(func=cmd_sensitivity)
+    for command in sub.choices.values():
+        command.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    global QUIET
     try:
+        args = build_parser().parse_args(argv)
+        QUIET = getattr(args, "quiet", False)
         return args.func(args)
+    except KeyboardInterrupt:  # outputs are written atomically, so nothing partial is left
+        print("onnxprune: interrupted; nothing was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except GateFailed as exc:
         print(f"onnxprune: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_GATE
+    except NothingToDo as exc:
+        print(f"onnxprune: {exc}", file=sys.stderr)
+        return EXIT_NOOP
     except OnnxPruneError as exc:
         print(f"onnxprune: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_REFUSED
     except BrokenPipeError:  # output piped into `head` and closed: not an error of ours
         sys.stderr.close()
         return 0
@@ -379,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"onnxprune: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
               file=sys.stderr)
-        return 3
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

@@ -68,9 +68,13 @@ def read_model(src: ModelSource) -> tuple[onnx.ModelProto, str, list[Path]]:
         model = onnx.load(str(path), load_external_data=False)
         locations = sorted({d.value for t in model.graph.initializer if _uses_external_data(t)
                             for d in t.external_data if d.key == "location"})
+        missing = [loc for loc in locations if not (path.parent / loc).is_file()]
+        if missing:
+            raise OnnxPruneError(f"{path}: its external data file {path.parent / missing[0]} is missing "
+                                 "(keep the .data file next to the model)")
         if locations:
             onnx.external_data_helper.load_external_data_for_model(model, str(path.parent))
-    except (DecodeError, RuntimeError, ValueError, OSError) as exc:
+    except (DecodeError, RuntimeError, ValueError, OSError, onnx.checker.ValidationError) as exc:
         raise OnnxPruneError(f"{path}: not a readable ONNX model ({_first_line(exc)})") from None
     return model, str(path), [path, *(path.parent / loc for loc in locations)]
 
@@ -139,6 +143,11 @@ def prepare(src: ModelSource) -> Prepared:
     for t in graph.tensors().values():
         if isinstance(t, gs.Variable) and t.name in values:
             t.to_constant(values[t.name])
+    # exporters that keep initializers as inputs (older PyTorch, IR < 4 habits) list weights as graph
+    # inputs: they are weights, not inputs to feed or shape (IR >= 4 needs no such listing)
+    graph.inputs = [t for t in graph.inputs if not isinstance(t, gs.Constant)]
+    if model.ir_version < 4:
+        model.ir_version = 4
     if any(all(isinstance(t, gs.Constant) for t in node.inputs) for node in graph.nodes):
         graph.fold_constants(fold_shapes=False, recurse_subgraphs=False, error_ok=True)
         if sum(v.nbytes for v in values.values()) > BIG_WEIGHTS:

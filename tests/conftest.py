@@ -1,6 +1,8 @@
 """Shared fixtures: hand-built patterns, committed exports, third-party models fetched by .ci/run."""
 from __future__ import annotations
 
+import hashlib
+import subprocess
 import sys
 from pathlib import Path
 
@@ -30,3 +32,14 @@ def ocr_model(name: str) -> Path:
 @pytest.fixture
 def tmp(tmp_path: Path) -> Path:
     return tmp_path
+
+
+def cli(*args: str, quiet: bool = True, **run) -> subprocess.CompletedProcess:
+    """`onnxprune ARGS` in a subprocess; `quiet` adds -q after the command, so stderr holds only errors."""
+    argv = [args[0], "-q", *args[1:]] if quiet and args and not args[0].startswith("-") else list(args)
+    return subprocess.run([sys.executable, "-m", "onnxprune", *argv], capture_output=True, text=True, **run)
+
+
+def sha(path: Path) -> str:
+    """Content hash of a file (inputs must come out of every command unchanged)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

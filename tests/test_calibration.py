@@ -1,8 +1,6 @@
 """Calibration inputs and the data-driven `activation` criterion (mean |activation| per channel)."""
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +9,7 @@ import pytest
 from onnx import numpy_helper
 
 import handmade
+from conftest import cli
 from oracle import run
 from onnxprune import prune
 from onnxprune.calibration import Calibration
@@ -82,11 +81,10 @@ def test_calibration_errors_name_the_input(tmp: Path) -> None:
     path = tmp / "chain.onnx"
     onnx.save(model, path)
     out = tmp / "out.onnx"
-    r = subprocess.run([sys.executable, "-m", "onnxprune", "prune", str(path), "-o", str(out), "--ratio", "0.5",
-                        "--criterion", "activation", "--calib", str(tmp / "wrong.npz")], capture_output=True, text=True)
+    r = cli("prune", str(path), "-o", str(out), "--ratio", "0.5", "--criterion", "activation", "--calib",
+            str(tmp / "wrong.npz"))
     assert r.returncode == 2 and "no array for input 'x'" in r.stderr and r.stderr.count("\n") == 1
     assert not out.exists()
-    r = subprocess.run([sys.executable, "-m", "onnxprune", "prune", str(path), "-o", str(out), "--ratio", "0.5",
-                        "--criterion", "activation", "--calib", str(calib_file(tmp)), "--calib-samples", "5"],
-                       capture_output=True, text=True)
+    r = cli("prune", str(path), "-o", str(out), "--ratio", "0.5", "--criterion", "activation", "--calib",
+            str(calib_file(tmp)), "--calib-samples", "5")
     assert r.returncode == 0, r.stderr

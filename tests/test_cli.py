@@ -1,25 +1,15 @@
 """The command line end to end, including every kind of bad input: one line, nonzero, nothing written."""
 from __future__ import annotations
 
-import hashlib
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import onnx
 import pytest
 
 import handmade
+from conftest import cli, sha
 from onnxprune import analyze, make_plan, save_plan
-
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "onnxprune", *args], capture_output=True, text=True)
-
-
-def sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @pytest.fixture

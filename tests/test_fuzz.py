@@ -30,15 +30,10 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from onnx import helper, numpy_helper
 
 import handmade
 import oracle
-from onnxprune import OnnxPruneError, analyze, make_plan, prune
-from onnxprune.analysis.analyze import build_analysis
-from onnxprune.api import run_pipeline
-from onnxprune.loading import prepare
-from onnxprune.rewrite.merging import MergeOptions
+from onnxprune import OnnxPruneError, analyze, prune
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

@@ -11,7 +11,7 @@ import onnx
 import pytest
 
 import oracle
-from conftest import OCR_MODELS, ROOT, ocr_model
+from conftest import cli, OCR_MODELS, ROOT, ocr_model
 from onnxprune import analyze
 from onnxprune.analysis.cost import prunable_macs_share
 
@@ -106,13 +106,9 @@ def test_yolo_and_keras_coverage(path: Path) -> None:
 @pytest.mark.parametrize("path", EXPORTS, ids=[p.stem for p in EXPORTS])
 def test_yolo_and_keras_prune_and_validate(path: Path, ratio: str, tmp: Path) -> None:
     import json
-    import subprocess
-    import sys
-
     out, report = tmp / "pruned.onnx", tmp / "report.json"
-    r = subprocess.run([sys.executable, "-m", "onnxprune", "prune", str(path), "-o", str(out), "--ratio", ratio,
-                        "--round-to", "8", "--validate", "--runs", "3", "--warmup", "1", "--report", str(report)],
-                       capture_output=True, text=True)
+    r = cli("prune", str(path), "-o", str(out), "--ratio", ratio, "--round-to", "8", "--validate", "--runs", "3",
+            "--warmup", "1", "--report", str(report))
     assert r.returncode == 0, r.stderr
     total = json.loads(report.read_text())["total"]
     assert total["macs_removed"] > 0.15

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +10,7 @@ import pytest
 
 import handmade
 import oracle
-from conftest import ROOT
+from conftest import cli, ROOT
 from onnxprune import OnnxPruneError, analyze, apply_plan, load_plan, prune, save_plan
 
 MODELS = sorted((ROOT / "models" / "torchvision").glob("*_ts_bnkeep.onnx"))
@@ -88,17 +86,15 @@ def test_impossible_requests(kw: dict, message: str) -> None:
 def test_cli_prune_with_criterion(tmp: Path) -> None:
     src = ROOT / "models" / "torchvision" / "mobilenet_v2_ts_bnfold.onnx"
     out, plan, rep = tmp / "m.onnx", tmp / "p.json", tmp / "r.json"
-    cmd = [sys.executable, "-m", "onnxprune", "prune", str(src), "-o", str(out), "--criterion", "fpgm",
-           "--ratio", "0.3", "--round-to", "8", "--save-plan", str(plan), "--report", str(rep)]
-    r = subprocess.run(cmd, capture_output=True, text=True)
+    r = cli("prune", str(src), "-o", str(out), "--criterion", "fpgm", "--ratio", "0.3", "--round-to", "8",
+            "--save-plan", str(plan), "--report", str(rep))
     assert r.returncode == 0, r.stderr
     assert "parameters" in r.stdout and "MACs" in r.stdout and "file size" in r.stdout
     report = json.loads(rep.read_text())
     assert report["total"]["params_after"] == analyze(out).cost.params
     replay = tmp / "again.onnx"
-    r = subprocess.run([sys.executable, "-m", "onnxprune", "prune", str(src), "-o", str(replay), "--plan", str(plan)],
-                       capture_output=True, text=True)
+    r = cli("prune", str(src), "-o", str(replay), "--plan", str(plan))
     assert r.returncode == 0 and replay.read_bytes() == out.read_bytes()
-    r = subprocess.run([*cmd[:7], "--ratio", "1.5"], capture_output=True, text=True)
+    r = cli("prune", str(src), "-o", str(out.with_name("bad.onnx")), "--criterion", "fpgm", "--ratio", "1.5")
     assert r.returncode == 2 and "impossible" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     onnx.checker.check_model(str(out), full_check=True)

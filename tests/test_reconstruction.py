@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from conftest import cli as run_cli
 from oracle import run
 from onnxprune import prune
 from onnxprune.calibration.consumers import linear_view
@@ -187,9 +187,9 @@ def test_cli_lasso_report_plan_replay_and_errors(tmp: Path, calib: Path) -> None
     path, out = tmp / "m.onnx", tmp / "out.onnx"
     onnx.save(two_convs(*dependent_weights(np.random.default_rng(2))), path)
 
-    def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "onnxprune", "prune", str(path), *args], capture_output=True,
-                              text=True)
+    def cli(*args: str):
+        return run_cli("prune", str(path), *args)
+
     r = cli("-o", str(out), "--ratio", "0.375", "--criterion", "lasso", "--calib", str(calib),
             "--save-plan", str(tmp / "plan.json"), "--report", str(tmp / "r.json"))
     assert r.returncode == 0, r.stderr

@@ -7,6 +7,7 @@ import pytest
 from onnx import numpy_helper
 
 import handmade
+from conftest import cli
 import oracle
 from onnxprune import OnnxPruneError, analyze, apply_plan, make_plan, prune
 
@@ -222,18 +223,12 @@ def test_a_constant_folded_into_a_conv_transpose_is_approximate_and_helps(stride
 # -- bench / validate on a model whose batch is static ----------------------------------------------
 def test_bench_and_validate_default_to_the_models_static_batch(tmp_path) -> None:
     import json
-    import subprocess
-    import sys
-
     b = handmade.Builder(8)
     b.head(b.relu(b.conv("x", 3, 8)), 8)
     path = tmp_path / "batch10.onnx"
     onnx.save(b.model("batch10", [10, 3, 8, 8]), path)
     pruned = tmp_path / "pruned.onnx"
     onnx.save(prune(onnx.load(path), 0.5)[0], pruned)
-
-    def cli(*args):
-        return subprocess.run([sys.executable, "-m", "onnxprune", *args], capture_output=True, text=True)
 
     r = cli("bench", str(path), str(pruned), "--runs", "3", "--warmup", "1", "--json", str(tmp_path / "b.json"))
     assert r.returncode == 0, r.stderr

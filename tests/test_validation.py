@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import handmade
+from conftest import cli
 from oracle import dead_copy
 from onnxprune.analysis.cost import count_model_cost
 from onnxprune.errors import OnnxPruneError
@@ -24,10 +24,6 @@ from onnxprune.validation.sensitivity import sensitivity
 from onnxprune.validation.validate import Inputs, gate_failures, validate
 
 CLASSES, FEATURES = 5, 6
-
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "onnxprune", *args], capture_output=True, text=True)
 
 
 def linear(factor: float = 1.0, batch: int | str = "N") -> onnx.ModelProto:
@@ -118,7 +114,7 @@ def test_bad_data_is_one_line_naming_the_input(models: dict[str, str], tmp: Path
                           (["--data", str(tmp / "wrong_shape.npz")], "data for input 'x' has shape [4, 7]"),
                           (["--data", data, "--labels", str(tmp / "short_labels.npy")], "labels must be 40 integers"),
                           (["--labels", labels], "--labels needs --data"),
-                          (["--data", str(tmp / "missing.npz")], "cannot read arrays")):
+                          (["--data", str(tmp / "missing.npz")], "no such data file")):
         r = cli("validate", models["same"], models["same"], *args)
         assert r.returncode == 2 and message in r.stderr and r.stderr.count("\n") == 1, (args, r.stderr)
 

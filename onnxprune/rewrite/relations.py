@@ -173,7 +173,8 @@ def _pad(rel: list[Relation], ctx: Context) -> Relation:
     if c is None and ctx.attrs.get("value", 0.0) is None:  # a computed pad value
         return _refuse_all(rel, ctx)
     c = np.full(r.k.shape, float(ctx.attrs.get("value", 0.0))) if c is None else c[..., 0]
-    holds = np.isclose(c, r.k * c + r.o, rtol=ZERO, atol=ZERO)
+    with np.errstate(over="ignore", invalid="ignore"):
+        holds = np.isclose(c, r.k * c + r.o, rtol=ZERO, atol=ZERO)
     ctx.inexact(~holds, BORDER if not np.any(c) else PAD_CONSTANT, r.k)
     return r
 
@@ -255,7 +256,8 @@ def _arithmetic(op: str) -> Callable[[list[Relation], Context], Relation]:
         if op in ("Add", "Sub"):
             c = c if op == "Add" else -c
             return Relation(r.k, r.o + c[..., 0] - r.k * c[..., 1])
-        cn, cm = (c[..., 0], c[..., 1]) if op == "Mul" else (1.0 / c[..., 0], 1.0 / c[..., 1])
+        with np.errstate(divide="ignore"):  # dividing by a zero constant: refused below (dead target)
+            cn, cm = (c[..., 0], c[..., 1]) if op == "Mul" else (1.0 / c[..., 0], 1.0 / c[..., 1])
         ctx.refuse((cm == 0) & (r.k != 0), DEAD_TARGET)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             k = np.where(r.k == 0, 0.0, np.nan_to_num(r.k * cn / cm))

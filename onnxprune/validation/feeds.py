@@ -50,13 +50,19 @@ def random_inputs(dtypes: dict[str, np.dtype], dims: dict[str, tuple[int, ...]],
 def load_arrays(path: str | Path) -> dict[str, np.ndarray]:
     """Arrays from an .npz file (name -> array) or a single .npy (name '')."""
     path = Path(path)
+    if not path.is_file():
+        raise OnnxPruneError(f"{path}: no such data file")
     try:
         if path.suffix == ".npy":
             return {"": np.load(path, allow_pickle=False)}
-        with np.load(path, allow_pickle=False) as z:
+        loaded = np.load(path, allow_pickle=False)
+        if isinstance(loaded, np.ndarray):  # a plain .npy under another name
+            raise ValueError("it holds one unnamed array")
+        with loaded as z:
             return {k: z[k] for k in z.files}
     except (OSError, ValueError, EOFError) as exc:
-        raise OnnxPruneError(f"cannot read arrays from {path}: {str(exc).splitlines()[0]}") from None
+        raise OnnxPruneError(f"{path} is not an .npz of arrays named after the inputs (or an .npy): "
+                             f"{str(exc).splitlines()[0]}") from None
 
 
 def check_data(arrays: dict[str, np.ndarray], specs: list[InputSpec], dtypes: dict[str, np.dtype]) -> int:
@@ -72,9 +78,15 @@ def check_data(arrays: dict[str, np.ndarray], specs: list[InputSpec], dtypes: di
                                  f"{['?' if d is None else d for d in declared]} (first axis = samples)")
         if np.issubdtype(dtypes[name], np.floating) != np.issubdtype(a.dtype, np.floating):
             raise OnnxPruneError(f"data for input '{name}' is {a.dtype}; the model takes {dtypes[name]}")
+        if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
+            bad = np.nonzero(~np.isfinite(a.reshape(len(a), -1)).all(axis=1))[0]
+            raise OnnxPruneError(f"data for input '{name}' holds NaN or Inf values ({len(bad)} samples, the first "
+                                 f"is sample {int(bad[0])})")
         counts.add(a.shape[0])
     if len(counts) != 1:
         raise OnnxPruneError(f"the inputs' arrays have different sample counts: {sorted(counts)}")
+    if 0 in counts:
+        raise OnnxPruneError("the data holds 0 samples")
     return counts.pop()
 
 

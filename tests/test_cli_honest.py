@@ -1,0 +1,184 @@
+"""The CLI never crashes on a mistake and never does nothing silently: exit code, one line, nothing left."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+
+import handmade
+from conftest import ROOT, cli, sha
+
+LENET = ROOT / "models" / "fashion" / "lenet300.onnx"
+RESNET = ROOT / "models" / "torchvision" / "resnet50_ts_bnkeep.onnx"
+
+
+def refused(r: subprocess.CompletedProcess, code: int, message: str) -> None:
+    """Exit `code`, one stderr line saying `message`, no traceback."""
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == code and len(lines) == 1 and message in lines[0], r.stderr
+    assert "Traceback" not in r.stderr
+
+
+@pytest.fixture
+def model(tmp: Path) -> Path:
+    path = tmp / "chain.onnx"
+    onnx.save(handmade.residual_add(), path)
+    return path
+
+
+def test_output_that_is_a_directory_is_refused_before_any_work(model: Path, tmp: Path) -> None:
+    before = sha(model)
+    (tmp / "out").mkdir()
+    refused(cli("prune", str(model), "-o", str(tmp / "out"), "--ratio", "0.5"), 2, "is a directory")
+    assert sha(model) == before and list((tmp / "out").iterdir()) == []
+
+
+@pytest.mark.parametrize("flag", ["--report", "--save-plan"])
+def test_a_report_into_a_missing_folder_writes_nothing(model: Path, tmp: Path, flag: str) -> None:
+    out = tmp / "pruned.onnx"
+    refused(cli("prune", str(model), "-o", str(out), "--ratio", "0.5", flag, str(tmp / "no" / "r.json")), 2,
+            "does not exist")
+    assert not out.exists()
+
+
+def test_analyze_json_into_a_missing_folder(model: Path, tmp: Path) -> None:
+    refused(cli("analyze", str(model), "--json", str(tmp / "no" / "a.json")), 2, "does not exist")
+
+
+def test_a_failing_report_write_takes_the_model_back(model: Path, tmp: Path) -> None:
+    out, report = tmp / "pruned.onnx", tmp / "report.json"
+    report.mkdir()  # exists, but a directory: refused up front
+    refused(cli("prune", str(model), "-o", str(out), "--ratio", "0.5", "--report", str(report)), 2, "is a directory")
+    assert not out.exists()
+
+
+def _calib(tmp: Path, kind: str) -> Path:
+    x = np.random.default_rng(0).random((8, 1, 28, 28), np.float32)
+    path = tmp / f"{kind}.npz"
+    if kind == "nan":
+        x[3, 0, 5, 5] = np.nan
+        np.savez(path, image=x)
+    elif kind == "inf":
+        x[1, 0, 0, 0] = np.inf
+        np.savez(path, image=x)
+    elif kind == "empty":
+        np.savez(path, image=x[:0])
+    elif kind == "npy_named_npz":
+        with open(path, "wb") as fh:
+            np.save(fh, x)
+    else:
+        path.write_text("not arrays")
+    return path
+
+
+@pytest.mark.parametrize("mode", [["--criterion", "activation"], ["--criterion", "lasso"], ["--reconstruct"]])
+@pytest.mark.parametrize("kind, message", [("nan", "holds NaN or Inf values"), ("inf", "holds NaN or Inf values"),
+                                           ("empty", "holds 0 samples"), ("npy_named_npz", "is not an .npz"),
+                                           ("text", "is not an .npz")])
+def test_bad_calibration_data(tmp: Path, mode: list[str], kind: str, message: str) -> None:
+    out = tmp / "pruned.onnx"
+    refused(cli("prune", str(LENET), "-o", str(out), "--ratio", "0.5", *mode, "--calib", str(_calib(tmp, kind))),
+            2, message)
+    assert not out.exists()
+
+
+def test_validation_data_with_nan_is_refused(tmp: Path) -> None:
+    refused(cli("validate", str(LENET), str(LENET), "--data", str(_calib(tmp, "nan"))), 2, "holds NaN or Inf")
+
+
+def test_missing_external_data_file(tmp: Path) -> None:
+    path = tmp / "ext.onnx"
+    onnx.save(onnx.load(LENET), path, save_as_external_data=True, location="ext.onnx.data", size_threshold=0)
+    (tmp / "ext.onnx.data").unlink()
+    for args in (["analyze", str(path)], ["prune", str(path), "-o", str(tmp / "o.onnx"), "--ratio", "0.5"]):
+        refused(cli(*args), 2, "external data file")
+    assert not (tmp / "o.onnx").exists()
+
+
+def test_initializers_listed_as_inputs_are_weights_not_inputs(tmp: Path) -> None:
+    m = onnx.load(ROOT / "models" / "torchvision" / "resnet18_ts_bnkeep.onnx")
+    m.graph.input.extend(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)) for t in m.graph.initializer)
+    path, out = tmp / "old.onnx", tmp / "pruned.onnx"
+    onnx.save(m, path)
+    r = cli("analyze", str(path), "--json", str(tmp / "a.json"))
+    assert r.returncode == 0 and '"input"' in (tmp / "a.json").read_text().split('"groups"')[0]
+    assert "conv1.weight" not in (tmp / "a.json").read_text().split('"groups"')[0]
+    r = cli("prune", str(path), "-o", str(out), "--ratio", "0.3", "--validate", "--runs", "2", "--warmup", "0")
+    assert r.returncode == 0, r.stderr
+    assert [i.name for i in onnx.load(out).graph.input] == ["input"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--ratio", "0"], "a ratio or target of 0 removes nothing"),
+    (["--target-macs", "0"], "a ratio or target of 0 removes nothing"),
+    (["--ratio", "0.5", "--round-to", "64"], "stay whole under --round-to 64"),
+])
+def test_a_run_that_removes_nothing_says_so_and_writes_nothing(model: Path, tmp: Path, args, message) -> None:
+    out = tmp / "pruned.onnx"
+    refused(cli("prune", str(model), "-o", str(out), *args), 4, message)
+    assert not out.exists()
+    r = cli("prune", str(model), "-o", str(out), *args, "--allow-noop")
+    assert r.returncode == 0 and out.exists(), r.stderr
+
+
+def test_nothing_prunable_is_a_noop(tmp: Path) -> None:
+    b = handmade.Builder(0)
+    b.head("x", 3, 4)  # one conv whose channels are the graph output: its only group is frozen
+    path = tmp / "frozen.onnx"
+    onnx.save(b.model("frozen", handmade.X2D_SMALL), path)
+    refused(cli("prune", str(path), "-o", str(tmp / "o.onnx"), "--ratio", "0.5"), 4, "none of the")
+
+
+def test_patterns_that_match_nothing_and_unread_calibration_warn(model: Path, tmp: Path) -> None:
+    calib = tmp / "c.npz"
+    np.savez(calib, x=np.zeros((2, 3, 16, 16), np.float32))
+    r = cli("prune", str(model), "-o", str(tmp / "o.onnx"), "--ratio", "0.5", "--exclude", "nosuchnode*",
+            "--calib", str(calib))
+    assert r.returncode == 0, r.stderr
+    assert "--exclude pattern 'nosuchnode*' matches no producer node" in r.stderr
+    assert "--calib is read only by" in r.stderr
+
+
+def test_progress_goes_to_stderr_off_a_terminal_and_quiet_silences_it(model: Path, tmp: Path) -> None:
+    loud = cli("prune", str(model), "-o", str(tmp / "a.onnx"), "--ratio", "0.5", quiet=False)
+    assert loud.returncode == 0 and "s] loading" in loud.stderr and "[onnxprune" not in loud.stdout
+    quiet = cli("prune", str(model), "-o", str(tmp / "b.onnx"), "--ratio", "0.5")
+    assert quiet.returncode == 0 and quiet.stderr == ""
+
+
+def test_version_and_exit_codes_in_help() -> None:
+    import onnxprune
+
+    r = cli("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"onnxprune {onnxprune.__version__}"
+    assert "130 interrupted" in cli("--help").stdout
+
+
+def test_ctrl_c_exits_130_with_nothing_written(tmp: Path) -> None:
+    out = tmp / "pruned.onnx"
+    before = sha(RESNET)
+    proc = subprocess.Popen([sys.executable, "-m", "onnxprune", "prune", str(RESNET), "-o", str(out), "--ratio", "0.3",
+                             "--validate", "--runs", "1000000"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not any("timing both models" in x for x in lines):
+        time.sleep(0.2)  # interrupt while it times the models, before anything moves into place
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=60)
+    reader.join(timeout=10)
+    err = "".join(lines)
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
+    assert not out.exists() and not [p for p in tmp.iterdir() if p.name.startswith(".onnxprune-")]
+    assert sha(RESNET) == before
