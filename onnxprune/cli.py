@@ -227,7 +227,10 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 def _inputs(args: argparse.Namespace, dims: dict[str, tuple[int, ...]] | None = None) -> Inputs:
     """Validation inputs from the flags: --data/--labels, else random at --shape (or the prune's shapes)."""
-    return Inputs(shapes=dims or parse_shapes(args.shape), data=args.data, labels=args.labels, batch=args.batch_size,
+    data = args.data
+    if data is None and getattr(args, "calib", None) and Path(args.calib).is_file():
+        data = args.calib  # validate on the user's own inputs rather than on noise
+    return Inputs(shapes=dims or parse_shapes(args.shape), data=data, labels=args.labels, batch=args.batch_size,
                   random_batches=args.random_batches, seed=args.seed)
 
 
@@ -301,8 +304,9 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
                          MergeOptions.from_keywords(**given), progress=_progress)
     write_text(args.output, json.dumps(report, indent=1) + "\n")
     metric = report["metric"]
+    width = max([0, *(len(g["id"]) for g in report["groups"])])
     for g in report["groups"]:
-        print(f"  {g['id'][:40]:<40} " + "  ".join(f"{p['ratio']:g}:{p[metric]:.4f}" for p in g["points"]))
+        print(f"  {g['id']:<{width}} " + "  ".join(f"{p['ratio']:g}:{p[metric]:.4f}" for p in g["points"]))
     written = [args.output]
     if args.plot:
         plot_sensitivity(report, args.plot)
@@ -371,6 +375,10 @@ def _add_merge_flags(r: argparse.ArgumentParser, title: str, calibrated: bool = 
     return c
 
 
+CRITERION_HELP = ("channel importance. l1 / l2: filter norms; fpgm: distance to the layer's other filters "
+                  "(geometric median); bn: |BN gamma| (l1 where BN was folded); random: seeded")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="onnxprune", description="Structured channel pruning of ONNX models.",
                                 epilog="exit codes: 0 ok, 1 validation gate failed, 2 refused (bad input or "
@@ -392,7 +400,8 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--ratio", type=float, help="fraction of channels to remove from every prunable group")
     how.add_argument("--target-macs", type=float, metavar="F", help="fraction of MACs to remove (global ranking)")
     how.add_argument("--target-params", type=float, metavar="F", help="fraction of parameters to remove")
-    r.add_argument("--criterion", default="l1", choices=CRITERIA, help="channel importance (default l1)")
+    r.add_argument("--criterion", default="l1", choices=CRITERIA, help=CRITERION_HELP + "; activation: mean "
+                   "|activation| on --calib data; lasso: LASSO on --calib data, with re-fit (default l1)")
     r.add_argument("--global", dest="global_rank", action="store_true", help="rank channels of all groups together")
     r.add_argument("--round-to", type=int, default=1, metavar="N", help="kept channel counts are multiples of N")
     r.add_argument("--min-channels", type=int, default=1, metavar="N", help="never keep fewer channels per group")
@@ -453,7 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--plot", metavar="FILE.png", help="also draw the curves (needs matplotlib)")
     s.add_argument("--ratios", default=",".join(f"{r:g}" for r in RATIOS), help="ratios to try (default %(default)s)")
     s.add_argument("--criterion", default="l1", choices=[c for c in CRITERIA if c not in DATA_CRITERIA],
-                   help="channel importance (default l1)")
+                   help=CRITERION_HELP + " (default l1)")
     _add_inputs(s)
     _add_runtime(s)
     s.add_argument("--seed", type=int, default=0, help="seed of the random inputs")

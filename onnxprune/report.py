@@ -56,13 +56,13 @@ def _short(names: list[str], width: int = 40) -> str:
 
 def analysis_table(analysis: "Analysis", show_frozen: bool = True) -> str:
     """A fixed-width table of groups, then totals."""
-    rows = [f"{'group':<28} {'ch':>5} {'params':>7} {'MACs':>7}  {'producers -> consumers':<60} status"]
-    for g in analysis.groups:
-        if not show_frozen and not g.prunable:
-            continue
+    shown = [g for g in analysis.groups if show_frozen or g.prunable]
+    width = max([len("group"), *(len(g.id) for g in shown)])  # ids are never cut: two rows never look alike
+    rows = [f"{'group':<{width}} {'ch':>5} {'params':>7} {'MACs':>7}  {'producers -> consumers':<60} status"]
+    for g in shown:
         flow = f"{_short(g.nodes(PRODUCER), 28)} -> {_short(g.nodes(CONSUMER), 28)}"
         status = "prunable" if g.prunable else f"frozen: {g.reason}"
-        rows.append(f"{g.id[:28]:<28} {g.channels:>5} {g.params_share:>6.1%} {g.macs_share:>6.1%}  {flow:<60} {status}")
+        rows.append(f"{g.id:<{width}} {g.channels:>5} {g.params_share:>6.1%} {g.macs_share:>6.1%}  {flow:<60} {status}")
     p = analysis.prunable
     rows.append(f"{len(analysis.groups)} groups, {len(p)} prunable; {analysis.cost.params:,} parameters, "
                 f"{analysis.cost.macs:,} MACs at {_shapes(analysis)}; prunable channels reach "
@@ -158,5 +158,6 @@ def summary(report: dict) -> str:
 
 def group_lines(report: dict) -> str:
     """Channels per group, before -> after."""
-    return "\n".join(f"  {g['id'][:40]:<40} {g['channels_before']:>5} -> {g['channels_after']:<5}"
-                     for g in report["groups"] if g["removed"])
+    shown = [g for g in report["groups"] if g["removed"]]
+    width = max([0, *(len(g["id"]) for g in shown)])
+    return "\n".join(f"  {g['id']:<{width}} {g['channels_before']:>5} -> {g['channels_after']:<5}" for g in shown)

@@ -182,3 +182,32 @@ def test_ctrl_c_exits_130_with_nothing_written(tmp: Path) -> None:
     assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
     assert not out.exists() and not [p for p in tmp.iterdir() if p.name.startswith(".onnxprune-")]
     assert sha(RESNET) == before
+
+
+def test_validation_runs_on_the_calibration_inputs_and_warns_about_noise(tmp: Path) -> None:
+    calib = tmp / "calib.npz"
+    np.savez(calib, image=np.random.default_rng(0).random((16, 1, 28, 28), np.float32))
+    out = tmp / "pruned.onnx"
+    r = cli("prune", str(LENET), "-o", str(out), "--ratio", "0.5", "--criterion", "activation", "--calib", str(calib),
+            "--validate", "--runs", "2", "--warmup", "0", "--report", str(tmp / "r.json"))
+    assert r.returncode == 0 and f"16 samples from {calib}" in r.stdout, r.stderr
+    r = cli("prune", str(LENET), "-o", str(out), "--ratio", "0.7", "--validate", "--runs", "2", "--warmup", "0",
+            "--report", str(tmp / "r.json"))
+    assert r.returncode == 0 and "warning: these figures come from random-noise inputs" in r.stdout
+    report = __import__("json").loads((tmp / "r.json").read_text())
+    assert any("random-noise" in w for w in report["validation"]["warnings"])
+
+
+def test_group_ids_are_never_cut(tmp: Path) -> None:
+    b = handmade.Builder(0)
+    h = b.relu(b.conv("x", 3, 8))
+    b.head(b.relu(b.conv(h, 8, 8)), 8)
+    m = b.model("long_names", handmade.X2D_SMALL)
+    for i, node in enumerate(m.graph.node):  # two long names that differ only at the end
+        node.name = "/backbone/stage_with_a_very_long_name/block_with_a_long_name/conv_" + str(i)
+    path = tmp / "long.onnx"
+    onnx.save(m, path)
+    r = cli("analyze", str(path))
+    assert r.returncode == 0 and "/backbone/stage_with_a_very_long_name/block_with_a_long_name/conv_0 " in r.stdout
+    r = cli("prune", str(path), "-o", str(tmp / "o.onnx"), "--ratio", "0.5")
+    assert "block_with_a_long_name/conv_0 " in r.stdout and "block_with_a_long_name/conv_2 " in r.stdout

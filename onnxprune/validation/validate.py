@@ -50,6 +50,8 @@ def open_inputs(inputs: Inputs, session) -> Source:
     specs, dtypes = session_inputs(session)
     if inputs.data:
         arrays = load_arrays(inputs.data)
+        if "" in arrays and len(specs) == 1:  # a single .npy for a single-input model
+            arrays = {specs[0][0]: arrays.pop("")}
         n = check_data(arrays, specs, dtypes)
         batches = data_batches(arrays, specs, dtypes, inputs.batch)
         labels = load_labels(inputs.labels, n) if inputs.labels else None
@@ -106,7 +108,22 @@ def validate(original: ModelBytes, pruned: ModelBytes, inputs: Inputs | None = N
         report["provider_note"] = ref.note
     if accuracy is not None:
         report["accuracy"] = accuracy.to_json()
+    report["warnings"] = warnings(report)
     return report
+
+
+WARN_COSINE = 0.9  # with no bar set, an output below this cosine gets a warning
+
+
+def warnings(report: dict) -> list[str]:
+    """What the figures cannot vouch for, or what they show is wrong, when no gate was asked for."""
+    out = []
+    if report["inputs"]["source"] == "random":
+        out.append("these figures come from random-noise inputs and say little about accuracy: give --data "
+                   "(or --calib) with inputs from your domain")
+    out += [f"output '{k}' cosine {v['cosine']:.4f} is below {WARN_COSINE}: the pruned model's outputs differ a "
+            "lot from the original's" for k, v in report["outputs"].items() if not v["cosine"] >= WARN_COSINE]
+    return out
 
 
 def gate_failures(report: dict, max_drop: float | None = None, min_cosine: float | None = None) -> list[str]:
@@ -152,4 +169,5 @@ def validation_lines(report: dict) -> str:
         a = report["accuracy"]
         lines.append(f"  accuracy {a['original']:.2%} -> {a['pruned']:.2%} ({a['drop_points']:+.2f} points drop, "
                      f"{a['samples']} labelled samples)")
+    lines += [f"warning: {w}" for w in report.get("warnings", [])]
     return "\n".join(lines)
