@@ -39,16 +39,15 @@ def test_torchvision_exports_present() -> None:
     assert len(TORCHVISION) >= 40, "models/torchvision is incomplete: see tools/export_torchvision_models.py"
 
 
-@pytest.mark.parametrize("subset", ["random", "last", "all_but_one"])
-@pytest.mark.parametrize("path", TORCHVISION, ids=[p.stem for p in TORCHVISION])
-def test_torchvision(path: Path, subset: str) -> None:
-    _oracle(onnx.load(path), subset)
+def _frozen(path: Path):
+    """(analysis, every freeze reason of its groups)."""
+    analysis = analyze(path)
+    return analysis, [r for g in analysis.groups if not g.prunable for r in g.reasons]
 
 
 @pytest.mark.parametrize("path", TORCHVISION, ids=[p.stem for p in TORCHVISION])
 def test_torchvision_coverage(path: Path) -> None:
-    analysis = analyze(path)
-    frozen = [r for g in analysis.groups if not g.prunable for r in g.reasons]
+    analysis, frozen = _frozen(path)
     if path.stem.startswith(MOSTLY_PRUNABLE):
         assert prunable_macs_share(analysis) > 0.9
         assert frozen == [f"reaches graph output '{onnx.load(path).graph.output[0].name}'"]
@@ -88,16 +87,19 @@ def test_yolo_and_keras_exports_present() -> None:
     assert all(k in names for k in ("yolov8n", "yolo11n", "mobilenet_v2", "efficientnet_b0", "conv1d")), names
 
 
-@pytest.mark.parametrize("subset", ["random", "all_but_one"])
-@pytest.mark.parametrize("path", EXPORTS, ids=[p.stem for p in EXPORTS])
-def test_yolo_and_keras(path: Path, subset: str) -> None:
+CASES = [(p, s) for p in TORCHVISION for s in ("random", "last", "all_but_one")] + \
+    [(p, s) for p in EXPORTS for s in ("random", "all_but_one")]
+
+
+@pytest.mark.parametrize("path, subset", CASES, ids=[f"{p.stem}-{s}" for p, s in CASES])
+def test_exports(path: Path, subset: str) -> None:
+    """Torchvision, YOLO and Keras exports: every prunable group at once."""
     _oracle(onnx.load(path), subset)
 
 
 @pytest.mark.parametrize("path", EXPORTS, ids=[p.stem for p in EXPORTS])
 def test_yolo_and_keras_coverage(path: Path) -> None:
-    analysis = analyze(path)
-    frozen = [r for g in analysis.groups if not g.prunable for r in g.reasons]
+    analysis, frozen = _frozen(path)
     assert prunable_macs_share(analysis) > 0.9 and len(analysis.prunable) >= 0.8 * len(analysis.groups)
     assert all(any(a in r for a in EXPORT_FREEZES) for r in frozen), frozen
 
