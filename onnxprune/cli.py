@@ -26,6 +26,7 @@ from .scoring.score import AGGREGATE, DATA_CRITERIA
 from .selection import Selection
 from .selection.overrides import load_overrides
 from .validation.bench import bench, bench_lines
+from .validation import providers
 from .validation.providers import CHOICES as PROVIDERS
 from .validation.sensitivity import RATIOS, plot_sensitivity, pyplot, sensitivity
 from .validation.smoke import smoke_check
@@ -470,6 +471,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_sensitivity)
     for command in sub.choices.values():
         command.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
+        command.add_argument("--verbose", action="store_true", help="let onnxruntime's own log lines and warnings "
+                             "through (they are kept quiet otherwise)")
     return p
 
 
@@ -478,6 +481,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         QUIET = getattr(args, "quiet", False)
+        providers.VERBOSE = getattr(args, "verbose", False)
         return args.func(args)
     except KeyboardInterrupt:  # outputs are written atomically, so nothing partial is left
         print("onnxprune: interrupted; nothing was written", file=sys.stderr)

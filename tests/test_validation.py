@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 import sys
 from pathlib import Path
 
@@ -158,7 +159,10 @@ def test_auto_takes_cpu_without_cuda(monkeypatch, models: dict[str, str]) -> Non
 def test_silent_cpu_fallback_is_detected(monkeypatch, models: dict[str, str]) -> None:
     # The real CPU build is told CUDA is there: it drops CUDA with a warning and runs on CPU anyway.
     _fake_runtime(monkeypatch, ["CUDAExecutionProvider", "CPUExecutionProvider"])
-    s = open_session(models["same"], "auto")
+    with warnings.catch_warnings(record=True) as seen:  # onnxruntime's own warning is kept off the terminal
+        warnings.simplefilter("always")
+        s = open_session(models["same"], "auto")
+    assert not seen, [str(w.message) for w in seen]
     assert s.provider == "cpu" and "CUDAExecutionProvider is listed but did not load" in s.note
     report = validate(models["same"], models["same"])
     assert report["provider"] == "cpu" and "did not load" in report["provider_note"]

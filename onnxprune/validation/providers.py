@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,9 @@ CHAINS = {  # what each choice asks onnxruntime for, fallbacks last
 SHORT = {"CPUExecutionProvider": "cpu", "CUDAExecutionProvider": "cuda", "TensorrtExecutionProvider": "tensorrt"}
 
 
+VERBOSE = False  # --verbose: let onnxruntime's own warnings through
+
+
 def runtime():
     """onnxruntime, imported on first use (analysis and rewriting do not need it)."""
     try:
@@ -23,6 +27,8 @@ def runtime():
     except ImportError:
         raise OnnxPruneError("onnxruntime is not installed: pip install 'onnxprune[cpu]' "
                              "(or 'onnxprune[gpu]' for CUDA)") from None
+    if not VERBOSE:
+        onnxruntime.set_default_logger_severity(3)  # errors only: what matters is reported by onnxprune
     return onnxruntime
 
 
@@ -67,10 +73,13 @@ def open_session(model: str | bytes, choice: str = "auto", threads: int | None =
     ort = runtime()
     wanted = wanted_provider(choice, ort.get_available_providers())
     opts = ort.SessionOptions()
-    opts.log_severity_level = 3
+    opts.log_severity_level = 0 if VERBOSE else 3
     opts.intra_op_num_threads = threads or cpu_threads()
     try:
-        session = ort.InferenceSession(model, opts, providers=CHAINS[wanted])
+        with warnings.catch_warnings():  # onnxruntime warns when it drops a provider: the note below says it
+            if not VERBOSE:
+                warnings.simplefilter("ignore")
+            session = ort.InferenceSession(model, opts, providers=CHAINS[wanted])
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises many types
         raise OnnxPruneError(f"onnxruntime cannot load the model: {str(exc).splitlines()[0]}") from None
     ran = session.get_providers()[0]
