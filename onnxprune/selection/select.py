@@ -131,4 +131,29 @@ def select(analysis: Analysis, scores: dict[str, GroupScores], sel: Selection,
     got = estimate(best)[which]
     if got < target - TARGET_TOLERANCE:
         raise OnnxPruneError(f"target {target:.0%} is impossible under the guards: at most {got:.1%} can be removed")
-    return best
+    return _trim(best, groups, ranked, sel, lambda r: estimate(r)[which] >= target) if got >= target else best
+
+
+def _trim(removed: dict[str, list[int]], groups: list[Group], scores: dict[str, GroupScores], sel: Selection,
+          reaches: Callable[[dict[str, list[int]]], bool]) -> dict[str, list[int]]:
+    """Give channels back while the target is still reached, so it is not overshot.
+
+    A global threshold moves whole rounding steps of many groups at once; here one step of one group
+    (its `round_to` best removed channels) comes back at a time, the best-scoring step first, until
+    no step can come back without missing the target. Groups under an override keep their ratio.
+    """
+    free = {g.id for g in groups if not _matches(g, list(sel.overrides))}
+    removed = {gid: list(idx) for gid, idx in removed.items()}
+    while True:
+        steps = []
+        for gid, idx in removed.items():
+            if gid in free and len(idx) >= sel.round_to:
+                back = sorted(idx, key=lambda i: -scores[gid].scores[i])[:sel.round_to]
+                steps.append((float(np.mean(scores[gid].scores[back])), gid, back))
+        for _, gid, back in sorted(steps, key=lambda t: -t[0]):
+            trial = dict(removed, **{gid: sorted(set(removed[gid]) - set(back))})
+            if reaches(trial):
+                removed = trial
+                break
+        else:
+            return {gid: idx for gid, idx in removed.items() if idx}
