@@ -50,6 +50,7 @@ import tf2onnx.optimizer  # noqa: E402
 import keras  # noqa: E402
 from keras import layers  # noqa: E402
 from keras.src.applications import efficientnet  # noqa: E402
+from model_readme import write_model_readme  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 OUT_DIR = ROOT / "models" / "keras"
@@ -305,8 +306,7 @@ def readme_row(info: FileInfo) -> str:
 
 def write_readme(infos: list[FileInfo]) -> None:
     """Write models/keras/README.md."""
-    rows = "\n".join(readme_row(info) for info in infos)
-    total = sum(info.size for info in infos)
+    rows = [readme_row(info) for info in infos]
     text = f"""# Keras / TensorFlow test models (tf2onnx, NHWC)
 
 These ONNX files are small random-weight Keras models (weights=None, seeded, random non-identity
@@ -351,13 +351,9 @@ python3 -m venv /work/venv-tf
 /work/venv-tf/bin/python tools/export_keras.py
 ```
 
-| file | architecture | exporter | input | parameters | size |
-|---|---|---|---|---|---|
-{rows}
-
-Total: {len(infos)} files, {total / 1024 / 1024:.2f} MB.
 """
-    (OUT_DIR / "README.md").write_text(text)
+    columns = ["file", "architecture", "exporter", "input", "parameters", "size"]
+    write_model_readme(OUT_DIR, text, columns, rows, [info.size for info in infos])
 
 
 # --------------------------------------------------------------------------- main

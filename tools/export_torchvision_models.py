@@ -60,6 +60,7 @@ import torchvision
 from torch import nn
 from torchvision.models import convnext, densenet, efficientnet, mobilenetv2
 from torchvision.models import regnet, resnet, shufflenetv2, squeezenet, vgg
+from model_readme import write_model_readme  # noqa: E402
 
 NUM_CLASSES = 10
 TS_OPSET = 17
@@ -474,8 +475,7 @@ def readme_row(info: FileInfo) -> str:
 
 def write_readme(infos: list[FileInfo]) -> None:
     """Write models/torchvision/README.md."""
-    rows = "\n".join(readme_row(info) for info in infos)
-    total = sum(info.size for info in infos)
+    rows = [readme_row(info) for info in infos]
     text = f"""# Reduced torchvision test models
 
 These ONNX files are reduced-width, random-weight exports of torchvision
@@ -493,13 +493,9 @@ with torch==2.14.1 and torchvision==0.29.1 (plus onnx, onnxscript, onnxruntime):
 /path/to/venv-with-torch/bin/python tools/export_torchvision_models.py
 ```
 
-| file | architecture | exporter | BN | input | parameters | size |
-|---|---|---|---|---|---|---|
-{rows}
-
-Total: {len(infos)} files, {total / 1024 / 1024:.2f} MB.
 """
-    (OUT_DIR / "README.md").write_text(text)
+    columns = ["file", "architecture", "exporter", "BN", "input", "parameters", "size"]
+    write_model_readme(OUT_DIR, text, columns, rows, [info.size for info in infos])
 
 
 # --------------------------------------------------------------------------- main

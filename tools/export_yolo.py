@@ -56,6 +56,7 @@ import ultralytics.utils.export.engine as ul_engine  # noqa: E402
 from ultralytics import YOLO  # noqa: E402
 from ultralytics.nn.modules.block import Attention, PSABlock  # noqa: E402
 from ultralytics.nn.tasks import DetectionModel, yaml_model_load  # noqa: E402
+from model_readme import write_model_readme  # noqa: E402
 
 SEED = 0
 WIDTH = 0.0625
@@ -252,9 +253,8 @@ def readme_row(info: FileInfo) -> str:
 
 def write_readme(infos: list[FileInfo]) -> None:
     """Write models/yolo/README.md."""
-    rows = "\n".join(readme_row(info) for info in infos)
+    rows = [readme_row(info) for info in infos]
     blocks = "\n".join(f"- {arch}: {spec.blocks}" for arch, spec in ARCHS.items())
-    total = sum(info.size for info in infos)
     text = f"""# Reduced Ultralytics YOLO test models
 
 These ONNX files are reduced-width, random-weight exports of Ultralytics YOLO detectors, made by
@@ -288,13 +288,9 @@ python3 -m venv /work/venv-yolo
 /work/venv-yolo/bin/python tools/export_yolo.py
 ```
 
-| file | architecture | exporter | input | output | parameters | size |
-|---|---|---|---|---|---|---|
-{rows}
-
-Total: {len(infos)} files, {total / 1024 / 1024:.2f} MB.
 """
-    (OUT_DIR / "README.md").write_text(text)
+    columns = ["file", "architecture", "exporter", "input", "output", "parameters", "size"]
+    write_model_readme(OUT_DIR, text, columns, rows, [info.size for info in infos])
 
 
 # --------------------------------------------------------------------------- main
