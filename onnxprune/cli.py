@@ -260,7 +260,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     check_output(args.json, "--json")
     _progress(f"running both models on {args.provider}")
     report = validate(args.original, args.pruned, _inputs(args), args.provider, args.threads)
-    dims = {k: tuple(v) for k, v in report["inputs"].get("shapes", {}).items()} or parse_shapes(args.shape)
+    ran_at = report["inputs"].get("shapes") or report["inputs"].get("sample_shapes") or {}
+    dims = {k: (1, *v[1:]) for k, v in ran_at.items()} or parse_shapes(args.shape)  # MACs per sample, as run
     before, after = (count_model_cost(m, dims) for m in (args.original, args.pruned))
     report["cost"] = {"params_before": before.params, "params_after": after.params,
                       "macs_before": before.macs, "macs_after": after.macs}

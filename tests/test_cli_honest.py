@@ -211,3 +211,27 @@ def test_group_ids_are_never_cut(tmp: Path) -> None:
     assert r.returncode == 0 and "/backbone/stage_with_a_very_long_name/block_with_a_long_name/conv_0 " in r.stdout
     r = cli("prune", str(path), "-o", str(tmp / "o.onnx"), "--ratio", "0.5")
     assert "block_with_a_long_name/conv_0 " in r.stdout and "block_with_a_long_name/conv_2 " in r.stdout
+
+
+def test_validate_counts_macs_at_the_datas_own_shape(tmp: Path) -> None:
+    import json
+
+    from onnxprune.analysis.cost import count_model_cost
+
+    b = handmade.Builder(1)
+    b.head(b.relu(b.conv("x", 3, 8)), 8)
+    m = b.model("dynamic_hw", [1, 3, 16, 16])
+    for d, name in zip(m.graph.input[0].type.tensor_type.shape.dim[2:], ("h", "w")):
+        d.Clear()
+        d.dim_param = name
+    for o in m.graph.output:  # let the output spatial dims follow the input
+        for d in o.type.tensor_type.shape.dim[2:]:
+            d.Clear()
+    path = tmp / "dyn.onnx"
+    onnx.save(m, path)
+    data = tmp / "data.npz"
+    np.savez(data, x=np.random.default_rng(0).random((4, 3, 32, 40), np.float32))
+    r = cli("validate", str(path), str(path), "--data", str(data), "--json", str(tmp / "v.json"))
+    assert r.returncode == 0, r.stderr
+    macs = json.loads((tmp / "v.json").read_text())["cost"]["macs_before"]
+    assert macs == count_model_cost(str(path), {"x": (1, 3, 32, 40)}).macs != count_model_cost(str(path)).macs

@@ -55,7 +55,8 @@ def open_inputs(inputs: Inputs, session) -> Source:
         n = check_data(arrays, specs, dtypes)
         batches = data_batches(arrays, specs, dtypes, inputs.batch)
         labels = load_labels(inputs.labels, n) if inputs.labels else None
-        return Source(batches, labels, {"source": str(inputs.data), "samples": n})
+        sample = {name: [1, *arrays[name].shape[1:]] for name, _ in specs}  # MACs are counted per sample here
+        return Source(batches, labels, {"source": str(inputs.data), "samples": n, "sample_shapes": sample})
     dims = input_dims(specs, inputs.shapes)
     batches = (random_inputs(dtypes, dims, inputs.seed + k) for k in range(inputs.random_batches))
     n = inputs.random_batches * min((d[0] for d in dims.values() if d), default=1)
