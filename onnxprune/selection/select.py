@@ -155,5 +155,6 @@ def _trim(removed: dict[str, list[int]], groups: list[Group], scores: dict[str, 
             if reaches(trial):
                 removed = trial
                 break
+            free.discard(gid)  # giving back more elsewhere only lowers the reduction: this step stays out
         else:
             return {gid: idx for gid, idx in removed.items() if idx}
