@@ -30,6 +30,7 @@ class Analysis:
 
     def __post_init__(self) -> None:
         self._by_id = {g.id: g for g in self.groups}
+        self._part_channels = [self._channels_of(p) for p in self.parts]  # selection asks for them often
 
     def group(self, gid: str) -> Group:
         return self._by_id[gid]
@@ -59,6 +60,9 @@ class Analysis:
 
     def part_channels(self, part: Part) -> dict[str, np.ndarray]:
         """Group id -> the distinct channel indices of that group a part reads."""
+        return self._part_channels[next(i for i, p in enumerate(self.parts) if p is part)]
+
+    def _channels_of(self, part: Part) -> dict[str, np.ndarray]:
         res = self.resolution
         cls = np.unique(res.cls[part.elements])
         out = {}
@@ -68,8 +72,7 @@ class Analysis:
 
     def emptied_part(self, removed: dict[str, list[int]]) -> Part | None:
         """The first part (Slice, Split output) that `removed` would leave with no channel, if any."""
-        for part in self.parts:
-            chans = self.part_channels(part)
+        for part, chans in zip(self.parts, self._part_channels):
             if all(np.isin(idx, removed.get(gid, [])).all() for gid, idx in chans.items()):
                 return part
         return None

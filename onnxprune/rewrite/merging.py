@@ -21,7 +21,8 @@ from ..errors import OnnxPruneError
 from ..loading import Prepared
 from ..scoring.slices import channel_matrix, zeroed
 from .relations import (APPROXIMATE, BORDER, GROUPED, LOW_SIMILARITY, NO_BIAS, NO_RULE, NOT_VISIBLE, OK, PAPER,
-                        REASONS, REPEATED, RULES, SIMILARITY, SPLIT_PATHS, UNEVEN, Context, Relation, is_zero, mark_inexact)
+                        REASONS, REPEATED, RULES, SIMILARITY, SPLIT_PATHS, UNEVEN, Context, Relation, is_zero,
+                        mark_inexact)
 
 EXACT_COSINE = 1 - 1e-9  # filters that are exact multiples in float32 have a cosine within 1e-14 of 1
 NOT_A_MULTIPLE = "no kept filter is an exact multiple (approximate merges need --merge-approximate)"
@@ -152,7 +153,7 @@ class _Pairs:
         self.tensors = prep.graph.tensors()
         self.params = {(m.node, m.input_index): m for m in g.members if m.input_index is not None}
         self.gone = gone
-        self.why: np.ndarray | None = None  # the group's refusal codes, set by _group
+        self.why = np.zeros((len(removed), len(cand)), np.int8)  # the group's refusal codes per pair
 
     def per_channel(self, member: Member) -> np.ndarray:
         """A parameter member as [channels, features] (removed input columns zeroed in sequential order)."""
@@ -181,7 +182,7 @@ class _Pairs:
 
     def _refuse_repeated(self, mixed: np.ndarray) -> None:
         """A channel whose copies meet different parameters has no one relation: refuse its pairs."""
-        if mixed.any() and self.why is not None:
+        if mixed.any():
             bad = mixed[self.removed][:, None] | mixed[self.cand][None, :]
             bad[:, -1] = mixed[self.removed]
             self.why[(self.why == OK) & bad] = REPEATED
@@ -209,8 +210,7 @@ def _group(prep, analysis, g, removed, options, by_name, order, updates, gone) -
     kept = np.setdiff1d(np.arange(g.channels), removed)
     cand = np.append(kept, kept[0])  # the last column stands for "n is a constant" (its m is irrelevant)
     pairs = _Pairs(prep, analysis, g, removed, cand, gone)
-    why = np.zeros((len(removed), len(cand)), np.int8)
-    pairs.why = why
+    why = pairs.why
     approx = np.zeros_like(why)  # why a pair's compensation would be approximate (0: exact)
     members: dict[str, list[Member]] = defaultdict(list)
     for m in g.members:

@@ -20,8 +20,8 @@ def protect_parts(analysis: Analysis, removed: dict[str, list[int]], scores: dic
     if not analysis.parts or not removed:
         return removed
     gone = {gid: set(idx) for gid, idx in removed.items()}
-    parts = [(analysis.part_channels(p), 0) for p in analysis.parts]
-    parts = [(ch, min(min_channels, sum(len(i) for i in ch.values()))) for ch, _ in parts]
+    parts = [(ch, min(min_channels, sum(len(i) for i in ch.values())))
+             for ch in map(analysis.part_channels, analysis.parts)]
     locked: dict[str, set[int]] = {}
     for chans, need in parts:
         while _kept(chans, gone) < need:
