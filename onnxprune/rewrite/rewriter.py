@@ -24,6 +24,7 @@ class Rewriter:
         self.prep, self.analysis, self.opset = prep, analysis, prep.opset
         self.gone_class = analysis.removed_classes(removed)
         self.names = {t for t in prep.graph.tensors()}
+        self.added = False  # nodes were added: the graph needs sorting again
 
     def kept(self, elements: np.ndarray) -> np.ndarray:
         """True at each position whose channel stays."""
@@ -45,6 +46,19 @@ class Rewriter:
             node.inputs.append(gs.Variable.empty())
         base = node.inputs[index].name or f"{self.prep.names[id(node)]}_input{index}"
         node.inputs[index] = gs.Constant(self.fresh_name(base + "_pruned"), np.asarray(values))
+
+    def set_entry(self, node: gs.Node, index: int, position: int, value: int) -> None:
+        """Replace one entry of a computed 1-D int input (a shape built from Shape ops) by a constant."""
+        source = node.inputs[index]
+        base = f"{self.prep.names[id(node)]}_input{index}"
+        out = gs.Variable(self.fresh_name(base + "_pruned"), dtype=np.int64)
+        where = gs.Constant(self.fresh_name(base + "_at"), np.array([position], np.int64))
+        count = gs.Constant(self.fresh_name(base + "_count"), np.array([value], np.int64))
+        scatter = gs.Node("ScatterElements", name=self.fresh_name(base + "_scatter"),
+                          inputs=[source, where, count], outputs=[out])
+        self.prep.graph.nodes.append(scatter)
+        node.inputs[index] = out
+        self.added = True
 
 
 def _slice(values: np.ndarray, masks: dict[int, np.ndarray]) -> np.ndarray:
@@ -117,6 +131,8 @@ def rewrite(prep: Prepared, analysis: Analysis, removed: dict[str, list[int]],
         rule = rule_for(node)
         if rule is not None and rw.note(node):  # a rewrite reads only what its analysis noted
             rule.rewrite(node, rw)
+    if rw.added:
+        graph.toposort()
     keep = {t.name for t in [*graph.inputs, *graph.outputs]}
     for t in graph.tensors().values():
         if isinstance(t, gs.Variable) and t.name not in keep:

@@ -1,4 +1,4 @@
-"""Concat, Split and Slice: along the channel axis they map channel offsets, elsewhere they couple."""
+"""Concat, Split, Slice and Gather: along the channel axis they map channel offsets, elsewhere they couple."""
 from __future__ import annotations
 
 import numpy as np
@@ -108,14 +108,18 @@ class SliceRule(Rule):
         if lay is None:
             return
         name = f"Slice '{b.name(node)}'"
-        try:
-            starts, ends = attr_or_input(node, b, "starts", 1), attr_or_input(node, b, "ends", 2)
-            axes, steps = attr_or_input(node, b, "axes", 3), attr_or_input(node, b, "steps", 4)
-        except LookupError as exc:
-            b.freeze(lay.elements, str(exc))
-            return
         if rank is None:
             b.freeze(lay.elements, f"{name}: rank unknown")
+            return
+        try:
+            axes = attr_or_input(node, b, "axes", 3)
+            if axes is not None and lay.axis not in {norm_axis(int(a), rank) for a in axes}:
+                passthrough(node, b, lay.axis, lay.elements)  # bounds elsewhere may be computed
+                return
+            starts, ends = attr_or_input(node, b, "starts", 1), attr_or_input(node, b, "ends", 2)
+            steps = attr_or_input(node, b, "steps", 4)
+        except LookupError as exc:
+            b.freeze(lay.elements, str(exc))
             return
         axes = [norm_axis(int(a), rank) for a in (axes if axes is not None else range(len(starts)))]
         if lay.axis not in axes:
@@ -144,3 +148,24 @@ class SliceRule(Rule):
             arr = np.array(noted).reshape(-1)
             arr[i] = value
             rw.set_input(node, index, arr.astype(node.inputs[index].values.dtype))
+
+
+@register("Gather")
+class GatherRule(Rule):
+    """Picking along another axis keeps the channels (the axis shifts by the indices' rank)."""
+
+    def analyze(self, node: gs.Node, b: Builder) -> None:
+        lay, rank = b.layout(node.inputs[0]), b.rank(node.inputs[0])
+        b.freeze(getattr(b.layout(node.inputs[1]), "elements", None),
+                 f"Gather '{b.name(node)}' uses channels as indices")
+        if lay is None:
+            return
+        index_rank = b.rank(node.inputs[1])
+        if rank is None or index_rank is None:
+            b.freeze(lay.elements, f"Gather '{b.name(node)}': rank unknown")
+            return
+        axis = norm_axis(node.attrs.get("axis", 0), rank)
+        if axis == lay.axis:
+            b.freeze(lay.elements, f"Gather '{b.name(node)}' picks along the channel axis")
+            return
+        passthrough(node, b, lay.axis if lay.axis < axis else lay.axis - 1 + index_rank, lay.elements)

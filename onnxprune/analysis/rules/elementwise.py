@@ -38,7 +38,7 @@ def _size(b: Builder, t: gs.Tensor) -> int | None:
     return None if s is None or not all(isinstance(d, int) for d in s) else int(np.prod(s))
 
 
-@register("Add", "Sub", "Mul", "Div", "Max", "Min", "Sum", "Mean", "PRelu", "Pow")
+@register("Add", "Sub", "Mul", "Div", "Max", "Min", "Sum", "Mean", "PRelu", "Pow", "Where")
 class BroadcastRule(Rule):
     """Numpy broadcasting: channel tensors aligned on the output axis are coupled; constants with a
     per-channel dimension are sliced with them; a size-1 dimension broadcasts and couples nothing."""
@@ -80,7 +80,7 @@ class BroadcastRule(Rule):
     @staticmethod
     def _operand(node: gs.Node, b: Builder, i: int, d: int, ref: np.ndarray, name: str) -> None:
         """A per-channel constant is sliced with the channels; anything else freezes them."""
-        if b.const(node.inputs[i]) is None:
+        if b.const(node.inputs[i]) is None or node.op == "Where":
             b.freeze(ref, f"{name}: operand '{node.inputs[i].name}' may carry channels nobody slices")
             return
         kind = KIND[node.op]

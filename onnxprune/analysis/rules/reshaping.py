@@ -5,6 +5,7 @@ channel element over its H*W features, so a consumer Gemm slices all of a channe
 """
 from __future__ import annotations
 
+import math
 
 import numpy as np
 import onnx_graphsurgeon as gs
@@ -12,7 +13,7 @@ import onnx_graphsurgeon as gs
 from ..builder import Builder
 from . import Rule, register
 from ..shape_values import trace
-from .common import attr_or_input, norm_axis, passthrough, volume
+from .common import attr_or_input, norm_axis, passthrough, static, volume
 
 
 def _merged(elements: np.ndarray, inner: int, outer: int) -> np.ndarray:
@@ -66,34 +67,78 @@ class ReshapeRule(Rule):
             for end in range(a + 1, len(s_in) + 1):
                 inner = volume(s_in[a + 1:end])
                 if isinstance(inner, int) and s_out[j] == c * inner and _prefix_matches(s_in[end:], s_out[j + 1:]):
-                    problem = self._entry_problem(node, target[j], a, c * inner, j)
+                    problem = self._entry_problem(node, target[j], a, c * inner, j, b.graph.opset)
                     if problem:
                         b.freeze(lay.elements, f"{name}: {problem}")
                         return
-                    target_values = b.const(node.inputs[1])
-                    b.note(node, index=j, inner=inner, elements=lay.elements,
-                           target=None if target_values is None else np.array(target_values))
+                    b.note(node, index=j, inner=inner, elements=lay.elements, target=self._target_values(node),
+                           entry=target[j] if isinstance(target[j], int) else -1)
                     passthrough(node, b, j, np.repeat(lay.elements, inner))
                     return
+        if self._split(node, b, lay, s_in, s_out, target):
+            return
         b.freeze(lay.elements, f"{name} splits or reorders the channel axis ({list(s_in)} -> {list(s_out)})")
 
+    def _split(self, node: gs.Node, b: Builder, lay, s_in, s_out, target) -> bool:
+        """[.., C, ..] -> [.., (O,) U, D, ..]: channels split into U units of D (heads of head_dim).
+
+        Each unit's D channels are coupled and the units become the channel axis; with outer
+        axes (fused QKV [.., 3, H, D]) the unit u of every outer slice is coupled with unit u of
+        the first, so a head leaves Q, K and V together.
+        """
+        c, a = len(lay.elements), lay.axis
+        for j in range(len(s_out)):
+            if not _prefix_matches(s_in[:a], s_out[:j]):
+                continue
+            for k in range(j + 2, len(s_out) + 1):
+                dims = s_out[j:k]
+                if not static(dims) or math.prod(dims) != c or not _prefix_matches(s_in[a + 1:], s_out[k:]):
+                    continue
+                units, block = dims[-2], dims[-1]
+                unit_axis = k - 2
+                problem = self._entry_problem(node, target[unit_axis], a, units, unit_axis,
+                                              b.graph.opset, own=False)
+                if problem is None and any(target[i] not in (dims[i - j], -1) for i in range(j, k) if i != unit_axis):
+                    problem = "target entries of the split axes are not constants"
+                if problem:
+                    b.freeze(lay.elements, f"Reshape '{b.name(node)}': {problem}")
+                    return True
+                grid = lay.elements.reshape(-1, units, block)
+                b.couple_blocks(lay.elements, block)
+                for outer in grid[1:]:
+                    b.couple(grid[0][:, 0], outer[:, 0])
+                entry = target[unit_axis]
+                b.note(node, index=unit_axis, inner=1, per=block * len(grid), elements=lay.elements,
+                       target=self._target_values(node), entry=entry if isinstance(entry, int) else -1)
+                passthrough(node, b, unit_axis, grid[0][:, 0])
+                return True
+        return False
+
     @staticmethod
-    def _entry_problem(node: gs.Node, entry, axis: int, size: int, j: int) -> str | None:
+    def _target_values(node: gs.Node) -> np.ndarray | None:
+        return np.array(node.inputs[1].values) if isinstance(node.inputs[1], gs.Constant) else None
+
+    @staticmethod
+    def _entry_problem(node: gs.Node, entry, axis: int, size: int, j: int, opset: int = 13,
+                       own: bool = True) -> str | None:
         """Why the target entry for the channel axis cannot follow pruning, or None if it can."""
-        if entry == -1 or entry == (node.inputs[0].name, axis) or (entry == 0 and j == axis):
+        if entry == -1 or (own and (entry == (node.inputs[0].name, axis) or (entry == 0 and j == axis))):
             return None
-        if entry == size and isinstance(node.inputs[1], gs.Constant):
-            return None
+        if entry == size and (isinstance(node.inputs[1], gs.Constant) or opset >= 11):
+            return None  # a computed target gets its entry replaced by a ScatterElements
         return f"target entry {j} ({entry}) fixes the channel count and cannot be rewritten"
 
     def rewrite(self, node: gs.Node, rw) -> None:
         note = rw.note(node)
-        if note.get("target") is None:  # computed at run time: it follows the data
-            return
-        target = np.array(note["target"])
-        if target[note["index"]] > 0:
-            target[note["index"]] = int(rw.kept(note["elements"]).sum()) * note["inner"]
-            rw.set_input(node, 1, target)
+        count = int(rw.kept(note["elements"]).sum()) * note["inner"] // note.get("per", 1)
+        target = note.get("target")
+        if target is not None:
+            if target[note["index"]] > 0:
+                target = np.array(target)
+                target[note["index"]] = count
+                rw.set_input(node, 1, target)
+        elif note.get("entry", -1) > 0:
+            rw.set_entry(node, 1, note["index"], count)
 
 
 @register("Squeeze", "Unsqueeze")
@@ -144,30 +189,42 @@ class TransposeRule(Rule):
 
 @register("Expand", "Tile")
 class BroadcastShapeRule(Rule):
-    """Expand's shape or Tile's repeats at the channel axis must be 1 or (Expand) the channel count."""
+    """Expand's shape or Tile's repeats at the channel axis must be 1 or (Expand) the channel count.
+
+    A computed Expand shape (GQA's repeat of K/V heads, built from Shape ops) is traced; its
+    channel entry may be the channel count, which the rewrite replaces.
+    """
 
     def analyze(self, node: gs.Node, b: Builder) -> None:
         lay = b.layout(node.inputs[0])
         if lay is None:
             return
-        arg, rank_in = b.const(node.inputs[1]), b.rank(node.inputs[0])
+        rank_in = b.rank(node.inputs[0])
+        arg = trace(node.inputs[1], {k: len(v) for k, v in b.shapes.items()}) if node.op == "Expand" else None
+        if node.op == "Tile" and b.const(node.inputs[1]) is not None:
+            arg = [int(v) for v in np.asarray(b.const(node.inputs[1])).reshape(-1)]
         if arg is None or rank_in is None:
             b.freeze(lay.elements, f"{node.op} '{b.name(node)}': shape argument computed at runtime")
             return
-        arg = np.asarray(arg).reshape(-1)
         offset = max(len(arg) - rank_in, 0) if node.op == "Expand" else 0
         index, c = lay.axis + offset, len(lay.elements)
-        if arg[index] == 1 or (node.op == "Expand" and arg[index] == c):
-            b.note(node, index=index, elements=lay.elements, arg=arg)
+        entry = arg[index]
+        own = entry == (node.inputs[0].name, lay.axis)
+        if entry == 1 or own or (node.op == "Expand" and entry == c):
+            b.note(node, index=index, elements=lay.elements, entry=entry if isinstance(entry, int) else 1,
+                   arg=np.array(b.const(node.inputs[1])) if b.const(node.inputs[1]) is not None else None)
             passthrough(node, b, index, lay.elements)
         else:
             b.freeze(lay.elements, f"{node.op} '{b.name(node)}' repeats along the channel axis")
 
     def rewrite(self, node: gs.Node, rw) -> None:
         note = rw.note(node)
-        arg = np.array(note["arg"])
-        if node.op == "Expand" and arg[note["index"]] > 1:
-            arg[note["index"]] = int(rw.kept(note["elements"]).sum())
-            rw.set_input(node, 1, arg)
-
-
+        if node.op != "Expand" or note["entry"] <= 1:
+            return
+        count = int(rw.kept(note["elements"]).sum())
+        if note["arg"] is None:
+            rw.set_entry(node, 1, note["index"], count)
+            return
+        arg = np.array(note["arg"]).reshape(-1)
+        arg[note["index"]] = count
+        rw.set_input(node, 1, arg)
