@@ -168,3 +168,36 @@ EXPECT: dict[str, list[tuple[int, str]]] = {
     "gpt2_block": [(H, "heads"), (FF, "FFN units")],
     "llama_block": [(2, "K/V heads, each with its group of 2 Q heads"), (FF, "SwiGLU units")],
 }
+
+
+def _attention_op(b: Builder, x: str, kv_heads: int, four_d: bool) -> str:
+    """Q, K, V projections into the ONNX Attention op (opset 23), 3-D or 4-D, then the output projection."""
+    q = _linear(b, x, C, H * D)
+    k, v = _linear(b, x, C, kv_heads * D), _linear(b, x, C, kv_heads * D)
+    if four_d:
+        q, k, v = _heads(b, q, H, [0, 0, -1, D]), _heads(b, k, kv_heads, [0, 0, -1, D]), _heads(b, v, kv_heads, [0, 0, -1, D])
+        y = b.op("Attention", [q, k, v], is_causal=1)
+        return _linear(b, _merge(b, y, [0, 0, -1]), C, C)
+    y = b.op("Attention", [q, k, v], q_num_heads=H, kv_num_heads=kv_heads, is_causal=1)
+    return _linear(b, y, C, C)
+
+
+def attention_op23(seed: int = 0) -> onnx.ModelProto:
+    """The ONNX Attention op on 3-D Q/K/V (q_num_heads = kv_num_heads = 4) in a post-norm block."""
+    b = Builder(seed)
+    _block(b, "x", _attention_op(b, "x", H, four_d=False))
+    b.nodes[-1].output[0] = "y"
+    return b.model("attention_op23", [1, S, C], opset=23)
+
+
+def attention_op23_gqa_4d(seed: int = 0) -> onnx.ModelProto:
+    """The ONNX Attention op on 4-D heads, 4 Q heads sharing 2 K/V heads."""
+    b = Builder(seed)
+    _block(b, "x", _attention_op(b, "x", 2, four_d=True))
+    b.nodes[-1].output[0] = "y"
+    return b.model("attention_op23_gqa_4d", [1, S, C], opset=23)
+
+
+PATTERNS.update(attention_op23=attention_op23, attention_op23_gqa_4d=attention_op23_gqa_4d)
+EXPECT.update(attention_op23=[(H, "heads"), (FF, "FFN units")],
+              attention_op23_gqa_4d=[(2, "K/V heads with their Q groups"), (FF, "FFN units")])

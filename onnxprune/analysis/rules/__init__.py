@@ -48,4 +48,4 @@ def rule_for(node: gs.Node) -> Rule | None:
     return RULES.get(node.op)
 
 
-from . import conv, linear, elementwise, normalization, pooling, reshaping, concat_split, spatial  # noqa: E402,F401
+from . import conv, linear, elementwise, normalization, pooling, reshaping, concat_split, spatial, attention  # noqa: E402,F401,E501
