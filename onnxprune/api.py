@@ -13,6 +13,7 @@ from .errors import OnnxPruneError
 from .loading import ModelSource, Prepared, prepare
 from .plan import Plan, check_plan, make_plan
 from .report import prune_report
+from .rewrite.mean_fold import fold_means
 from .rewrite.merging import Compensation, MergeOptions, plan_compensation
 from .rewrite.reconstruction import check_reconstruction, reconstruct
 from .rewrite.rewriter import rewrite
@@ -68,6 +69,8 @@ def run_pipeline(prep: Prepared, input_shapes: Shapes = None, plan: Plan | None 
         chosen_by = "the plan" if plan is not None else COUNTED_BY.get(criterion, criterion)
         removed, compensation = reconstruct(prep, analysis, removed, calibration, merge, lasso, chosen_by, provider,
                                             progress)
+    elif merge.compensate == "mean":
+        compensation = fold_means(prep, analysis, removed, calibration, merge, provider)
     else:
         compensation = plan_compensation(prep, analysis, removed, merge)
     if plan is None:
@@ -78,8 +81,10 @@ def run_pipeline(prep: Prepared, input_shapes: Shapes = None, plan: Plan | None 
 
 
 def default_options(criterion: str, **given: Any) -> MergeOptions:
-    """Compensation options from keywords; `lasso` defaults to reconstruction, the rest to merging."""
-    return MergeOptions.from_keywords(**{"compensate": "reconstruct" if criterion == "lasso" else "merge", **given})
+    """Compensation options from keywords: `lasso` defaults to reconstruction, `flap` to its mean fold,
+    the rest to merging."""
+    default = {"lasso": "reconstruct", "flap": "mean"}.get(criterion, "merge")
+    return MergeOptions.from_keywords(**{"compensate": default, **given})
 
 
 def apply_plan(model: ModelSource, plan: Plan, input_shapes: Shapes = None,
@@ -113,10 +118,12 @@ def prune(model: ModelSource, ratio: float | None = None, criterion: str = "l1",
     """Score, select, compensate and remove channels in one call; returns (pruned model, plan, report).
 
     Merge options (MergeOptions): compensate ("merge": neuron merging, constants folded; "fold":
-    constants only; "reconstruct": least-squares re-fit of the consumers on calibration data; "none"),
+    constants only; "reconstruct": least-squares re-fit of the consumers on calibration data; "mean":
+    removed channels' calibration means folded into the consumers' biases (FLAP); "none"),
     merge_threshold, merge_lambda, merge_mode ("exact" | "paper"), merge_approximate, fold_tolerance,
     merge_order ("original" | "sequential").
-    Data-driven criteria ("activation"; "lasso", which reconstructs unless compensate="none") and
+    Data-driven criteria ("activation", "wanda", "flap" (which folds means unless told otherwise);
+    "lasso", which reconstructs unless compensate="none") and
     reconstruction read `calibration` (a Calibration, or the path of an .npz or a folder of .npy
     files) in onnxruntime on `provider`; `progress` receives a line per reconstructed group.
     """

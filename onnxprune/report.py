@@ -145,6 +145,10 @@ def summary(report: dict) -> str:
                      f"{c.get('median_error_before', 0):.4f}{after}; {memory:.1f} MiB of calibration data held at most")
         if c["consumers_not_reconstructed"]:
             lines.append(f"  {c['consumers_not_reconstructed']} consumers not reconstructed (see the report)")
+    elif c and c["mode"] == "mean":
+        lines.append(f"compensation (mean): the calibration means of {c['folded']} removed channels folded into "
+                     f"their consumers' biases ({c['folded_exact']} exact: constant channels), "
+                     f"{c['pruned_only']} only pruned")
     elif c and c["mode"] != "none":
         lines.append(f"compensation ({c['mode']}, {c['merge_mode']}): {c['merged']} channels merged "
                      f"({c['merged_exact']} exact, {c['merged'] - c['merged_exact']} approximate), "

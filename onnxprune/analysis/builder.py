@@ -99,6 +99,13 @@ class Builder:
         t = node.inputs[i]
         return None if (isinstance(t, gs.Variable) and not t.name) else t
 
+    def reads_count(self, entry, elements: np.ndarray) -> bool:
+        """A traced shape entry (tensor, axis) read at runtime from a tensor carrying these channels there."""
+        if not isinstance(entry, tuple):
+            return False
+        lay = self.layouts.get(entry[0])
+        return lay is not None and lay.axis == entry[1] and np.array_equal(lay.elements, elements)
+
     # -- declaring ---------------------------------------------------------------------
     def produce(self, node: gs.Node, size: int) -> np.ndarray:
         """Fresh channel elements for a node's new output channels."""

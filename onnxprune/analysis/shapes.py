@@ -56,7 +56,8 @@ def probe_shapes(graph: gs.Graph, opset_imports, fixed: dict[str, tuple[int, ...
         old = symbolic.get(name)
         if b is None or len(a) != len(b) or (old is not None and len(old) != len(a)):
             continue
-        dims = [x if x == y else f"~{x},{y}" for x, y in zip(a, b)]
+        dims = [x if x == y else f"~{x},{y}" if isinstance(x, int) and isinstance(y, int) else None
+                for x, y in zip(a, b)]
         merged[name] = tuple(o if isinstance(o, int) else d for o, d in zip(old or dims, dims))
     return merged
 
@@ -65,15 +66,31 @@ InputSpec = tuple[str, "Shape | None"]  # an input's name and declared shape (in
 
 
 def probe_dims(graph: gs.Graph, k: int, fixed: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
-    """Probe k's input shapes: model-static dims kept; the rest from `fixed` or 224 / 256; batch 1 / 2.
+    """Probe k's input shapes: model-static dims kept; the rest from `fixed` or the defaults; batch 1 / 2.
 
     Probe 0 is the model's concrete input shape everywhere (MAC counts, check runs).
     """
     return concrete_dims([(t.name, t.shape) for t in graph.inputs], k, fixed)
 
 
+SEQUENCE_WORDS = ("seq", "length", "token", "position")  # a dynamic dim so named is a sequence length
+DEFAULT_DIM, DEFAULT_SEQUENCE = (224, 256), (128, 160)  # probe 0 (the one counted and run), probe 1
+
+
+def default_dim(name, k: int) -> int:
+    """The value probe k gives a dynamic non-batch dim nobody fixed: 128 for a sequence, else 224."""
+    sequence = isinstance(name, str) and any(w in name.lower() for w in SEQUENCE_WORDS)
+    return (DEFAULT_SEQUENCE if sequence else DEFAULT_DIM)[k]
+
+
 def concrete_dims(inputs: list[InputSpec], k: int, fixed: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
-    """probe_dims over (name, declared shape) pairs, e.g. an onnxruntime session's inputs."""
+    """probe_dims over (name, declared shape) pairs, e.g. an onnxruntime session's inputs.
+
+    A named dynamic dim fixed through one input takes the same value in every input that names it
+    (input_ids and attention_mask share their sequence length).
+    """
+    named = {d: given[i] for name, declared in inputs if (given := fixed.get(name)) and declared
+             for i, d in enumerate(declared) if isinstance(d, str) and i < len(given)}
     dims = {}
     for name, declared in inputs:
         if declared is None:
@@ -84,9 +101,11 @@ def concrete_dims(inputs: list[InputSpec], k: int, fixed: dict[str, tuple[int, .
             if isinstance(d, int) and d > 0:
                 shape.append(d)
             elif i == 0:
-                shape.append((given[0] if given else 1) + k)
+                shape.append((given[0] if given else named.get(d, 1)) + k)
+            elif given:
+                shape.append(given[i])
             else:
-                shape.append(given[i] if given else (224, 256)[k])
+                shape.append(named[d] if d in named else default_dim(d, k))
         dims[name] = tuple(shape)
     return dims
 
@@ -115,7 +134,62 @@ def infer_shapes(graph: gs.Graph, opset_imports, input_dims: dict[str, tuple[int
         if not _pin_reshape_targets(skeleton, graph, shapes):
             break
         shapes = _run_inference(skeleton, graph)
+    if input_dims and _unresolved(graph, shapes) and _pin_runtime_values(skeleton, graph, input_dims):
+        shapes = _run_inference(skeleton, graph)
     return shapes
+
+
+def _unresolved(graph: gs.Graph, shapes: dict[str, Shape]) -> bool:
+    """Some node output has no fully concrete shape."""
+    return any(not all(isinstance(d, int) for d in shapes.get(t.name, (None,)))
+               for n in graph.nodes for t in n.outputs if t.name)
+
+
+def _pin_runtime_values(skeleton: onnx.ModelProto, graph: gs.Graph, input_dims: dict[str, tuple[int, ...]]) -> bool:
+    """In the skeleton only: replace computed 1-D int64 tensors (shape arithmetic that onnx's inference
+    cannot follow: attention masks, rotary tables) by their values in one onnxruntime run at these sizes.
+
+    Without onnxruntime nothing changes, and what stays unknown freezes as before.
+    """
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return False
+    inferred = onnx.shape_inference.infer_shapes(skeleton, data_prop=True)
+    wanted = [vi.name for vi in inferred.graph.value_info
+              if vi.type.tensor_type.elem_type == onnx.TensorProto.INT64 and len(vi.type.tensor_type.shape.dim) <= 1]
+    if not wanted:
+        return False
+    probe = onnx.ModelProto()
+    probe.CopyFrom(skeleton)
+    del probe.graph.output[:]
+    probe.graph.output.extend(helper.make_empty_tensor_value_info(n) for n in wanted)
+    constants = {t.name: t.values for t in graph.tensors().values() if isinstance(t, gs.Constant)}
+    feeds = {}
+    for vi in probe.graph.input:
+        if vi.name in constants:
+            feeds[vi.name] = constants[vi.name]
+        else:
+            dtype = helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)
+            feeds[vi.name] = np.zeros(input_dims.get(vi.name, [d.dim_value for d in vi.type.tensor_type.shape.dim]),
+                                      dtype)
+    try:
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        session = ort.InferenceSession(probe.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        values = session.run(wanted, feeds)
+    except Exception:  # noqa: BLE001 - a model onnxruntime cannot run keeps its unknown shapes
+        return False
+    replace = {}
+    for name, value in zip(wanted, values):
+        replace[name] = f"{name}__runtime"
+        probe_init = onnx.numpy_helper.from_array(np.asarray(value, np.int64), replace[name])
+        skeleton.graph.initializer.append(probe_init)
+    for proto in skeleton.graph.node:
+        for i, name in enumerate(proto.input):
+            if name in replace:
+                proto.input[i] = replace[name]
+    return True
 
 
 def _run_inference(skeleton: onnx.ModelProto, graph: gs.Graph) -> dict[str, Shape]:
@@ -136,7 +210,7 @@ def _run_inference(skeleton: onnx.ModelProto, graph: gs.Graph) -> dict[str, Shap
 
 def _pin_reshape_targets(skeleton: onnx.ModelProto, graph: gs.Graph, shapes: dict[str, Shape]) -> bool:
     """In the skeleton only: replace traceable runtime Reshape targets by their concrete values."""
-    from .shape_values import trace
+    from .shape_values import entry_value, trace
 
     ranks = {k: len(v) for k, v in shapes.items()}
     tensors = graph.tensors()
@@ -147,7 +221,7 @@ def _pin_reshape_targets(skeleton: onnx.ModelProto, graph: gs.Graph, shapes: dic
         entries = trace(tensors[proto.input[1]], ranks)
         if entries is None:
             continue
-        values = [e if isinstance(e, int) else (shapes.get(e[0]) or (None,) * (e[1] + 1))[e[1]] for e in entries]
+        values = [entry_value(e, shapes) for e in entries]
         if all(isinstance(v, int) for v in values):
             name = f"{proto.input[1]}__pinned"
             skeleton.graph.initializer.append(onnx.numpy_helper.from_array(np.array(values, np.int64), name))

@@ -62,7 +62,9 @@ class LinearView:
     def takes_bias(self) -> bool:
         """Whether a per-output constant can be added (Conv; Gemm with a constant or missing C and beta != 0)."""
         if self.node.op == "MatMul":
-            return False
+            from ..rewrite.merging import matmul_bias  # a MatMul's bias is the Add after it
+
+            return matmul_bias(self.node) is not None
         bias = self.node.inputs[2] if len(self.node.inputs) > 2 else None
         if self.node.op == "Gemm" and float(self.node.attrs.get("beta", 1.0)) == 0:
             return False

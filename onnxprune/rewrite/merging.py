@@ -27,7 +27,7 @@ from .relations import (APPROXIMATE, BORDER, GROUPED, LOW_SIMILARITY, NO_BIAS, N
 EXACT_COSINE = 1 - 1e-9  # filters that are exact multiples in float32 have a cosine within 1e-14 of 1
 NOT_A_MULTIPLE = "no kept filter is an exact multiple (approximate merges need --merge-approximate)"
 
-MODES = ("merge", "fold", "reconstruct", "none")
+MODES = ("merge", "fold", "reconstruct", "mean", "none")
 BN_MODES = ("exact", "paper")
 ORDERS = ("original", "sequential")
 
@@ -412,7 +412,7 @@ def _consumer_relation(node: gs.Node, member: Member, rel, pairs: _Pairs, why, a
     hidden[:, -1] = False
     why[(why == OK) & hidden] = NOT_VISIBLE
     offset = ~is_zero(f.o, f.k)
-    if node.op == "MatMul" or (node.op == "Gemm" and float(node.attrs.get("beta", 1.0)) == 0):
+    if node.op in ("MatMul", "Gemm") and not takes_bias(node):
         why[(why == OK) & offset] = NO_BIAS
     elif node.op == "ConvTranspose":  # each output receives only some taps of the offset
         mark_inexact(why, approx, offset, UNEVEN, f.k, options.merge_approximate)
@@ -483,10 +483,40 @@ def _output_axis(node: gs.Node, ndim: int, input_axis: int) -> int:
     return ndim - 1 if input_axis == ndim - 2 else ndim - 2  # Gemm / MatMul: the other matrix axis
 
 
+def matmul_bias(node: gs.Node) -> tuple[gs.Node, int] | None:
+    """The Add holding a MatMul's bias (nn.Linear as exported: MatMul, then Add of an [N] constant), and
+    the Add's input index of that constant; None when the MatMul's output goes anywhere else."""
+    out = node.outputs[0]
+    if node.op != "MatMul" or len(out.outputs) != 1 or not isinstance(node.inputs[1], gs.Constant):
+        return None
+    add = out.outputs[0]
+    if add.op != "Add" or len(add.inputs) != 2:
+        return None
+    i = 1 if add.inputs[0] is out else 0
+    bias, n = add.inputs[i], node.inputs[1].values.shape[-1]
+    ok = isinstance(bias, gs.Constant) and bias.values.size == n and bias.values.shape[-1:] == (n,)
+    return (add, i) if ok else None
+
+
+def takes_bias(node: gs.Node) -> bool:
+    """Whether a per-output constant can be added to the node (a MatMul only through its bias Add)."""
+    if node.op == "MatMul":
+        return matmul_bias(node) is not None
+    return not (node.op == "Gemm" and float(node.attrs.get("beta", 1.0)) == 0)
+
+
 def add_bias(node: gs.Node, delta: np.ndarray, new_bias: dict[int, np.ndarray]) -> None:
     """Add to the node's bias; a node without a per-channel one gets it after slicing (attach_biases)."""
     if node.op == "Gemm":
         delta = delta * float(node.attrs.get("alpha", 1.0)) / float(node.attrs.get("beta", 1.0))
+    if node.op == "MatMul" and (found := matmul_bias(node)) is not None:
+        add, i = found
+        bias = own_constant(add, i)
+        bias.values = (np.asarray(bias.values, np.float64) + delta.reshape(bias.values.shape)).astype(bias.values.dtype)
+        return
+    if node.op == "MatMul":
+        new_bias[id(node)] = new_bias[id(node)] + delta if id(node) in new_bias else np.asarray(delta, np.float64)
+        return
     bias = node.inputs[2] if len(node.inputs) > 2 else None
     if isinstance(bias, gs.Constant):
         bias = own_constant(node, 2)

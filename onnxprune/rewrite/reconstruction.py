@@ -343,7 +343,10 @@ def _choose_ridge(fit_set: Moments, check: Moments, theta0: np.ndarray, base: fl
 
 def check_reconstruction(lasso: bool, options: MergeOptions, calibration: Calibration | None) -> None:
     """Refuse combinations reconstruction cannot honour, before any long run (`lasso`: it chooses the channels)."""
-    if lasso and options.compensate in ("merge", "fold"):
+    if options.compensate == "mean" and calibration is None:
+        raise OnnxPruneError("--compensate mean folds calibration means: it needs calibration inputs "
+                             "(--calib FILE.npz or DIR)")
+    if lasso and options.compensate in ("merge", "fold", "mean"):
         raise OnnxPruneError("--criterion lasso compensates by reconstruction (or none): use --reconstruct "
                              "or --no-reconstruct, not --compensate " + options.compensate)
     if (lasso or options.compensate == "reconstruct") and calibration is None:

@@ -31,7 +31,8 @@ class Rewriter:
         return ~self.gone_class[self.analysis.resolution.cls[elements]]
 
     def note(self, node: gs.Node) -> dict[str, Any]:
-        return self.analysis.notes.get(self.prep.names[id(node)], {})
+        name = self.prep.names.get(id(node))  # None for a node the rewrite added
+        return self.analysis.notes.get(name, {}) if name is not None else {}
 
     def fresh_name(self, base: str) -> str:
         name, k = base, 2
@@ -114,7 +115,23 @@ def attach_biases(rw: Rewriter, new_bias: dict[int, np.ndarray]) -> None:
         values = new_bias[id(node)]
         if out is not None:
             values = values[rw.kept(out.elements)]
-        rw.set_input(node, 2, values.astype(node.inputs[1].values.dtype))
+        values = values.astype(node.inputs[1].values.dtype)
+        if node.op == "MatMul":
+            _bias_add(rw, node, values)
+        else:
+            rw.set_input(node, 2, values)
+
+
+def _bias_add(rw: Rewriter, node: gs.Node, values: np.ndarray) -> None:
+    """A bias for a MatMul that has none: an Add after it, which takes over its output tensor."""
+    name = rw.prep.names[id(node)]
+    out = node.outputs[0]
+    product = gs.Variable(rw.fresh_name(f"{name}_product"), dtype=out.dtype)
+    node.outputs[0] = product
+    bias = gs.Constant(rw.fresh_name(f"{name}_bias"), values)
+    rw.prep.graph.nodes.append(gs.Node("Add", name=rw.fresh_name(f"{name}_bias_add"), inputs=[product, bias],
+                                       outputs=[out]))
+    rw.added = True
 
 
 def rewrite(prep: Prepared, analysis: Analysis, removed: dict[str, list[int]],

@@ -12,14 +12,14 @@ from ..analysis.groups import Group
 from ..errors import OnnxPruneError
 from ..calibration.data import Calibration
 from ..loading import Prepared
-from .activation import consumer_input_means
+from .activation import consumer_input_means, weighted_input_scores
 from .fpgm import fpgm
 from .norms import l1, l2
 from .slices import channel_matrix
 
 KERNELS: dict[str, Callable[[np.ndarray], np.ndarray]] = {"l1": l1, "l2": l2, "fpgm": fpgm}
-CRITERIA = ("l1", "l2", "fpgm", "bn", "random", "activation", "lasso")
-DATA_CRITERIA = ("activation", "lasso")  # need calibration inputs
+CRITERIA = ("l1", "l2", "fpgm", "bn", "random", "activation", "wanda", "flap", "lasso")
+DATA_CRITERIA = ("activation", "wanda", "flap", "lasso")  # need calibration inputs
 COUNTED_BY = {"lasso": "l1"}  # chooses channels itself; how many per group comes from this ranking
 AGGREGATE = {"mean": np.mean, "sum": np.sum, "max": np.max}
 BN_FALLBACK = "l1"
@@ -75,7 +75,8 @@ def score_groups(prep: Prepared, analysis: Analysis, criterion: str = "l1", incl
     if criterion in DATA_CRITERIA:
         if calibration is None:
             raise OnnxPruneError(f"--criterion {criterion} needs calibration inputs (--calib FILE.npz or DIR)")
-        means = consumer_input_means(prep, analysis, calibration, provider)
+        means = (consumer_input_means(prep, analysis, calibration, provider) if criterion == "activation" else
+                 weighted_input_scores(prep, analysis, calibration, criterion, provider))
         return {gid: GroupScores(agg(np.stack([_normalised(s) if normalize else s for s in per]), axis=0), criterion)
                 for gid, per in means.items()}
     tensors = prep.graph.tensors()

@@ -68,6 +68,9 @@ class ReshapeRule(Rule):
                 inner = volume(s_in[a + 1:end])
                 if isinstance(inner, int) and s_out[j] == c * inner and _prefix_matches(s_in[end:], s_out[j + 1:]):
                     problem = self._entry_problem(node, target[j], a, c * inner, j, b.graph.opset)
+                    if problem and b.reads_count(target[j][:2] if isinstance(target[j], tuple) else None,
+                                                 lay.elements) and (target[j][2:] or (1,))[0] == inner:
+                        problem = None  # a channel dim read at runtime (times the merged dims): follows
                     if problem:
                         b.freeze(lay.elements, f"{name}: {problem}")
                         return
@@ -76,6 +79,10 @@ class ReshapeRule(Rule):
                     passthrough(node, b, j, np.repeat(lay.elements, inner))
                     return
         if self._split(node, b, lay, s_in, s_out, target):
+            return
+        if a > 0 and not isinstance(s_in[a - 1], int) and not _prefix_matches(s_in[:a], s_out[:a]):
+            b.freeze(lay.elements, f"{name} merges the channel axis into the dynamic axis before it "
+                                   f"({list(s_in)} -> {list(s_out)}): batch and heads in one axis are not followed")
             return
         b.freeze(lay.elements, f"{name} splits or reorders the channel axis ({list(s_in)} -> {list(s_out)})")
 
@@ -209,7 +216,7 @@ class BroadcastShapeRule(Rule):
         offset = max(len(arg) - rank_in, 0) if node.op == "Expand" else 0
         index, c = lay.axis + offset, len(lay.elements)
         entry = arg[index]
-        own = entry == (node.inputs[0].name, lay.axis)
+        own = b.reads_count(entry, lay.elements)
         if entry == 1 or own or (node.op == "Expand" and entry == c):
             b.note(node, index=index, elements=lay.elements, entry=entry if isinstance(entry, int) else 1,
                    arg=np.array(b.const(node.inputs[1])) if b.const(node.inputs[1]) is not None else None)
