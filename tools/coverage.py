@@ -2,8 +2,9 @@
 
     python tools/coverage.py > docs/coverage.md
 
-Reads models/torchvision/*.onnx, models/yolo/*.onnx, models/keras/*.onnx and
-models/third_party/rapidocr/*.onnx (tools/fetch_models.py).
+Reads models/torchvision/*.onnx, models/yolo/*.onnx, models/keras/*.onnx, models/transformers/*.onnx,
+models/transformers_trained/*.onnx and models/third_party/rapidocr/*.onnx (tools/fetch_models.py).
+Transformers are counted at their default sizes (a dynamic sequence dim: 128).
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ def row(path: Path, shapes=None) -> str:
 def main() -> None:
     print("| model | groups | prunable | prunable MACs | frozen by (groups) |")
     print("|---|---:|---:|---:|---|")
-    for folder in ("torchvision", "yolo", "keras"):
+    for folder in ("torchvision", "yolo", "keras", "transformers", "transformers_trained"):
         for path in sorted((ROOT / "models" / folder).glob("*.onnx")):
             print(row(path))
     for path in sorted((ROOT / "models" / "third_party" / "rapidocr").glob("*.onnx")):

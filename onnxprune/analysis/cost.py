@@ -46,7 +46,7 @@ def prunable_macs_share(analysis: "Analysis") -> float:
     frac: dict[str, float] = {}
     for g in analysis.prunable:
         for m in g.members:
-            if m.kind is not None:
+            if m.kind is not None or m.op_type in ("MatMul", "Attention"):  # attention's weightless products too
                 frac[m.node] = max(frac.get(m.node, 0.0), analysis.fraction(m, g))
     cost = analysis.cost
     return sum(cost.node_macs.get(n, 0) * f for n, f in frac.items()) / max(cost.macs, 1)
@@ -74,6 +74,8 @@ def _macs(node: gs.Node, shapes: dict[str, Shape]) -> int:
         if a and isinstance(a[-1], int):
             k = a[0] if op == "Gemm" and node.attrs.get("transA", 0) else a[-1]
             return out * int(k)
+    if op == "Attention":
+        return _attention_macs(node, shapes)
     if op in NORMS and out is not None:
         return out
     if op in ("MaxPool", "AveragePool", "LpPool") and out is not None:
@@ -81,6 +83,18 @@ def _macs(node: gs.Node, shapes: dict[str, Shape]) -> int:
     if op.startswith("Global") and vol(node.inputs[0]) is not None:
         return vol(node.inputs[0])
     return 0
+
+
+def _attention_macs(node: gs.Node, shapes: dict[str, Shape]) -> int:
+    """Q K^T and P V of the ONNX Attention op: per batch, heads x q_len x kv_len x (qk + v head sizes)."""
+    q, k, v = (shapes.get(t.name) for t in node.inputs[:3])
+    if not all(s is not None and all(isinstance(d, int) for d in s) for s in (q, k, v)):
+        return 0
+    if len(q) == 4:  # [B, H, S, D]
+        return q[0] * q[1] * q[2] * k[2] * (q[3] + v[3])
+    heads = int(node.attrs.get("q_num_heads", 1))
+    kv_heads = int(node.attrs.get("kv_num_heads", heads))
+    return q[0] * q[1] * k[1] * heads * (q[2] // heads + v[2] // kv_heads)
 
 
 def count_cost(graph: gs.Graph, opset_imports, input_dims: dict[str, tuple[int, ...]] | None = None,
