@@ -34,9 +34,9 @@ def test_dead_units_of_every_prunable_group(path) -> None:
     oracle.check_dead_channels(model, removed)
 
 
-@pytest.mark.parametrize("path", [p for p in EXPORTS if "dynamo" not in p.stem], ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", EXPORTS, ids=[p.stem for p in EXPORTS])
 def test_heads_are_units(path) -> None:
-    """TorchScript exports (and the Attention op): every layer's heads form one prunable group."""
+    """Every export (TorchScript, sdpa, dynamo, the Attention op): each layer's heads form one prunable group."""
     analysis = analyze(path)
     heads = [g for g in analysis.prunable if g.channels == HEADS[_family(path.stem)]]
     assert len(heads) == (1 if path.stem.startswith("attention") else 2)
@@ -44,12 +44,21 @@ def test_heads_are_units(path) -> None:
     oracle.check_dead_channels(onnx.load(path), all_but_one)
 
 
-@pytest.mark.parametrize("path", [p for p in EXPORTS if "dynamo" in p.stem], ids=lambda p: p.stem)
-def test_dynamo_heads_frozen_with_the_reason(path) -> None:
-    """The dynamo exporter folds batch and heads into one axis for its attention MatMuls: refused, said so."""
-    analysis = analyze(path)
+def test_batch_fold_without_its_unfold_is_refused() -> None:
+    """Heads folded into the batch axis ([B, H, S, D] -> [B*H, S, D]) and never split back: frozen, said so."""
+    import transformer_graphs as tg
+    from handmade import Builder
+
+    b = Builder(0)
+    q = b.op("Transpose", [b.op("Reshape", [b.op("MatMul", ["x", b.randn([tg.C, tg.C], tg.C, "w")]),
+                                            b.ints([0, 0, tg.H, tg.D])])], perm=[0, 2, 1, 3])
+    b.op("Reshape", [q, b.ints([-1, tg.S, tg.D])], out="y")
+    model = b.model("fold", [1, tg.S, tg.C])
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
+    model.graph.output[0].type.tensor_type.shape.dim[0].dim_param = "folded"
+    analysis = analyze(model)
+    assert not analysis.prunable
     assert any("dynamic axis before it" in r for g in analysis.groups for r in g.reasons)
-    assert any(g.channels == 128 for g in analysis.prunable)  # the FFN units
 
 
 def test_prune_llama_with_token_calibration(tmp_path) -> None:

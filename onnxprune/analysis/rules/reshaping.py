@@ -81,6 +81,8 @@ class ReshapeRule(Rule):
         if self._split(node, b, lay, s_in, s_out, target):
             return
         if a > 0 and not isinstance(s_in[a - 1], int) and not _prefix_matches(s_in[:a], s_out[:a]):
+            if _batch_fold(node, b, lay, s_in, s_out, target):
+                return
             b.freeze(lay.elements, f"{name} merges the channel axis into the dynamic axis before it "
                                    f"({list(s_in)} -> {list(s_out)}): batch and heads in one axis are not followed")
             return
@@ -146,6 +148,53 @@ class ReshapeRule(Rule):
                 rw.set_input(node, 1, target)
         elif note.get("entry", -1) > 0:
             rw.set_entry(node, 1, note["index"], count)
+
+
+FOLD_PASS = {"Identity", "Cast", "Transpose", "Mul", "Div"}  # ops a batch-folded tensor may go through
+
+
+def _batch_fold(node: gs.Node, b: Builder, lay, s_in, s_out, target) -> bool:
+    """[B, H, ..] -> [B*H, ..] -> (Transpose of the other axes, scalar scaling) -> [B, H, ..].
+
+    The dynamo exporter transposes K this way for its attention. While batch and heads share an
+    axis, no channel layout is set; the Reshape that splits them again gets the heads back.
+    """
+    if lay.axis != 1 or target[0] != -1 or len(s_out) != len(s_in) - 1 or not _prefix_matches(s_in[2:], s_out[1:]):
+        return False
+    t = node.outputs[0]
+    while True:
+        if len(t.outputs) != 1 or t in b.graph.outputs:
+            return False
+        n = t.outputs[0]
+        if n.op == "Reshape":
+            return _unfold(n, b, t, lay, s_in)
+        if n.op not in FOLD_PASS or n.inputs[0] is not t:
+            return False
+        if n.op == "Transpose" and (n.attrs.get("perm") or [None])[0] != 0:
+            return False
+        if n.op in ("Mul", "Div") and (b.const(n.inputs[1]) is None or b.const(n.inputs[1]).size != 1):
+            return False
+        t = n.outputs[0]
+
+
+def _unfold(n: gs.Node, b: Builder, t: gs.Tensor, lay, s_in) -> bool:
+    """The Reshape that splits the folded axis back into [B, H, ..]: it carries the heads again."""
+    s_t, s_out = b.shape(t), b.shape(n.outputs[0])
+    target = trace(n.inputs[1], {k: len(v) for k, v in b.shapes.items()})
+    c = len(lay.elements)
+    if s_t is None or s_out is None or target is None or len(s_out) != len(s_t) + 1:
+        return False
+    if s_out[0] != s_in[0] or s_out[1] != c or not _prefix_matches(s_t[1:], s_out[2:]):
+        return False
+    entry = target[1]
+    if entry != -1 and not b.reads_count(entry, lay.elements):
+        if entry != c:
+            return False
+        b.note(n, index=1, inner=1, elements=lay.elements, entry=c,
+               target=np.array(n.inputs[1].values) if isinstance(n.inputs[1], gs.Constant) else None)
+    b.set(n.outputs[0], 1, lay.elements)
+    b.member(n, n.outputs[0])
+    return True
 
 
 @register("Squeeze", "Unsqueeze")
