@@ -147,49 +147,102 @@ def _unresolved(graph: gs.Graph, shapes: dict[str, Shape]) -> bool:
 
 def _pin_runtime_values(skeleton: onnx.ModelProto, graph: gs.Graph, input_dims: dict[str, tuple[int, ...]]) -> bool:
     """In the skeleton only: replace computed 1-D int64 tensors (shape arithmetic that onnx's inference
-    cannot follow: attention masks, rotary tables) by their values in one onnxruntime run at these sizes.
+    cannot follow: attention masks, rotary tables) by their values, computed in onnxruntime at these sizes.
 
-    Without onnxruntime nothing changes, and what stays unknown freezes as before.
+    Shape ops of tensors whose shapes are known become constants first, so the shape arithmetic is cut
+    off from the weights: onnxruntime runs only that small integer graph (no weights are loaded), and
+    the values it gives let onnx infer further; a few rounds. Without onnxruntime nothing changes.
     """
     try:
-        import onnxruntime as ort
+        import onnxruntime  # noqa: F401
     except ImportError:
         return False
+    pinned = False
+    for _ in range(4):
+        values = _shape_arithmetic(skeleton, input_dims)
+        values = {k: v for k, v in values.items() if any(k in n.input for n in skeleton.graph.node)}
+        if not values:
+            break
+        _pin(skeleton, values)
+        pinned = True
+    return pinned
+
+
+def _shape_arithmetic(skeleton: onnx.ModelProto, input_dims: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
+    """Values of the skeleton's computed 1-D int64 tensors that depend on no weight, by onnxruntime."""
+    import onnxruntime as ort
+
     inferred = onnx.shape_inference.infer_shapes(skeleton, data_prop=True)
-    wanted = [vi.name for vi in inferred.graph.value_info
-              if vi.type.tensor_type.elem_type == onnx.TensorProto.INT64 and len(vi.type.tensor_type.shape.dim) <= 1]
-    if not wanted:
-        return False
+    known = {vi.name: vi.type.tensor_type for vi in [*inferred.graph.input, *inferred.graph.value_info]}
+    concrete = {n: [d.dim_value for d in tt.shape.dim] for n, tt in known.items()
+                if tt.HasField("shape") and all(d.HasField("dim_value") for d in tt.shape.dim)}
     probe = onnx.ModelProto()
     probe.CopyFrom(skeleton)
+    nodes, constants = [], []
+    for node in probe.graph.node:
+        if node.op_type == "Shape" and node.input[0] in concrete:  # a known shape: a constant
+            dims = concrete[node.input[0]]
+            attrs = {a.name: a.i for a in node.attribute}
+            part = dims[slice(attrs.get("start", 0), attrs.get("end", len(dims)))]
+            constants.append(onnx.numpy_helper.from_array(np.array(part, np.int64), node.output[0]))
+        else:
+            nodes.append(node)
+    weights = {i.name for i in probe.graph.input} - set(input_dims)
+    heavy = set(weights)
+    for node in nodes:
+        if any(i in heavy for i in node.input):
+            heavy.update(node.output)
+    done = {t.name for t in probe.graph.initializer}
+    wanted = [n for n, tt in known.items() if tt.elem_type == onnx.TensorProto.INT64 and tt.HasField("shape")
+              and len(tt.shape.dim) <= 1 and n not in heavy and n not in done and not n.endswith("__runtime")
+              and n not in {c.name for c in constants}]
+    shape_values = {c.name: onnx.numpy_helper.to_array(c) for c in constants}
+    if not wanted:
+        return shape_values
+    del probe.graph.node[:]
+    probe.graph.node.extend(nodes)
+    probe.graph.initializer.extend(constants)
     del probe.graph.output[:]
     probe.graph.output.extend(helper.make_empty_tensor_value_info(n) for n in wanted)
-    constants = {t.name: t.values for t in graph.tensors().values() if isinstance(t, gs.Constant)}
-    feeds = {}
-    for vi in probe.graph.input:
-        if vi.name in constants:
-            feeds[vi.name] = constants[vi.name]
-        else:
-            dtype = helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)
-            feeds[vi.name] = np.zeros(input_dims.get(vi.name, [d.dim_value for d in vi.type.tensor_type.shape.dim]),
-                                      dtype)
+    _keep_needed(probe)
+    feeds = {vi.name: np.zeros(input_dims[vi.name], helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type))
+             for vi in probe.graph.input}
     try:
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         session = ort.InferenceSession(probe.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-        values = session.run(wanted, feeds)
-    except Exception:  # noqa: BLE001 - a model onnxruntime cannot run keeps its unknown shapes
-        return False
-    replace = {}
-    for name, value in zip(wanted, values):
-        replace[name] = f"{name}__runtime"
-        probe_init = onnx.numpy_helper.from_array(np.asarray(value, np.int64), replace[name])
-        skeleton.graph.initializer.append(probe_init)
+        return {**shape_values, **dict(zip(wanted, session.run(wanted, feeds)))}
+    except Exception:  # noqa: BLE001 - a graph onnxruntime cannot run keeps its unknown shapes
+        return shape_values
+
+
+def _keep_needed(model: onnx.ModelProto) -> None:
+    """Drop the nodes and graph inputs the outputs do not need (so no weight input is left to feed)."""
+    need = {o.name for o in model.graph.output}
+    kept = []
+    for node in reversed(model.graph.node):
+        if any(o in need for o in node.output):
+            kept.append(node)
+            need.update(node.input)
+            for a in node.attribute:  # names a subgraph reads from outside
+                for g in ([a.g] if a.HasField("g") else list(a.graphs)):
+                    need.update(i for n in g.node for i in n.input)
+    del model.graph.node[:]
+    model.graph.node.extend(reversed(kept))
+    inputs = [i for i in model.graph.input if i.name in need]
+    del model.graph.input[:]
+    model.graph.input.extend(inputs)
+
+
+def _pin(skeleton: onnx.ModelProto, values: dict[str, np.ndarray]) -> None:
+    """Every read of these tensors reads a constant of their value instead."""
+    replace = {name: f"{name}__runtime" for name in values}
+    for name, value in values.items():
+        skeleton.graph.initializer.append(onnx.numpy_helper.from_array(np.asarray(value, np.int64), replace[name]))
     for proto in skeleton.graph.node:
         for i, name in enumerate(proto.input):
             if name in replace:
                 proto.input[i] = replace[name]
-    return True
 
 
 def _run_inference(skeleton: onnx.ModelProto, graph: gs.Graph) -> dict[str, Shape]:
