@@ -5,6 +5,7 @@ import argparse
 import fnmatch
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -18,7 +19,7 @@ from .calibration import Calibration
 from .rewrite.merging import MergeOptions
 from .errors import OnnxPruneError
 from .loading import prepare, save_model
-from .plan import load_plan
+from .plan import calibration_differences, calibration_record, load_plan, with_calibration
 from .report import analysis_table, group_lines, prune_report, summary
 from .scoring import CRITERIA
 from .analysis.builder import PRODUCER
@@ -30,6 +31,7 @@ from .validation import providers
 from .validation.providers import CHOICES as PROVIDERS
 from .validation.sensitivity import RATIOS, plot_sensitivity, pyplot, sensitivity
 from .validation.smoke import smoke_check
+from .validation.tasks import TASKS, TaskOptions, parse_blocks
 from .validation.validate import GateFailed, Inputs, gate_failures, validate, validation_lines
 
 
@@ -63,10 +65,41 @@ START = time.perf_counter()
 EXIT_GATE, EXIT_REFUSED, EXIT_INTERNAL, EXIT_NOOP, EXIT_INTERRUPTED = 1, 2, 3, 4, 130
 
 
+COUNTED = re.compile(r"group (\d+)/(\d+)\b")  # a line that says K of N groups are done
+STAGE = {"since": START, "last": START, "done": 0, "total": 0}  # the counted stage under way
+
+
 def _progress(message: str) -> None:
-    """One line per stage on stderr, with the time since start (stdout keeps the results); --quiet: none."""
-    if not QUIET:
-        print(f"[onnxprune {time.perf_counter() - START:6.1f}s] {message}", file=sys.stderr, flush=True)
+    """One line per stage on stderr, with the time since start (stdout keeps the results); --quiet: none.
+
+    A line that starts `group K/N` (K groups done) also gets the time the stage took so far and an
+    estimate of the time left: `[12/40 groups, 3.1 s, ~7 s left]`.
+    """
+    if QUIET:
+        return
+    now = time.perf_counter()
+    counted = COUNTED.match(message)
+    if counted:
+        message += _eta(int(counted[1]), int(counted[2]), now)
+    else:
+        STAGE.update(since=now, done=0, total=0)
+    STAGE["last"] = now
+    print(f"[onnxprune {now - START:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+def _eta(done: int, total: int, now: float) -> str:
+    """' [K/N groups, 3.1 s, ~7 s left]': the stage's pace so far, extrapolated to its remaining groups."""
+    if total != STAGE["total"] or done <= STAGE["done"]:  # a new counted stage starts after the last line
+        STAGE.update(since=STAGE["last"], total=total)
+    STAGE["done"] = done
+    spent = now - STAGE["since"]
+    left = spent / max(done, 1) * max(total - done, 0)
+    return f" [{done}/{total} groups, {_seconds(spent)}, ~{_seconds(left)} left]"
+
+
+def _seconds(s: float) -> str:
+    """3.1 s, 42 s, 7 min."""
+    return f"{s:.1f} s" if s < 10 else f"{s:.0f} s" if s < 120 else f"{s / 60:.0f} min"
 
 
 def _warn(message: str) -> None:
@@ -168,18 +201,28 @@ def cmd_prune(args: argparse.Namespace) -> int:
         given["compensate"] = mode
     merge = replay_options(plan, **given) if plan else default_options(args.criterion, **given)
     shapes = parse_shapes(args.shape)
-    args.validate = args.validate or any(x is not None for x in (args.data, args.labels, args.max_drop, args.min_cosine))
+    implied = (args.data, args.labels, args.max_drop, args.min_cosine, args.task, args.iou_threshold, args.blocks)
+    args.validate = args.validate or any(x is not None for x in implied)
+    tasks = _tasks(args)
     batches = _batches(args.batch)
     _progress("loading")
     prep = prepare(args.model)
+    _check_blocks(tasks, [t.name for t in prep.graph.outputs])
     _progress(f"analyzing {len(prep.graph.nodes)} nodes, " + (f"replaying {args.plan}" if plan else
                                                               f"scoring by {args.criterion}, rewriting"))
     calibration = Calibration(args.calib, args.calib_samples, points=args.calib_points,
                               seed=args.seed) if args.calib else None
-    if calibration is not None and merge.compensate != "reconstruct" and (plan or args.criterion not in DATA_CRITERIA):
-        _warn(f"--calib is read only by --criterion {'/'.join(DATA_CRITERIA)} and --reconstruct; it is ignored here")
+    record = None
+    if calibration is not None and merge.compensate not in ("reconstruct", "mean") and \
+            (plan or args.criterion not in DATA_CRITERIA):
+        _warn(f"--calib is read only by --criterion {'/'.join(DATA_CRITERIA)}, --reconstruct and --compensate mean; "
+              "it is ignored here")
+    elif calibration is not None:
+        record = _calibration_record(calibration, plan)
     r = run_pipeline(prep, shapes, plan, args.criterion, selection, args.include_consumers, args.aggregate, args.seed,
                      merge, calibration, args.provider, _progress)
+    if record is not None and plan is None:
+        r.plan = with_calibration(r.plan, record)
     _say_what_was_left(r.analysis, r.removed, selection, args, plan is not None)
     dims = r.analysis.cost.input_dims
     checks: dict = {}
@@ -192,7 +235,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
         if args.validate:  # runs both models too, so the smoke run would repeat it
             _progress(f"validating on {args.provider}")
             checks["validation"] = validate(str(args.model), str(path), _inputs(args, dims), args.provider,
-                                            args.threads)
+                                            args.threads, tasks)
             broken = [k for k, v in checks["validation"]["outputs"].items() if not v["finite"]]
             if broken:
                 raise OnnxPruneError(f"the pruned model's output '{broken[0]}' is not finite")
@@ -207,6 +250,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
     written = save_model(r.model, args.output, external_data=prep.external_data or None, verify=verify)
     sizes = (sum(p.stat().st_size for p in prep.files), sum(Path(p).stat().st_size for p in written))
     report = prune_report(r.analysis, r.after, r.removed, r.scores, sizes, r.compensation)
+    if record is not None:
+        report["calibration"] = record
     print(summary(report))
     print(group_lines(report))
     if args.validate:
@@ -224,6 +269,17 @@ def cmd_prune(args: argparse.Namespace) -> int:
         raise
     print("wrote " + ", ".join(written + [p for p in (args.save_plan, args.report) if p]))
     return 0
+
+
+def _calibration_record(calibration: Calibration, plan: dict | None) -> dict:
+    """The record of this calibration; replaying a plan, a warning for each way it differs from the plan's."""
+    record = calibration_record(calibration)
+    if plan is not None:
+        if "calibration" not in plan:
+            _progress("the plan records no calibration data, so --calib cannot be compared with it")
+        for difference in calibration_differences(plan.get("calibration"), record):
+            _warn(difference)
+    return record
 
 
 def _inputs(args: argparse.Namespace, dims: dict[str, tuple[int, ...]] | None = None) -> Inputs:
@@ -258,8 +314,9 @@ def _gate(report: dict, args: argparse.Namespace) -> None:
 def cmd_validate(args: argparse.Namespace) -> int:
     """Compare ORIGINAL and PRUNED on the same inputs; exit 1 below the bar."""
     check_output(args.json, "--json")
+    tasks = _tasks(args)
     _progress(f"running both models on {args.provider}")
-    report = validate(args.original, args.pruned, _inputs(args), args.provider, args.threads)
+    report = validate(args.original, args.pruned, _inputs(args), args.provider, args.threads, tasks)
     ran_at = report["inputs"].get("shapes") or report["inputs"].get("sample_shapes") or {}
     dims = {k: (1, *v[1:]) for k, v in ran_at.items()} or parse_shapes(args.shape)  # MACs per sample, as run
     before, after = (count_model_cost(m, dims) for m in (args.original, args.pruned))
@@ -303,7 +360,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
         pyplot()  # fail before the long run, not after it
     given = {k: v for k in MERGE_FLAGS if (v := getattr(args, k)) is not None}
     report = sensitivity(args.model, ratios, args.criterion, _inputs(args), args.provider,
-                         MergeOptions.from_keywords(**given), progress=_progress)
+                         MergeOptions.from_keywords(**given), progress=_progress, threads=args.threads)
     write_text(args.output, json.dumps(report, indent=1) + "\n")
     metric = report["metric"]
     width = max([0, *(len(g["id"]) for g in report["groups"])])
@@ -324,15 +381,43 @@ def _add_runtime(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, metavar="N", help="CPU intra-op threads (default: the cores available)")
 
 
-def _add_inputs(p: argparse.ArgumentParser, shape: bool = True) -> None:
+def _add_inputs(p: argparse.ArgumentParser, shape: bool = True, labels: str = "for accuracy") -> None:
     """Flags that say which inputs validation runs on."""
     if shape:
         p.add_argument("--shape", action="append", metavar="NAME:DIMS", help="fix an input's dynamic dims")
     p.add_argument("--data", metavar="FILE.npz", help="inputs: arrays named after the model inputs, first axis = samples")
-    p.add_argument("--labels", metavar="FILE", help="integer labels (.npy, or .npz with one array) for accuracy")
+    p.add_argument("--labels", metavar="FILE", help=f"with --data: integer labels (.npy, or .npz with one array) "
+                                                    f"{labels}")
     p.add_argument("--batch-size", type=int, default=32, metavar="N", help="batch size for --data (default 32)")
     p.add_argument("--random-batches", type=int, default=4, metavar="N",
                    help="without --data: random input batches (default 4)")
+
+
+def _add_task(p: argparse.ArgumentParser) -> None:
+    """Flags that say how each output is read (task-aware figures)."""
+    p.add_argument("--task", choices=TASKS, help="how outputs are read, besides the plain figures: classify: "
+                   "top-1/top-5 agreement ([N, C]); dense: mask IoU ([N, C, H, W]); sequence: greedy-CTC "
+                   "text agreement ([N, T, C], blank 0); auto: per output from its shape (default)")
+    p.add_argument("--iou-threshold", type=float, metavar="P",
+                   help="dense: a pixel is in the mask when its probability (a sigmoid of logits) is > P "
+                        "(default 0.5)")
+    p.add_argument("--blocks", action="append", metavar="OUTPUT:S1,S2",
+                   help="also figures per block of the output's axis 1 of these sizes, e.g. output0:4,80 "
+                        "(boxes, class scores)")
+
+
+def _tasks(args: argparse.Namespace) -> TaskOptions:
+    """The task options from the flags (None: the defaults)."""
+    threshold = 0.5 if args.iou_threshold is None else args.iou_threshold
+    return TaskOptions(args.task or "auto", threshold, parse_blocks(args.blocks))
+
+
+def _check_blocks(tasks: TaskOptions, outputs: list[str]) -> None:
+    """Refuse, before the work, --blocks naming an output the model does not have."""
+    unknown = sorted(set(tasks.blocks) - set(outputs))
+    if unknown:
+        raise OnnxPruneError(f"--blocks names output '{unknown[0]}', which the model does not have "
+                             f"(it has {', '.join(outputs)})")
 
 
 def _add_gate(p: argparse.ArgumentParser) -> None:
@@ -351,13 +436,16 @@ def _add_timing(p: argparse.ArgumentParser) -> None:
 def _add_merge_flags(r: argparse.ArgumentParser, title: str, calibrated: bool = True) -> argparse._ArgumentGroup:
     """Compensation flags of prune and sensitivity (None = the default, or the plan's record)."""
     c = r.add_argument_group(title)
-    modes = ["merge", "fold", "reconstruct", "none"] if calibrated else ["merge", "fold", "none"]
+    modes = ["merge", "fold", "reconstruct", "mean", "none"] if calibrated else ["merge", "fold", "none"]
     c.add_argument("--compensate", choices=modes,
                    help="merge: fold each removed filter into the consumers of a kept one it is an exact "
                         "multiple of (any similar one with --merge-approximate), and constant channels into "
                         "their biases; fold: constant channels only; "
-                        + ("reconstruct: re-fit the consumers by least squares on --calib data; " if calibrated else "")
-                        + "none: plain pruning (default merge; reconstruct with --criterion lasso)")
+                        + ("reconstruct: re-fit the consumers by least squares on --calib data; mean: add each "
+                           "removed channel's --calib mean, through the consumer weights, to their biases (FLAP); "
+                           if calibrated else "")
+                        + "none: plain pruning (default merge" + ("; reconstruct with --criterion lasso, mean with flap)"
+                                                                  if calibrated else ")"))
     c.add_argument("--merge-threshold", type=float, metavar="T",
                    help="with --merge-approximate: minimum cosine similarity of [filter | bias] for a merge "
                         "(default 0.3)")
@@ -403,7 +491,9 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--target-macs", type=float, metavar="F", help="fraction of MACs to remove (global ranking)")
     how.add_argument("--target-params", type=float, metavar="F", help="fraction of parameters to remove")
     r.add_argument("--criterion", default="l1", choices=CRITERIA, help=CRITERION_HELP + "; activation: mean "
-                   "|activation| on --calib data; lasso: LASSO on --calib data, with re-fit (default l1)")
+                   "|activation| on --calib data; wanda: input norm x consumer |weight| on --calib data; flap: input "
+                   "fluctuation x consumer weight^2 on --calib data, its mean folded into the bias; lasso: LASSO "
+                   "on --calib data, with re-fit (default l1)")
     r.add_argument("--global", dest="global_rank", action="store_true", help="rank channels of all groups together")
     r.add_argument("--round-to", type=int, default=1, metavar="N", help="kept channel counts are multiples of N")
     r.add_argument("--min-channels", type=int, default=1, metavar="N", help="never keep fewer channels per group")
@@ -412,7 +502,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--overrides", metavar="FILE", help="JSON or YAML: node-name glob -> ratio")
     r.add_argument("--include-consumers", action="store_true", help="score consumers' input slices too")
     r.add_argument("--aggregate", default="mean", choices=list(AGGREGATE), help="combine a group's members")
-    r.add_argument("--seed", type=int, default=0, help="seed of the random criterion and of calibration sampling")
+    r.add_argument("--seed", type=int, default=0, help="seed of the random criterion, of calibration sampling and "
+                   "of --validate's random inputs (default 0)")
     r.add_argument("--calib", metavar="FILE.npz|DIR", help="calibration inputs for --criterion activation|lasso and "
                    "reconstruction: arrays named after the inputs (first axis = samples), or a folder of .npy files")
     r.add_argument("--calib-samples", type=int, metavar="N", help="use the first N calibration samples")
@@ -430,10 +521,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--report", metavar="FILE", help="write the before/after report as JSON")
     r.add_argument("--shape", action="append", metavar="NAME:DIMS", help="input shape for the check run and MACs")
     r.add_argument("--no-verify", action="store_true", help="skip the onnxruntime check run")
-    v = r.add_argument_group("validation (--validate): fidelity and latency of the written model in the report; "
-                             "below a --max-drop / --min-cosine bar nothing is written and the exit code is 1")
+    v = r.add_argument_group("validation (--validate; --data, --labels, --task, --iou-threshold, --blocks, "
+                             "--max-drop and --min-cosine imply it): fidelity and latency of the written model in "
+                             "the report; below a --max-drop / --min-cosine bar nothing is written and the exit "
+                             "code is 1")
     v.add_argument("--validate", action="store_true", help="compare and time the pruned model against the original")
     _add_inputs(v, shape=False)
+    _add_task(v)
     _add_gate(v)
     _add_runtime(v)
     _add_timing(v)
@@ -443,6 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("original")
     v.add_argument("pruned")
     _add_inputs(v)
+    _add_task(v)
     _add_gate(v)
     _add_runtime(v)
     v.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
@@ -458,16 +553,23 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", metavar="FILE", help="write the timings as JSON")
     b.set_defaults(func=cmd_bench)
 
-    s = sub.add_parser("sensitivity", help="prune each group alone at a ladder of ratios and measure the cost")
+    s = sub.add_parser("sensitivity", help="prune each group alone at a ladder of ratios and measure the cost",
+                       description="Prune each prunable group alone at each ratio (ranked by --criterion, "
+                                   "compensated as prune does) and record the worst output's cosine, relative L2 "
+                                   "error and top-1 agreement against the original, or accuracy with --labels. "
+                                   "Progress: one line per group on stderr, with the time left.")
     s.add_argument("model")
     s.add_argument("-o", "--output", required=True, metavar="FILE.json", help="where to write the curves")
     s.add_argument("--plot", metavar="FILE.png", help="also draw the curves (needs matplotlib)")
-    s.add_argument("--ratios", default=",".join(f"{r:g}" for r in RATIOS), help="ratios to try (default %(default)s)")
+    s.add_argument("--ratios", default=",".join(f"{r:g}" for r in RATIOS), metavar="R1,R2",
+                   help="fractions of each group's channels to remove, each strictly between 0 and 1 "
+                        "(default %(default)s)")
     s.add_argument("--criterion", default="l1", choices=[c for c in CRITERIA if c not in DATA_CRITERIA],
-                   help=CRITERION_HELP + " (default l1)")
-    _add_inputs(s)
+                   help=CRITERION_HELP + " (default l1; the data-driven ones are prune's)")
+    _add_inputs(s, labels="; the curves are then accuracy instead of cosine")
     _add_runtime(s)
-    s.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    s.add_argument("--seed", type=int, default=0,
+                   help="seed of the random inputs and of --criterion random (default 0)")
     _add_merge_flags(s, "compensation of removed channels (as for prune)", calibrated=False)
     s.set_defaults(func=cmd_sensitivity)
     for command in sub.choices.values():

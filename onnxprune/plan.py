@@ -6,6 +6,7 @@ import os
 from typing import Any
 
 from .analysis.analyze import Analysis
+from .calibration.data import Calibration, data_digest
 from .errors import OnnxPruneError
 
 FORMAT = "onnxprune-plan/1"
@@ -81,3 +82,53 @@ def _describe(channels: dict) -> str:
         return f"{idx[0]}..{idx[-1]}" if len(idx) > 1 and idx[-1] - idx[0] == len(idx) - 1 else \
             ",".join(str(int(i)) for i in idx)
     return "; ".join(f"group '{gid}' channel{'s' if len(idx) > 1 else ''} {span(idx)}" for gid, idx in channels.items())
+
+
+def calibration_record(cal: Calibration) -> dict:
+    """What a plan records of the calibration it was made with: the source, the settings, a digest of the data."""
+    from .rewrite.reconstruction import HOLD_OUT, RIDGE  # the re-fit's fixed settings, recorded with the rest
+
+    settings = {"samples": cal.samples, "points": cal.points, "batch": cal.batch, "seed": cal.seed,
+                "hold_out_every": HOLD_OUT, "ridge_grid": list(RIDGE)}
+    return {"source": str(cal.path), "settings": settings, "data": data_digest(cal.path)}
+
+
+def with_calibration(plan: Plan, record: dict) -> Plan:
+    """The plan with its calibration record (before 'groups', so the file reads in order)."""
+    head = {k: v for k, v in plan.items() if k not in ("groups", "calibration")}
+    return {**head, "calibration": record, "groups": plan["groups"]}
+
+
+def calibration_differences(recorded: Any, current: dict) -> list[str]:
+    """How the calibration of a replay differs from the one the plan records ([] when the same or not recorded)."""
+    if recorded is None:
+        return []
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("settings", {}), dict) \
+            or not isinstance(recorded.get("data", {}), dict):
+        return ["the plan's 'calibration' record is not an object of settings and data: not compared"]
+    said = []
+    data = recorded.get("data", {})
+    if data.get("sha256") != current["data"]["sha256"]:
+        said.append(f"--calib {current['source']} is not the data the plan was made with ({recorded.get('source')}): "
+                    f"sha256 {current['data']['sha256'][:12]}... vs {str(data.get('sha256'))[:12]}... in the plan; "
+                    f"arrays {_arrays(current['data'])} vs {_arrays(data)}")
+    old = recorded.get("settings", {})
+    changed = [k for k in current["settings"] if k in old and old[k] != current["settings"][k]]
+    if changed:
+        said.append("calibration settings differ from the plan's: " + ", ".join(
+            f"{k} {_setting(current['settings'][k])} here, {_setting(old[k])} in the plan" for k in changed))
+    return said
+
+
+def _setting(value: Any) -> str:
+    """A setting as the messages show it (samples None: all of them)."""
+    return "all" if value is None else str(value)
+
+
+def _arrays(data: dict) -> str:
+    """'image 500x1x28x28 float32' for a digest's arrays."""
+    arrays = data.get("arrays")
+    if not isinstance(arrays, dict):
+        return "unknown"
+    return ", ".join(f"{k or '(npy)'} {'x'.join(map(str, v.get('shape', [])))} {v.get('dtype', '?')}"
+                     for k, v in arrays.items() if isinstance(v, dict)) or "none"

@@ -1,6 +1,8 @@
 """The CLI never crashes on a mistake and never does nothing silently: exit code, one line, nothing left."""
 from __future__ import annotations
 
+import json
+import re
 import signal
 import subprocess
 import sys
@@ -15,6 +17,7 @@ from onnx import helper
 
 import handmade
 from conftest import ROOT, cli, sha
+from onnxprune.cli import main
 
 LENET = ROOT / "models" / "fashion" / "lenet300.onnx"
 RESNET = ROOT / "models" / "torchvision" / "resnet50_ts_bnkeep.onnx"
@@ -235,3 +238,46 @@ def test_validate_counts_macs_at_the_datas_own_shape(tmp: Path) -> None:
     assert r.returncode == 0, r.stderr
     macs = json.loads((tmp / "v.json").read_text())["cost"]["macs_before"]
     assert macs == count_model_cost(str(path), {"x": (1, 3, 32, 40)}).macs != count_model_cost(str(path)).macs
+
+
+PER_GROUP = re.compile(r"^\[onnxprune +[\d.]+s\] group (\d+)/(\d+) .* \[\1/\2 groups, ([\d.]+) s, ~([\d.]+) s left\]$",
+                       re.M)
+
+
+def test_per_group_progress_estimates_the_time_left_and_quiet_silences_it(capsys, tmp: Path) -> None:
+    calib = tmp / "calib.npz"
+    np.savez(calib, image=np.random.default_rng(0).random((16, 1, 28, 28), np.float32))
+    args = ["--ratio", "0.5", "--reconstruct", "--calib", str(calib)]
+    assert main(["prune", str(LENET), "-o", str(tmp / "a.onnx"), *args]) == 0
+    err = capsys.readouterr().err  # pytest's capture: stderr is not a terminal here
+    lines = PER_GROUP.findall(err)
+    assert [(k, n) for k, n, *_ in lines] == [("1", "2"), ("2", "2")], err
+    (_, _, spent, left), (_, _, _, last) = lines
+    assert float(left) == pytest.approx(float(spent), abs=0.15) and float(last) == 0  # 1 of 2 done: as long again
+    assert main(["prune", "-q", str(LENET), "-o", str(tmp / "b.onnx"), *args]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def _sensitivity(capsys, tmp: Path, *args: str) -> dict:
+    """`sensitivity` of the residual block on fixed data; the JSON it wrote."""
+    out = tmp / "s.json"
+    assert main(["sensitivity", "-q", str(tmp / "res.onnx"), "-o", str(out), "--ratios", "0.5", *args]) == 0
+    capsys.readouterr()
+    return json.loads(out.read_text())
+
+
+def test_sensitivity_takes_what_its_help_lists(capsys, tmp: Path) -> None:
+    onnx.save(handmade.residual_add(), tmp / "res.onnx")
+    np.savez(tmp / "x.npz", x=np.random.default_rng(0).standard_normal((4, 3, 16, 16)).astype(np.float32))
+    data = ["--data", str(tmp / "x.npz"), "--criterion", "random"]
+    assert _sensitivity(capsys, tmp, *data, "--threads", "1")["threads"] == 1
+    curves = {seed: [p["cosine"] for g in _sensitivity(capsys, tmp, *data, "--seed", seed)["groups"]
+                     for p in g["points"]] for seed in ("1", "2", "1")}
+    assert curves["1"] != curves["2"]  # the same inputs: the seed reaches the random ranking
+    assert main(["sensitivity", str(tmp / "res.onnx"), "-o", str(tmp / "t.json"), "--ratios", "0.5"]) == 0
+    err = capsys.readouterr().err
+    assert [(k, n) for k, n, *_ in PER_GROUP.findall(err)] == [("1", "3"), ("2", "3"), ("3", "3")], err
+    with pytest.raises(SystemExit):
+        main(["sensitivity", "--help"])
+    shown = capsys.readouterr().out
+    assert "--criterion lasso" not in shown and "of --criterion random" in shown and "--threads N" in shown

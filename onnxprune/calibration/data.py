@@ -1,6 +1,7 @@
 """Calibration inputs: an .npz of arrays named after the model inputs, or a folder of .npy files."""
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -61,3 +62,26 @@ def calibration_batches(cal: Calibration, session) -> tuple[Iterator[Feeds], int
         arrays = {k: v[:cal.samples] for k, v in arrays.items()}
     n = check_data(arrays, specs, dtypes)
     return data_batches(arrays, specs, dtypes, cal.batch), n
+
+
+def raw_arrays(path: str | Path) -> dict[str, np.ndarray]:
+    """The arrays of a calibration source as stored: an .npz's by key, a folder's .npy files by name, an .npy as ''."""
+    path = Path(path)
+    if not path.is_dir():
+        return load_arrays(path)
+    try:
+        return {f.name: np.load(f, allow_pickle=False) for f in sorted(path.glob("*.npy"))}
+    except (OSError, ValueError) as exc:
+        raise OnnxPruneError(f"calibration folder {path}: {str(exc).splitlines()[0]}") from None
+
+
+def data_digest(path: str | Path) -> dict:
+    """sha256 over the arrays' names, dtypes, shapes and bytes (in name order), with each array's shape and dtype."""
+    arrays = raw_arrays(path)
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}\0{a.dtype.str}\0{list(a.shape)}\0".encode())
+        h.update(a.data)
+    return {"sha256": h.hexdigest(),
+            "arrays": {k: {"shape": list(arrays[k].shape), "dtype": str(arrays[k].dtype)} for k in sorted(arrays)}}

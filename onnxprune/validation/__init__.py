@@ -3,6 +3,7 @@
 `sensitivity` (onnxprune.validation.sensitivity) drives the whole pipeline, so it is not imported here.
 """
 from .bench import bench
+from .tasks import TaskOptions
 from .validate import Inputs, gate_failures, validate
 
-__all__ = ["Inputs", "bench", "gate_failures", "validate"]
+__all__ = ["Inputs", "TaskOptions", "bench", "gate_failures", "validate"]

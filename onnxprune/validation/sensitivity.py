@@ -34,37 +34,43 @@ def _point(agreement: dict, accuracy: Accuracy | None) -> dict:
 
 def sensitivity(model: str, ratios: tuple[float, ...] = RATIOS, criterion: str = "l1", inputs: Inputs | None = None,
                 provider: str = "auto", merge: MergeOptions | None = None,
-                progress: Callable[[str], None] = lambda _: None) -> dict:
-    """Per prunable group and ratio: remove that share of the group's lowest-ranked channels, nothing else."""
+                progress: Callable[[str], None] = lambda _: None, threads: int | None = None) -> dict:
+    """Per prunable group and ratio: remove that share of the group's lowest-ranked channels, nothing else.
+
+    `inputs.seed` seeds the random inputs and the `random` criterion; `threads` sets onnxruntime's CPU threads.
+    """
     if not ratios or not all(0 < r < 1 for r in ratios):
         raise OnnxPruneError("--ratios must be fractions strictly between 0 and 1")
     inputs, merge = inputs or Inputs(), merge or MergeOptions()
     prep = prepare(model)
     analysis = build_analysis(prep, inputs.shapes)
-    scores = score_groups(prep, analysis, criterion)
-    ref = open_session(str(model), provider)
+    scores = score_groups(prep, analysis, criterion, seed=inputs.seed)
+    ref = open_session(str(model), provider, threads)
     source = open_inputs(inputs, ref.session)
     reference = [ref.session.run(None, feeds) for feeds in source.batches]  # the original's outputs, once
     groups = [g for g in analysis.prunable if g.id in scores]
     report = {"model": str(model), "criterion": criterion, "compensation": asdict(merge), "ratios": list(ratios),
-              "metric": "accuracy" if inputs.labels else "cosine", "provider": ref.provider,
+              "metric": "accuracy" if inputs.labels else "cosine", "provider": ref.provider, "threads": ref.threads,
+              "seed": inputs.seed,
               "inputs": source.description, "groups": []}
     unpruned = _point(*compare_runs(ref, None, open_inputs(inputs, ref.session), reference))
     if "accuracy" in unpruned:
         report["baseline_accuracy"] = unpruned["accuracy"]
+    progress(f"{len(groups)} prunable groups x {len(ratios)} ratios, ranked by {criterion}, on {ref.provider}")
     for i, g in enumerate(groups, 1):
         entry = {"id": g.id, "channels": g.channels, "macs_share": g.macs_share, "points": []}
         for r in ratios:
-            progress(f"group {i}/{len(groups)} {g.id} ratio {r:g}")
             removed = select(analysis, {g.id: scores[g.id]}, Selection(ratio=r))
             point = {"ratio": r, "removed": len(removed.get(g.id, [])), **unpruned}
             if point["removed"]:
                 plan = make_plan(analysis, removed, criterion=criterion)
                 pruned = run_pipeline(prepare(model), inputs.shapes, plan=plan, merge=merge).model
-                got = open_session(pruned.SerializeToString(), provider)
+                got = open_session(pruned.SerializeToString(), provider, threads)
                 point.update(_point(*compare_runs(ref, got, open_inputs(inputs, ref.session), reference)))
             entry["points"].append(point)
         report["groups"].append(entry)
+        progress(f"group {i}/{len(groups)} {g.id}: {report['metric']} "
+                 + " ".join(f"{p['ratio']:g}:{p[report['metric']]:.4f}" for p in entry["points"]))
     return report
 
 

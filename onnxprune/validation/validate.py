@@ -8,6 +8,7 @@ import numpy as np
 
 from ..errors import OnnxPruneError
 from .compare import Accuracy, OutputAgreement, is_classifier
+from .tasks import LABELS, SHAPES, TaskOptions, task_warnings
 from .feeds import Feeds, check_data, data_batches, input_dims, load_arrays, load_labels, random_inputs, session_inputs
 from .providers import Session, open_session
 
@@ -65,13 +66,19 @@ def open_inputs(inputs: Inputs, session) -> Source:
 
 
 def compare_runs(original: Session, pruned: Session | None, source: Source,
-                 reference: list[list[np.ndarray]] | None = None) -> tuple[dict[str, OutputAgreement], Accuracy | None]:
+                 reference: list[list[np.ndarray]] | None = None,
+                 tasks: TaskOptions | None = None) -> tuple[dict[str, OutputAgreement], Accuracy | None]:
     """Run both models batch by batch (the original's outputs may be given, from an earlier pass).
 
     With no pruned model the original is compared with itself: the unpruned point, at no extra run.
     """
+    tasks = tasks or TaskOptions()
     names = [o.name for o in original.session.get_outputs()]
-    agreement = {n: OutputAgreement() for n in names}
+    unknown = sorted(set(tasks.blocks) - set(names))
+    if unknown:
+        raise OnnxPruneError(f"--blocks names output '{unknown[0]}', which the model does not have "
+                             f"(it has {', '.join(names)})")
+    agreement = {n: OutputAgreement(tasks, tasks.blocks.get(n, ())) for n in names}
     accuracy = Accuracy() if source.labels is not None else None
     start = 0
     for k, feeds in enumerate(source.batches):
@@ -92,17 +99,30 @@ def compare_runs(original: Session, pruned: Session | None, source: Source,
             n = len(want[logits[0]])
             accuracy.add(want[logits[0]], got[logits[0]], source.labels[start:start + n])
             start += n
+        if k == 0:
+            _check_task(tasks.task, agreement)
     return agreement, accuracy
 
 
+def _check_task(asked: str, agreement: dict[str, OutputAgreement]) -> None:
+    """An explicit --task that fits none of the outputs is refused (auto always fits)."""
+    if asked != "auto" and not any(a.task == asked for a in agreement.values()):
+        raise OnnxPruneError(f"--task {asked} reads outputs shaped {SHAPES[asked]}, and this model has none ("
+                             + ", ".join(f"'{k}' is {'x'.join(map(str, a.shape))}" for k, a in agreement.items())
+                             + "); --task auto picks per output")
+
+
 def validate(original: ModelBytes, pruned: ModelBytes, inputs: Inputs | None = None, provider: str = "auto",
-             threads: int | None = None) -> dict:
-    """Fidelity (and accuracy, with labels) of `pruned` against `original`, on the provider that really ran."""
+             threads: int | None = None, tasks: TaskOptions | None = None) -> dict:
+    """Fidelity (and accuracy, with labels) of `pruned` against `original`, on the provider that really ran.
+
+    `tasks` says how each output is read (--task, --iou-threshold, --blocks; default: auto per output).
+    """
     inputs = inputs or Inputs()
     ref = open_session(original, provider, threads)
     got = open_session(pruned, provider, threads)
     source = open_inputs(inputs, ref.session)
-    agreement, accuracy = compare_runs(ref, got, source)
+    agreement, accuracy = compare_runs(ref, got, source, tasks=tasks)
     report = {"provider": ref.provider, "threads": ref.threads, "inputs": source.description,
               "outputs": {k: v.to_json() for k, v in agreement.items()}}
     if ref.note:
@@ -122,8 +142,13 @@ def warnings(report: dict) -> list[str]:
     if report["inputs"]["source"] == "random":
         out.append("these figures come from random-noise inputs and say little about accuracy: give --data "
                    "(or --calib) with inputs from your domain")
-    out += [f"output '{k}' cosine {v['cosine']:.4f} is below {WARN_COSINE}: the pruned model's outputs differ a "
-            "lot from the original's" for k, v in report["outputs"].items() if not v["cosine"] >= WARN_COSINE]
+    for k, v in report["outputs"].items():
+        if not v["cosine"] >= WARN_COSINE:
+            out.append(f"output '{k}' cosine {v['cosine']:.4f} is below {WARN_COSINE}: the pruned model's outputs "
+                       "differ a lot from the original's")
+        out += [f"output '{k}' channels {b} cosine {f['cosine']:.4f} is below {WARN_COSINE}"
+                for b, f in v.get("blocks", {}).items() if not f["cosine"] >= WARN_COSINE]
+        out += task_warnings(k, v)
     return out
 
 
@@ -155,6 +180,19 @@ def gate_failures(report: dict, max_drop: float | None = None, min_cosine: float
     return fails
 
 
+def _task_figures(v: dict) -> str:
+    """': top-1 agreement 98.00%, ...' for an output's task figures ('' for plain outputs)."""
+    shown = {**LABELS, "top5_agreement": "top-5 agreement", "position_agreement": "per-position argmax agreement",
+             "pixel_argmax_agreement": "per-pixel argmax agreement"}
+    parts = [f"{label} {v[key]:.2%}" for key, label in shown.items() if key in v]
+    if v["task"] == "dense":
+        parts.append(f"mask at > {v['iou_threshold']:g} on {v['values']}, {v['mask_share_original']:.1%} of the "
+                     "original's values in it")
+    if v["task"] == "sequence":
+        parts.append(f"greedy CTC, blank 0; {v['empty_original']} of {v['sequences']} original sequences empty")
+    return (": " + ", ".join(parts)) if parts else ""
+
+
 def validation_lines(report: dict) -> str:
     """What the CLI prints for a validation report."""
     src = report["inputs"]
@@ -163,9 +201,12 @@ def validation_lines(report: dict) -> str:
                                  if "shapes" in src else ""))
     lines = [head] + ([f"note: {report['provider_note']}"] if "provider_note" in report else [])
     for name, v in report["outputs"].items():
-        extra = f", top-1 agreement {v['top1_agreement']:.2%}" if "top1_agreement" in v else ""
         lines.append(f"  {name}: max |diff| {v['max_abs']:.3g}, rel L2 {v['rel_l2']:.3g}, cosine {v['cosine']:.6f}"
-                     + extra + ("" if v["finite"] else ", NOT FINITE"))
+                     + ("" if v["finite"] else ", NOT FINITE"))
+        task = "no task figures" if v["task"] == "none" else v["task"]
+        lines.append(f"    {task} ({v['task_why']})" + _task_figures(v))
+        lines += [f"    channels {b}: max |diff| {f['max_abs']:.3g}, rel L2 {f['rel_l2']:.3g}, cosine {f['cosine']:.6f}"
+                  for b, f in v.get("blocks", {}).items()]
     if "accuracy" in report:
         a = report["accuracy"]
         lines.append(f"  accuracy {a['original']:.2%} -> {a['pruned']:.2%} ({a['drop_points']:+.2f} points drop, "
