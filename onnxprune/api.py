@@ -11,14 +11,14 @@ from .analysis.cost import Cost, count_cost, removal_estimator
 from .calibration import Calibration
 from .errors import OnnxPruneError
 from .loading import ModelSource, Prepared, prepare
-from .plan import Plan, check_plan, make_plan
+from .plan import Plan, calibration_record, check_plan, make_plan, with_calibration
 from .report import prune_report
 from .rewrite.mean_fold import fold_means
 from .rewrite.merging import Compensation, MergeOptions, plan_compensation
 from .rewrite.reconstruction import check_reconstruction, reconstruct
 from .rewrite.rewriter import rewrite
 from .scoring import GroupScores, score_groups
-from .scoring.score import COUNTED_BY
+from .scoring.score import COUNTED_BY, DATA_CRITERIA
 from .selection.lasso import require_solver
 from .selection import Selection, select
 
@@ -75,6 +75,8 @@ def run_pipeline(prep: Prepared, input_shapes: Shapes = None, plan: Plan | None 
         compensation = plan_compensation(prep, analysis, removed, merge)
     if plan is None:
         plan = make_plan(analysis, removed, criterion=criterion, compensation=asdict(merge))
+        if calibration is not None and (criterion in DATA_CRITERIA or merge.compensate in ("reconstruct", "mean")):
+            plan = with_calibration(plan, calibration_record(calibration))  # a replay can tell other data
     model = rewrite(prep, analysis, removed, compensation)
     after = count_cost(prep.graph, list(prep.template.opset_import), input_shapes)  # the rewritten graph
     return Pruned(model, plan, removed, scores, analysis, after, compensation)

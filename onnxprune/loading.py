@@ -72,8 +72,11 @@ def read_model(src: ModelSource) -> tuple[onnx.ModelProto, str, list[Path]]:
         if missing:
             raise OnnxPruneError(f"{path}: its external data file {path.parent / missing[0]} is missing "
                                  "(keep the .data file next to the model)")
-        if locations:
-            onnx.external_data_helper.load_external_data_for_model(model, str(path.parent))
+        for t in model.graph.initializer:  # small external tensors join the proto; big ones are read later
+            if _uses_external_data(t) and _external_bytes(t) <= SMALL_EXTERNAL:
+                onnx.external_data_helper.load_external_data_for_tensor(t, str(path.parent))
+                t.data_location = onnx.TensorProto.DEFAULT
+                del t.external_data[:]
     except (DecodeError, RuntimeError, ValueError, OSError, onnx.checker.ValidationError) as exc:
         raise OnnxPruneError(f"{path}: not a readable ONNX model ({_first_line(exc)})") from None
     return model, str(path), [path, *(path.parent / loc for loc in locations)]
@@ -83,25 +86,50 @@ def _uses_external_data(tensor: onnx.TensorProto) -> bool:
     return tensor.data_location == onnx.TensorProto.EXTERNAL
 
 
+SMALL_EXTERNAL = 4096  # external tensors this small are loaded into the proto (checks read them there)
+
+
+def _external_bytes(tensor: onnx.TensorProto) -> int:
+    itemsize = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
+    return math.prod(tensor.dims) * itemsize
+
+
+def _read_external(tensor: onnx.TensorProto, base: Path) -> np.ndarray:
+    """An external tensor's values straight from its file into numpy (never through the proto)."""
+    info = onnx.external_data_helper.ExternalDataInfo(tensor)
+    dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type))
+    count = math.prod(tensor.dims)
+    if tensor.data_type in (onnx.TensorProto.STRING, onnx.TensorProto.BFLOAT16) or dtype.kind == "c":
+        onnx.external_data_helper.load_external_data_for_tensor(tensor, str(base))
+        return onnx.numpy_helper.to_array(tensor)
+    with open(base / info.location, "rb") as f:
+        values = np.fromfile(f, dtype=dtype.newbyteorder("<"), count=count, offset=info.offset or 0)
+    if values.size != count:
+        raise OnnxPruneError(f"external data of '{tensor.name}' in {base / info.location} is truncated")
+    return values.astype(dtype, copy=False).reshape(tuple(tensor.dims))
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
 
 
-def take_weights(model: onnx.ModelProto) -> tuple[str, dict[str, np.ndarray]]:
+def take_weights(model: onnx.ModelProto, base: Path | None = None) -> tuple[str, dict[str, np.ndarray]]:
     """(content hash, initializer values by name), removing the initializers from the model.
 
     The hash is the same for one model whether its weights are raw, typed or external data: the
     proto without initializers, then each initializer's name, type, dims and values. The values are
     read into numpy once, here, so the parsed proto can be dropped and its memory freed.
     """
-    values = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    values = {t.name: _read_external(t, base) if _uses_external_data(t) else onnx.numpy_helper.to_array(t)
+              for t in model.graph.initializer}
     dtypes = [(t.name, t.data_type, list(t.dims)) for t in model.graph.initializer]
     model.graph.ClearField("initializer")
     digest = hashlib.sha256(model.SerializeToString(deterministic=True))
     for name, data_type, dims in dtypes:
         digest.update(f"{name}|{data_type}|{dims}|".encode())
-        digest.update(values[name].tobytes())
+        v = values[name]
+        digest.update(v.tobytes() if v.dtype.kind == "O" else np.ascontiguousarray(v).reshape(-1).view(np.uint8))
     return digest.hexdigest(), values
 
 
@@ -130,6 +158,18 @@ def check_supported(model: onnx.ModelProto, source: str) -> int:
     return opset
 
 
+def _return_freed_memory() -> None:
+    """glibc: serve blocks over 4 MB by mmap for good, so a freed weight-sized buffer goes back to the
+    system; its default threshold grows with use, and freed weight copies then stay in the heap
+    (seen: 1.2 GB held after exporting a 1.8 GB model). Nothing happens elsewhere."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(-3, 4 << 20)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
 def prepare(src: ModelSource) -> Prepared:
     """Read a model and normalise it: Constant nodes and constant subgraphs become initializers.
 
@@ -137,7 +177,10 @@ def prepare(src: ModelSource) -> Prepared:
     """
     model, source, files = read_model(src)
     opset = check_supported(model, source)
-    sha, values = take_weights(model)
+    sha, values = take_weights(model, files[0].parent if files else None)
+    # a fresh proto of what is left: the parsed one keeps every weight's bytes in its arena while any
+    # part of it is referenced, however its fields are cleared
+    model = onnx.ModelProto.FromString(model.SerializeToString())
     graph = gs.import_onnx(model)  # weights are unresolved names here; they become constants below
     graph.import_domains = [copy_proto(d) for d in model.opset_import]  # no reference into the model
     for t in graph.tensors().values():
@@ -148,6 +191,8 @@ def prepare(src: ModelSource) -> Prepared:
     graph.inputs = [t for t in graph.inputs if not isinstance(t, gs.Constant)]
     if model.ir_version < 4:
         model.ir_version = 4
+    if sum(v.nbytes for v in values.values()) > BIG_WEIGHTS:
+        _return_freed_memory()
     if any(all(isinstance(t, gs.Constant) for t in node.inputs) for node in graph.nodes):
         graph.fold_constants(fold_shapes=False, recurse_subgraphs=False, error_ok=True)
         if sum(v.nbytes for v in values.values()) > BIG_WEIGHTS:
@@ -159,10 +204,31 @@ def prepare(src: ModelSource) -> Prepared:
     return Prepared(graph, sha, opset, template, source, names, files)
 
 
+RAW_KINDS = "fiub"  # numpy kinds whose bytes are their ONNX raw_data (little-endian)
+
+
 def export(prep: Prepared, graph: gs.Graph | None = None) -> onnx.ModelProto:
-    """Export a (possibly rewritten) graph with the original model's metadata, opsets and names."""
-    out = gs.export_onnx(graph or prep.graph, do_type_check=False,
-                         opset_imports=list(prep.template.opset_import))
+    """Export a (possibly rewritten) graph with the original model's metadata, opsets and names.
+
+    Big weights are exported as empty stand-ins and their bytes then written into the model one at
+    a time, so the export holds one copy of the weights besides the graph's, never two.
+    """
+    graph = graph or prep.graph
+    big = {t.name: (t, t.values) for t in graph.tensors().values() if isinstance(t, gs.Constant)
+           and isinstance(t.values, np.ndarray) and t.values.nbytes > 4096 and t.values.dtype.kind in RAW_KINDS}
+    for t, values in big.values():
+        t.values = np.zeros(0, values.dtype)
+    try:
+        out = gs.export_onnx(graph, do_type_check=False, opset_imports=list(prep.template.opset_import))
+    finally:
+        for t, values in big.values():
+            t.values = values
+    for init in out.graph.initializer:
+        if init.name in big:
+            values = big[init.name][1]
+            del init.dims[:]
+            init.dims.extend(values.shape)
+            init.raw_data = values.astype(values.dtype.newbyteorder("<"), copy=False).tobytes()
     t = prep.template
     out.ir_version = t.ir_version
     out.producer_name, out.producer_version = t.producer_name, t.producer_version
@@ -172,6 +238,50 @@ def export(prep: Prepared, graph: gs.Graph | None = None) -> onnx.ModelProto:
     del out.functions[:]
     out.functions.extend(t.functions)
     return out
+
+
+def _save_external(model: onnx.ModelProto, path: Path, data_name: str, threshold: int = 1024) -> None:
+    """Write the model with its tensors over `threshold` bytes in one data file beside it.
+
+    One tensor's bytes at a time go to the file, and the proto written is a light copy that only
+    names them, so the caller's model is left as it is and no second copy of the weights is made.
+    """
+    light, graph = onnx.ModelProto(), model.graph
+    for field, value in model.ListFields():
+        if field.name != "graph":
+            _copy_field(light, field, value)
+    for field, value in graph.ListFields():
+        if field.name != "initializer":
+            _copy_field(light.graph, field, value)
+    with open(path.parent / data_name, "wb") as data:
+        for t in graph.initializer:
+            raw = t.raw_data if t.HasField("raw_data") else None
+            if raw is None and t.data_type != onnx.TensorProto.STRING:
+                raw = onnx.numpy_helper.to_array(t).astype(
+                    onnx.helper.tensor_dtype_to_np_dtype(t.data_type)).newbyteorder("<").tobytes()
+            if raw is None or len(raw) <= threshold:
+                light.graph.initializer.append(t)
+                continue
+            entry = onnx.TensorProto(name=t.name, data_type=t.data_type, dims=t.dims,
+                                     data_location=onnx.TensorProto.EXTERNAL)
+            entry.doc_string = t.doc_string
+            offset = data.tell()
+            data.write(raw)
+            for key, value in (("location", data_name), ("offset", str(offset)), ("length", str(len(raw)))):
+                entry.external_data.add(key=key, value=value)
+            light.graph.initializer.append(entry)
+            del raw
+    onnx.save_model(light, str(path))
+
+
+def _copy_field(dst, field, value) -> None:
+    """Copy one set field of a message into another of its type."""
+    if hasattr(value, "extend") and not isinstance(value, (str, bytes)):  # a repeated field
+        getattr(dst, field.name).extend(value)
+    elif hasattr(value, "ListFields"):
+        getattr(dst, field.name).CopyFrom(value)
+    else:
+        setattr(dst, field.name, value)
 
 
 def _over_two_gb(model: onnx.ModelProto) -> bool:
@@ -190,13 +300,13 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike, external_data: b
     path = Path(path)
     external = bool(external_data) or _over_two_gb(model)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if external:  # onnx moves tensor data out of the proto it saves: keep the caller's intact
-        model = copy_proto(model)
     tmpdir = Path(tempfile.mkdtemp(prefix=".onnxprune-", dir=path.parent))
     try:
         data_name = path.name + ".data"
-        onnx.save_model(model, str(tmpdir / path.name), save_as_external_data=external,
-                        all_tensors_to_one_file=True, location=data_name, size_threshold=1024)
+        if external:
+            _save_external(model, tmpdir / path.name, data_name)
+        else:
+            onnx.save_model(model, str(tmpdir / path.name))
         if verify is not None:
             verify(tmpdir / path.name)
         written = []

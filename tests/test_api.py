@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
 
 import handmade
 import oracle
@@ -74,6 +75,33 @@ def test_external_data_in_and_out(tmp: Path) -> None:
     back = onnx.load(out)
     x = oracle.feeds(m)
     assert oracle.run(back, x)[0].shape == oracle.run(m, x)[0].shape
+
+
+def test_external_save_leaves_the_model_and_matches_inline(tmp: Path) -> None:
+    """save_model with external data writes each weight once, leaves the caller's proto as it was,
+    and the file reads back to the same model (same digest, same outputs) as an inline save."""
+    m = handmade.conv_bn_relu_chain()
+    before = m.SerializeToString()
+    save_model(m, tmp / "ext.onnx", external_data=True)
+    save_model(m, tmp / "inline.onnx")
+    assert m.SerializeToString() == before
+    assert (tmp / "ext.onnx.data").stat().st_size > 0
+    assert (tmp / "ext.onnx").stat().st_size < (tmp / "inline.onnx").stat().st_size
+    assert analyze(tmp / "ext.onnx").sha256 == analyze(tmp / "inline.onnx").sha256 == analyze(m).sha256
+    x = oracle.feeds(m)
+    onnx.checker.check_model(str(tmp / "ext.onnx"), full_check=True)
+    assert np.array_equal(oracle.run(onnx.load(tmp / "ext.onnx"), x)[0], oracle.run(m, x)[0])
+
+
+def test_truncated_external_data_is_refused(tmp: Path, capsys) -> None:
+    """A .data file cut short: one line naming the tensor and the file, not a numpy error."""
+    from onnxprune.errors import OnnxPruneError
+
+    save_model(handmade.conv_bn_relu_chain(), tmp / "m.onnx", external_data=True)
+    data = tmp / "m.onnx.data"
+    data.write_bytes(data.read_bytes()[:-100])
+    with pytest.raises(OnnxPruneError, match="truncated"):
+        analyze(tmp / "m.onnx")
 
 
 def test_opsets_9_and_23() -> None:

@@ -2,6 +2,7 @@
 
     python tools/bench_prune.py MODEL.onnx [--runs 3] [--out docs/bench_prune.md]
     python tools/bench_prune.py MODEL.onnx --criterion lasso --compensate reconstruct --calib X.npz
+    python tools/make_large_llama.py /tmp/llama.onnx && python tools/bench_prune.py /tmp/llama.onnx --runs 1
 
 Each measurement runs in its own process (peak RSS from getrusage); the best time and the lowest
 peak of --runs are kept.
@@ -21,7 +22,9 @@ from pathlib import Path
 FLOOR = """
 import onnx, resource, sys, time
 t = time.perf_counter()
-onnx.save(onnx.load(sys.argv[1]), sys.argv[2])
+model = onnx.load(sys.argv[1])
+external = any(i.data_location == onnx.TensorProto.EXTERNAL for i in onnx.load(sys.argv[1], load_external_data=False).graph.initializer)
+onnx.save(model, sys.argv[2], save_as_external_data=external, location="o.onnx.data")
 print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 PRUNE = """
@@ -32,7 +35,8 @@ from onnxprune.loading import save_model
 t = time.perf_counter()
 model, plan, report = onnxprune.prune(sys.argv[1], ratio=0.3, criterion=sys.argv[3], compensate=sys.argv[4],
                                       calibration=sys.argv[5] or None)
-save_model(model, sys.argv[2])
+external = any(i.data_location == 1 for i in __import__("onnx").load(sys.argv[1], load_external_data=False).graph.initializer)
+save_model(model, sys.argv[2], external_data=external or None)  # as the CLI writes it
 print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
@@ -60,7 +64,8 @@ def main() -> None:
     ap.add_argument("--calib", default="", help="calibration inputs (for lasso / reconstruct)")
     ap.add_argument("--out")
     args = ap.parse_args()
-    size = Path(args.model).stat().st_size
+    model = Path(args.model)
+    size = model.stat().st_size + sum(p.stat().st_size for p in model.parent.glob(model.name + ".data"))
     floors = [measure(FLOOR, args.model) for _ in range(args.runs)]
     prunes = [measure(PRUNE, args.model, args.criterion, args.compensate, args.calib) for _ in range(args.runs)]
     floor = (min(t for t, _ in floors), min(m for _, m in floors))  # best time and lowest peak, each

@@ -155,7 +155,16 @@ def rewrite(prep: Prepared, analysis: Analysis, removed: dict[str, list[int]],
         if isinstance(t, gs.Variable) and t.name not in keep:
             t.shape = None
     model = export(prep, graph)
+    _release_weights(graph)
     return finish(model, original_outputs)
+
+
+def _release_weights(graph: gs.Graph, keep_bytes: int = 4096) -> None:
+    """The exported model holds the weights now: the graph keeps only their shapes and types (for the
+    recount), so a big model is not held twice while it is checked and written."""
+    for t in graph.tensors().values():
+        if isinstance(t, gs.Constant) and t.values.nbytes > keep_bytes:
+            t.values = np.broadcast_to(np.zeros((), t.values.dtype), t.values.shape)
 
 
 def finish(model: onnx.ModelProto, outputs: dict[str, Any]) -> onnx.ModelProto:
