@@ -1,7 +1,20 @@
-"""onnxprune: structured channel pruning of ONNX graphs."""
-from .api import analyze, apply_plan, prune
-from .errors import OnnxPruneError
-from .plan import load_plan, make_plan, save_plan
+"""onnxprune: structured channel pruning of ONNX graphs.
 
-__all__ = ["analyze", "apply_plan", "prune", "make_plan", "load_plan", "save_plan", "OnnxPruneError"]
+The API is imported on first use, so that `onnxprune` on the command line handles Ctrl-C from its
+first moment (onnx and numpy take seconds to import).
+"""
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+_WHERE = {"analyze": "api", "apply_plan": "api", "prune": "api", "make_plan": "plan", "load_plan": "plan",
+          "save_plan": "plan", "OnnxPruneError": "errors"}
+__all__ = list(_WHERE)
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(import_module(f".{_WHERE[name]}", __name__), name)
+    raise AttributeError(f"module 'onnxprune' has no attribute {name!r}")

@@ -14,11 +14,11 @@ from pathlib import Path
 from . import __version__
 from .analysis.analyze import build_analysis
 from .analysis.cost import count_model_cost
-from .api import default_options, replay_options, run_pipeline
+from .api import default_options, replay_options, run_pipeline, sensitivity_allocation
 from .calibration import Calibration
 from .rewrite.merging import MergeOptions
 from .errors import OnnxPruneError
-from .loading import prepare, save_model
+from .loading import check_supported, prepare, read_model, save_model
 from .plan import calibration_differences, calibration_record, load_plan, with_calibration
 from .report import analysis_table, group_lines, prune_report, summary
 from .scoring import CRITERIA
@@ -106,6 +106,32 @@ def _warn(message: str) -> None:
     print(f"onnxprune: warning: {message}", file=sys.stderr, flush=True)
 
 
+INPUT_ARGS = {"model": "the model", "original": "ORIGINAL", "pruned": "PRUNED", "other": "OTHER", "plan": "--plan",
+              "calib": "--calib", "data": "--data", "labels": "--labels", "overrides": "--overrides"}
+OUTPUT_ARGS = {"output": "-o", "save_plan": "--save-plan", "report": "--report", "json": "--json", "plot": "--plot"}
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+def check_paths(args: argparse.Namespace) -> None:
+    """No output may be an input (or its external data) or another output: each would be overwritten."""
+    inputs = [(INPUT_ARGS[k], Path(v)) for k in INPUT_ARGS if isinstance(v := getattr(args, k, None), str)]
+    inputs += [(f"{what}'s data", Path(str(p) + ".data")) for what, p in inputs if p.suffix == ".onnx"]
+    outputs = [(OUTPUT_ARGS[k], Path(v)) for k in OUTPUT_ARGS if isinstance(v := getattr(args, k, None), str)]
+    for i, (what, out) in enumerate(outputs):
+        for name, path in inputs:
+            if _same_file(out, path):
+                raise OnnxPruneError(f"{what} {out} is {name}: an input is never overwritten")
+        for other, path in outputs[:i]:
+            if _same_file(out, path):
+                raise OnnxPruneError(f"{what} and {other} are the same file ({out}): one would overwrite the other")
+
+
 def check_output(path: str | None, what: str, make_parent: bool = False) -> None:
     """Refuse, before any work, an output that cannot be written: a directory, a missing or read-only folder."""
     if path is None:
@@ -113,6 +139,10 @@ def check_output(path: str | None, what: str, make_parent: bool = False) -> None
     target = Path(path)
     if target.is_dir():
         raise OnnxPruneError(f"{what} {path} is a directory; give a file name")
+    if target.exists() and not target.is_file():  # a device or a pipe: written into, never replaced
+        if what in ("-o", "--plot"):
+            raise OnnxPruneError(f"{what} {path} is not a regular file; give a file name")
+        return
     parent = target.parent if str(target.parent) else Path(".")
     if not parent.exists():
         if not make_parent:
@@ -122,11 +152,21 @@ def check_output(path: str | None, what: str, make_parent: bool = False) -> None
         raise OnnxPruneError(f"{what} {path}: folder {parent} is not writable")
     if target.exists() and not os.access(target, os.W_OK):
         raise OnnxPruneError(f"{what} {path} exists and is not writable")
+    try:  # the real test (root passes os.access everywhere; /proc, /sys and read-only mounts refuse here)
+        fd, probe = tempfile.mkstemp(prefix=".onnxprune-", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OnnxPruneError(f"{what} {path}: cannot write in folder {parent} ({exc.strerror})") from None
 
 
 def write_text(path: str, text: str) -> None:
     """Write a text output atomically (a temporary file in the same folder, then a rename)."""
     target = Path(path)
+    if target.exists() and not target.is_file():  # /dev/null, a pipe: write into it, do not replace it
+        with open(target, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        return
     fd, tmp = tempfile.mkstemp(prefix=".onnxprune-", dir=target.parent if str(target.parent) else ".")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -219,8 +259,14 @@ def cmd_prune(args: argparse.Namespace) -> int:
               "it is ignored here")
     elif calibration is not None:
         record = _calibration_record(calibration, plan)
+    allocation, measured_loss = None, None
+    if args.allocate == "sensitivity" and plan is None:
+        selection, allocation, measured_loss = _allocate(args, selection, merge, calibration, shapes)
     r = run_pipeline(prep, shapes, plan, args.criterion, selection, args.include_consumers, args.aggregate, args.seed,
                      merge, calibration, args.provider, _progress)
+    if allocation is not None:
+        allocation["measured_loss"] = round(measured_loss(r.model), 6)
+        r.plan["allocation"] = allocation
     if record is not None and plan is None:
         r.plan = with_calibration(r.plan, record)
     _say_what_was_left(r.analysis, r.removed, selection, args, plan is not None)
@@ -252,7 +298,11 @@ def cmd_prune(args: argparse.Namespace) -> int:
     report = prune_report(r.analysis, r.after, r.removed, r.scores, sizes, r.compensation)
     if record is not None:
         report["calibration"] = record
+    if allocation is not None:
+        report["allocation"] = allocation
     print(summary(report))
+    if allocation is not None:
+        print(_allocation_line(allocation))
     print(group_lines(report))
     if args.validate:
         report.update(checks)
@@ -269,6 +319,37 @@ def cmd_prune(args: argparse.Namespace) -> int:
         raise
     print("wrote " + ", ".join(written + [p for p in (args.save_plan, args.report) if p]))
     return 0
+
+
+def _allocate(args: argparse.Namespace, selection: Selection, merge, calibration, shapes):
+    """--allocate sensitivity: measure each group's curve on the --calib inputs (else --data), then allocate."""
+    if selection.target_macs is None and selection.target_params is None:
+        raise OnnxPruneError("--allocate sensitivity needs --target-macs or --target-params")
+    if selection.global_rank or selection.overrides:
+        raise OnnxPruneError("--allocate sensitivity chooses every group's ratio: drop --global and --overrides")
+    data = args.calib if args.calib and Path(args.calib).suffix == ".npz" else args.data
+    if data is None:
+        _warn("--allocate sensitivity measures on random inputs (no --calib .npz or --data): the curves say "
+              "little about real inputs")
+    labels = args.labels if data is not None and data == args.data else None
+    inputs = Inputs(shapes=shapes, data=data, labels=labels, seed=args.seed)
+    ratios = tuple(float(x) for x in args.sensitivity_ratios.split(","))
+    _progress(f"measuring each group's sensitivity at {args.sensitivity_ratios} on {data or 'random inputs'}")
+    return sensitivity_allocation(args.model, selection, args.criterion, inputs, merge, calibration,
+                                  args.provider, args.jobs, args.ray, ratios, _progress)
+
+
+def _allocation_line(a: dict) -> str:
+    """The allocation in a few lines: predicted and measured loss, then each group's ratio."""
+    width = max([0, *(len(g) for g in a["groups"])])
+    inputs = a["inputs"]
+    where = f"{inputs.get('samples')} samples of {inputs['source']}" if isinstance(inputs, dict) and "source" in inputs \
+        else str(inputs)
+    lines = [f"allocation by sensitivity on {where}: predicted loss {a['predicted_loss']:.4f}, measured "
+             f"{a['measured_loss']:.4f} ({a['loss']})"]
+    lines += [f"  {gid:<{width}} ratio {g['ratio']:.2f} (predicted loss {g['predicted_loss']:.4f})"
+              for gid, g in a["groups"].items()]
+    return "\n".join(lines)
 
 
 def _calibration_record(calibration: Calibration, plan: dict | None) -> dict:
@@ -335,6 +416,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     """Latency of one model, or of two interleaved with the speed-up."""
     check_output(args.json, "--json")
     models = [args.model] + ([args.other] if args.other else [])
+    for m in models:  # the loader's own checks (not ONNX, external data missing) before onnxruntime's
+        check_supported(read_model(m)[0], m)
     _progress(f"timing {len(models)} model(s) on {args.provider}")
     report = bench(models, _batches(args.batch), args.warmup, args.runs, args.provider, args.threads,
                    parse_shapes(args.shape))
@@ -495,6 +578,17 @@ def build_parser() -> argparse.ArgumentParser:
                    "fluctuation x consumer weight^2 on --calib data, its mean folded into the bias; lasso: LASSO "
                    "on --calib data, with re-fit (default l1)")
     r.add_argument("--global", dest="global_rank", action="store_true", help="rank channels of all groups together")
+    r.add_argument("--allocate", choices=["score", "sensitivity"], default="score",
+                   help="how much each group loses: score (--ratio per group, or --global's threshold); "
+                        "sensitivity: measure each group's loss alone at --sensitivity-ratios on the --calib "
+                        "inputs (else --data), then meet --target-macs/--target-params with the least "
+                        "predicted loss")
+    r.add_argument("--sensitivity-ratios", default="0.1,0.3,0.5,0.7,0.9", metavar="R,R,...",
+                   help="the ratios each group's curve is measured at (--allocate sensitivity)")
+    r.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="measure sensitivity points in N local processes (default 1)")
+    r.add_argument("--ray", metavar="ADDRESS", help="measure sensitivity points on a Ray cluster: auto, an "
+                                                   "address, or local (start one here); needs onnxprune[ray]")
     r.add_argument("--round-to", type=int, default=1, metavar="N", help="kept channel counts are multiples of N")
     r.add_argument("--min-channels", type=int, default=1, metavar="N", help="never keep fewer channels per group")
     r.add_argument("--max-ratio", type=float, default=1.0, metavar="R", help="never remove more of one group")
@@ -585,6 +679,7 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         QUIET = getattr(args, "quiet", False)
         providers.VERBOSE = getattr(args, "verbose", False)
+        check_paths(args)
         return args.func(args)
     except KeyboardInterrupt:  # outputs are written atomically, so nothing partial is left
         print("onnxprune: interrupted; nothing was written", file=sys.stderr)

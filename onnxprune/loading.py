@@ -247,12 +247,12 @@ def _save_external(model: onnx.ModelProto, path: Path, data_name: str, threshold
     names them, so the caller's model is left as it is and no second copy of the weights is made.
     """
     light, graph = onnx.ModelProto(), model.graph
-    for field, value in model.ListFields():
-        if field.name != "graph":
-            _copy_field(light, field, value)
-    for field, value in graph.ListFields():
-        if field.name != "initializer":
-            _copy_field(light.graph, field, value)
+    for desc, value in model.ListFields():
+        if desc.name != "graph":
+            _copy_field(light, desc, value)
+    for desc, value in graph.ListFields():
+        if desc.name != "initializer":
+            _copy_field(light.graph, desc, value)
     with open(path.parent / data_name, "wb") as data:
         for t in graph.initializer:
             raw = t.raw_data if t.HasField("raw_data") else None
@@ -300,7 +300,10 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike, external_data: b
     path = Path(path)
     external = bool(external_data) or _over_two_gb(model)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmpdir = Path(tempfile.mkdtemp(prefix=".onnxprune-", dir=path.parent))
+    try:
+        tmpdir = Path(tempfile.mkdtemp(prefix=".onnxprune-", dir=path.parent))
+    except OSError as exc:
+        raise OnnxPruneError(f"cannot write in folder {path.parent} ({exc.strerror})") from None
     try:
         data_name = path.name + ".data"
         if external:

@@ -281,3 +281,69 @@ def test_sensitivity_takes_what_its_help_lists(capsys, tmp: Path) -> None:
         main(["sensitivity", "--help"])
     shown = capsys.readouterr().out
     assert "--criterion lasso" not in shown and "of --criterion random" in shown and "--threads N" in shown
+
+
+# --- outputs that would destroy inputs or devices (found by running every mistake through the CLI) ---
+
+@pytest.mark.parametrize("argv", [
+    ["prune", "{m}", "-o", "{t}/o.onnx", "--ratio", "0.3", "--report", "{m}"],
+    ["prune", "{m}", "-o", "{t}/o.onnx", "--ratio", "0.3", "--save-plan", "{m}"],
+    ["analyze", "{m}", "--json", "{m}"],
+    ["validate", "{m}", "{m}", "--json", "{m}"],
+    ["prune", "{m}", "-o", "{t}/o.onnx", "--ratio", "0.3", "--report", "{t}/o.onnx"],
+])
+def test_an_output_never_overwrites_an_input_or_another_output(tmp_path, argv) -> None:
+    """--report/--save-plan/--json naming the model (or -o): refused before any work, the model intact."""
+    model = tmp_path / "m.onnx"
+    model.write_bytes(LENET.read_bytes())
+    before = sha(model)
+    r = cli(*[a.format(m=model, t=tmp_path) for a in argv])
+    assert r.returncode == 2 and ("never overwritten" in r.stderr or "same file" in r.stderr), r.stderr
+    assert r.stderr.count("\n") == 1 and sha(model) == before
+    assert not (tmp_path / "o.onnx").exists()
+
+
+def test_a_pipe_output_is_written_into_not_replaced(tmp_path) -> None:
+    """analyze --json into a FIFO: the reader gets the JSON, and the FIFO is still a FIFO."""
+    import os
+    import stat
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got = {}
+    reader = threading.Thread(target=lambda: got.setdefault("text", fifo.read_text()))
+    reader.start()
+    r = cli("analyze", str(LENET), "--json", str(fifo))
+    reader.join(timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(got["text"])["groups"]
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+
+
+def test_an_unwritable_folder_is_refused_up_front(tmp_path) -> None:
+    """-o under /proc (where even root cannot create files): exit 2 and one line, not an internal error."""
+    r = cli("prune", str(LENET), "-o", "/proc/onnxprune-test.onnx", "--ratio", "0.3")
+    assert r.returncode == 2 and "cannot write in folder /proc" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_ctrl_c_while_starting_is_clean(tmp_path) -> None:
+    """SIGINT while the CLI is still importing onnx and numpy: exit 130 and one line, never a traceback."""
+    for delay in (0.3, 0.8):
+        p = subprocess.Popen([sys.executable, "-m", "onnxprune", "prune", str(LENET), "-o", str(tmp_path / "o.onnx"),
+                              "--ratio", "0.3"], stderr=subprocess.PIPE, text=True)
+        time.sleep(delay)
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=120)
+        assert "Traceback" not in err, err
+        assert p.returncode in (130, -signal.SIGINT, 0), (p.returncode, err)  # 0: it finished first
+        if p.returncode == 130:
+            assert "interrupted" in err and not (tmp_path / "o.onnx").exists()
+
+
+def test_a_calib_that_is_no_archive_says_so(tmp_path) -> None:
+    """A text file given as --calib: 'neither an .npz nor an .npy', not numpy's advice to unpickle it."""
+    bad = tmp_path / "calib.npz"
+    bad.write_text("not numbers\n")
+    r = cli("prune", str(LENET), "-o", str(tmp_path / "o.onnx"), "--ratio", "0.3", "--criterion", "activation",
+            "--calib", str(bad))
+    assert r.returncode == 2 and "neither an .npz" in r.stderr and "pickle" not in r.stderr

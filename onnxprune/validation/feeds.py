@@ -4,6 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
+import zipfile
+
 import numpy as np
 
 from ..analysis.shapes import InputSpec, check_given_dims, concrete_dims
@@ -55,6 +57,10 @@ def load_arrays(path: str | Path) -> dict[str, np.ndarray]:
     try:
         if path.suffix == ".npy":
             return {"": np.load(path, allow_pickle=False)}
+        with open(path, "rb") as fh:
+            magic = fh.read(6)
+        if not zipfile.is_zipfile(path) and magic != b"\x93NUMPY":
+            raise ValueError("it is neither an .npz (zip) archive nor an .npy array")
         loaded = np.load(path, allow_pickle=False)
         if isinstance(loaded, np.ndarray):  # a plain .npy under another name
             raise ValueError("it holds one unnamed array")
