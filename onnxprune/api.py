@@ -1,7 +1,7 @@
 """The Python API: analyze, apply a plan, or prune in one call. Inputs are never modified."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Callable
 
 import onnx
@@ -80,6 +80,40 @@ def run_pipeline(prep: Prepared, input_shapes: Shapes = None, plan: Plan | None 
     model = rewrite(prep, analysis, removed, compensation)
     after = count_cost(prep.graph, list(prep.template.opset_import), input_shapes)  # the rewritten graph
     return Pruned(model, plan, removed, scores, analysis, after, compensation)
+
+
+def sensitivity_allocation(model: str | bytes, selection: Selection, criterion: str, inputs, merge: MergeOptions,
+                           calibration: Calibration | None = None, provider: str = "auto", jobs: int = 1,
+                           ray: str | None = None, ratios: tuple[float, ...] | None = None,
+                           progress: Callable[[str], None] | None = None):
+    """Measure every group's curve (it alone pruned at each ratio), then choose per-group counts that meet
+    the selection's target with the least predicted loss. Returns (selection with the counts, the
+    allocation's record, a function giving the measured loss of a pruned model on the same inputs)."""
+    from .selection.allocate import allocate, curves_from_sensitivity, predicted_loss
+    from .validation.sensitivity import RATIOS, measure_sensitivity
+
+    report, measurer = measure_sensitivity(model, ratios or RATIOS, criterion, inputs, provider, merge,
+                                           progress or (lambda _: None), None, calibration, jobs, ray)
+    curves = curves_from_sensitivity(report)
+    analysis = measurer.analysis
+    counts = allocate(analysis, curves, measurer.scores, selection, removal_estimator(analysis))
+    record = {"allocation": "sensitivity", "metric": report["metric"], "loss": _LOSS[report["metric"]],
+              "inputs": report["inputs"], "ratios": report["ratios"],
+              "predicted_loss": round(predicted_loss(curves, counts), 6),
+              "groups": {g.id: {"channels": g.channels, "removed": counts.get(g.id, 0),
+                                "ratio": round(counts.get(g.id, 0) / g.channels, 4),
+                                "predicted_loss": round(curves[g.id].at(counts.get(g.id, 0)), 6)}
+                         for g in measurer.groups()}}
+    base = report.get("baseline_accuracy")
+
+    def measured_loss(pruned: onnx.ModelProto) -> float:
+        point = measurer.measure(pruned)
+        return float(base - point["accuracy"]) if report["metric"] == "accuracy" else 1.0 - float(point["cosine"])
+
+    return replace(selection, counts=counts), record, measured_loss
+
+
+_LOSS = {"cosine": "1 - cosine of the worst output", "accuracy": "accuracy drop"}
 
 
 def default_options(criterion: str, **given: Any) -> MergeOptions:

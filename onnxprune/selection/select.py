@@ -31,6 +31,7 @@ class Selection:
     max_ratio: float = 1.0
     exclude: list[str] = field(default_factory=list)
     overrides: dict[str, float] = field(default_factory=dict)  # node glob -> ratio for its groups
+    counts: dict[str, int] | None = None  # group id -> channels to remove (a sensitivity allocation)
 
     def check(self) -> None:
         targets = [x for x in (self.ratio, self.target_macs, self.target_params) if x is not None]
@@ -101,6 +102,9 @@ def select(analysis: Analysis, scores: dict[str, GroupScores], sel: Selection,
     """Removed channel indices per group. `estimate(removed) -> (macs_removed, params_removed)` fractions."""
     sel.check()
     groups = [g for g in analysis.prunable if g.id in scores and not _matches(g, sel.exclude)]
+    if sel.counts is not None:
+        counts = {g.id: sel.counts.get(g.id, 0) for g in groups}  # legal counts, chosen under the guards
+        return _removed(analysis, groups, scores, counts, sel)
     if sel.ratio is not None and not sel.global_rank:
         counts = _counts(groups, sel, lambda g: int(math.floor(g.channels * sel.ratio)))
         return _removed(analysis, groups, scores, counts, sel)

@@ -1,11 +1,14 @@
 """`sensitivity`: prune each group alone at a ladder of ratios and measure what it costs."""
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
+import onnx
+
 from ..analysis.analyze import build_analysis
+from ..calibration import Calibration
 from ..errors import OnnxPruneError
 from ..api import run_pipeline
 from ..loading import prepare
@@ -32,46 +35,160 @@ def _point(agreement: dict, accuracy: Accuracy | None) -> dict:
     return point
 
 
+@dataclass
+class _Job:
+    """What every measurement needs, shipped to each worker once."""
+
+    model: str | bytes
+    ratios: tuple[float, ...]
+    criterion: str
+    inputs: Inputs
+    provider: str
+    merge: MergeOptions
+    threads: int | None
+    calibration: Calibration | None
+
+
+class _Measurer:
+    """Loads the model, scores and reference outputs once; measures one (group, ratio) point per call."""
+
+    def __init__(self, job: _Job):
+        self.job = job
+        src = onnx.load_model_from_string(job.model) if isinstance(job.model, bytes) else job.model
+        self.prep = prepare(src)
+        self.analysis = build_analysis(self.prep, job.inputs.shapes)
+        self.scores = score_groups(self.prep, self.analysis, job.criterion, seed=job.inputs.seed,
+                                   calibration=job.calibration, provider=job.provider)
+        self.ref = open_session(job.model if isinstance(job.model, bytes) else str(job.model), job.provider,
+                                job.threads)
+        self.reference = [self.ref.session.run(None, f) for f in open_inputs(job.inputs, self.ref.session).batches]
+        self.unpruned = _point(*compare_runs(self.ref, None, open_inputs(job.inputs, self.ref.session),
+                                             self.reference))
+
+    def groups(self) -> list:
+        return [g for g in self.analysis.prunable if g.id in self.scores]
+
+    def point(self, gid: str, ratio: float) -> dict:
+        """The group alone with `ratio` of its lowest-ranked channels removed, compensated as prune would."""
+        job = self.job
+        removed = select(self.analysis, {gid: self.scores[gid]}, Selection(ratio=ratio))
+        point = {"ratio": ratio, "removed": len(removed.get(gid, [])), **self.unpruned}
+        if point["removed"]:
+            src = onnx.load_model_from_string(job.model) if isinstance(job.model, bytes) else job.model
+            plan = make_plan(self.analysis, removed, criterion=job.criterion)
+            pruned = run_pipeline(prepare(src), job.inputs.shapes, plan=plan, merge=job.merge,
+                                  calibration=job.calibration, provider=job.provider).model
+            got = open_session(pruned.SerializeToString(), job.provider, job.threads)
+            point.update(_point(*compare_runs(self.ref, got, open_inputs(job.inputs, self.ref.session),
+                                              self.reference)))
+        return point
+
+
+    def measure(self, model: onnx.ModelProto) -> dict:
+        """The figures of a whole pruned model on the same inputs, against the same reference."""
+        got = open_session(model.SerializeToString(), self.job.provider, self.job.threads)
+        return _point(*compare_runs(self.ref, got, open_inputs(self.job.inputs, self.ref.session), self.reference))
+
+
+_WORKER: _Measurer | None = None
+
+
+def _init_worker(job: _Job) -> None:
+    global _WORKER
+    _WORKER = _Measurer(job)
+
+
+def _work(task: tuple[str, float]) -> dict:
+    return _WORKER.point(*task)
+
+
 def sensitivity(model: str, ratios: tuple[float, ...] = RATIOS, criterion: str = "l1", inputs: Inputs | None = None,
                 provider: str = "auto", merge: MergeOptions | None = None,
-                progress: Callable[[str], None] = lambda _: None, threads: int | None = None) -> dict:
-    """Per prunable group and ratio: remove that share of the group's lowest-ranked channels, nothing else.
+                progress: Callable[[str], None] = lambda _: None, threads: int | None = None,
+                calibration: Calibration | None = None, jobs: int = 1, ray: str | None = None) -> dict:
+    """Per prunable group and ratio: remove that share of the group's lowest-ranked channels, nothing else."""
+    return measure_sensitivity(model, ratios, criterion, inputs, provider, merge, progress, threads, calibration,
+                               jobs, ray)[0]
 
-    `inputs.seed` seeds the random inputs and the `random` criterion; `threads` sets onnxruntime's CPU threads.
+
+def measure_sensitivity(model: str, ratios: tuple[float, ...] = RATIOS, criterion: str = "l1",
+                        inputs: Inputs | None = None, provider: str = "auto", merge: MergeOptions | None = None,
+                        progress: Callable[[str], None] = lambda _: None, threads: int | None = None,
+                        calibration: Calibration | None = None, jobs: int = 1,
+                        ray: str | None = None) -> tuple[dict, "_Measurer"]:
+    """The sensitivity report, and the measurer that made it (it can measure a whole pruned model too).
+
+    `inputs.seed` seeds the random inputs and the `random` criterion; `threads` sets onnxruntime's CPU
+    threads; `calibration` feeds data-driven criteria and compensations. The points are independent:
+    `jobs` > 1 measures them in a local process pool, `ray` ("auto" or a cluster address) on Ray; the
+    model and data go to each worker once, and the results are the same whoever measures them.
     """
     if not ratios or not all(0 < r < 1 for r in ratios):
         raise OnnxPruneError("--ratios must be fractions strictly between 0 and 1")
+    if jobs < 1:
+        raise OnnxPruneError("--jobs must be at least 1")
     inputs, merge = inputs or Inputs(), merge or MergeOptions()
-    prep = prepare(model)
-    analysis = build_analysis(prep, inputs.shapes)
-    scores = score_groups(prep, analysis, criterion, seed=inputs.seed)
-    ref = open_session(str(model), provider, threads)
-    source = open_inputs(inputs, ref.session)
-    reference = [ref.session.run(None, feeds) for feeds in source.batches]  # the original's outputs, once
-    groups = [g for g in analysis.prunable if g.id in scores]
-    report = {"model": str(model), "criterion": criterion, "compensation": asdict(merge), "ratios": list(ratios),
-              "metric": "accuracy" if inputs.labels else "cosine", "provider": ref.provider, "threads": ref.threads,
-              "seed": inputs.seed,
-              "inputs": source.description, "groups": []}
-    unpruned = _point(*compare_runs(ref, None, open_inputs(inputs, ref.session), reference))
-    if "accuracy" in unpruned:
-        report["baseline_accuracy"] = unpruned["accuracy"]
-    progress(f"{len(groups)} prunable groups x {len(ratios)} ratios, ranked by {criterion}, on {ref.provider}")
-    for i, g in enumerate(groups, 1):
-        entry = {"id": g.id, "channels": g.channels, "macs_share": g.macs_share, "points": []}
-        for r in ratios:
-            removed = select(analysis, {g.id: scores[g.id]}, Selection(ratio=r))
-            point = {"ratio": r, "removed": len(removed.get(g.id, [])), **unpruned}
-            if point["removed"]:
-                plan = make_plan(analysis, removed, criterion=criterion)
-                pruned = run_pipeline(prepare(model), inputs.shapes, plan=plan, merge=merge).model
-                got = open_session(pruned.SerializeToString(), provider, threads)
-                point.update(_point(*compare_runs(ref, got, open_inputs(inputs, ref.session), reference)))
-            entry["points"].append(point)
+    job = _Job(model, tuple(ratios), criterion, inputs, provider, merge, threads, calibration)
+    local = _Measurer(job)
+    groups = local.groups()
+    report = {"model": str(model) if not isinstance(model, bytes) else "<ModelProto>", "criterion": criterion,
+              "compensation": asdict(merge), "ratios": list(ratios),
+              "metric": "accuracy" if inputs.labels else "cosine", "provider": local.ref.provider,
+              "threads": local.ref.threads, "seed": inputs.seed,
+              "inputs": open_inputs(inputs, local.ref.session).description, "groups": []}
+    if "accuracy" in local.unpruned:
+        report["baseline_accuracy"] = local.unpruned["accuracy"]
+    runner = "Ray" if ray else f"{jobs} processes" if jobs > 1 else "this process"
+    progress(f"{len(groups)} prunable groups x {len(ratios)} ratios, ranked by {criterion}, on "
+             f"{local.ref.provider} ({runner})")
+    tasks = [(g.id, r) for g in groups for r in ratios]
+    for i, (g, points) in enumerate(zip(groups, _measure_all(local, job, tasks, jobs, ray, len(ratios))), 1):
+        entry = {"id": g.id, "channels": g.channels, "macs_share": g.macs_share, "points": points}
         report["groups"].append(entry)
         progress(f"group {i}/{len(groups)} {g.id}: {report['metric']} "
                  + " ".join(f"{p['ratio']:g}:{p[report['metric']]:.4f}" for p in entry["points"]))
-    return report
+    return report, local
+
+
+def _measure_all(local: _Measurer, job: _Job, tasks: list[tuple[str, float]], jobs: int, ray: str | None,
+                 per_group: int):
+    """The points of each group in order, a group's list as soon as all its points are in."""
+    if ray:
+        results = iter(_on_ray(job, tasks, ray))
+    elif jobs > 1:
+        from concurrent.futures import ProcessPoolExecutor
+        import multiprocessing
+
+        pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_init_worker, initargs=(job,))
+        results = pool.map(_work, tasks)
+    else:
+        results = (local.point(*t) for t in tasks)
+    try:
+        while True:
+            chunk = [next(results) for _ in range(per_group)]
+            yield chunk
+    except StopIteration:
+        return
+    finally:
+        if jobs > 1 and not ray:
+            pool.shutdown(cancel_futures=True)
+
+
+def _on_ray(job: _Job, tasks: list[tuple[str, float]], address: str) -> list[dict]:
+    """Measure on a Ray cluster: one actor per CPU, each built once from the job put in the object store."""
+    try:
+        import ray
+    except ImportError:
+        raise OnnxPruneError("--ray needs Ray: pip install 'onnxprune[ray]'") from None
+    if not ray.is_initialized():
+        ray.init(address=None if address == "local" else address, ignore_reinit_error=True,
+                 log_to_driver=False, include_dashboard=False)
+    measurer = ray.remote(num_cpus=1)(_Measurer)
+    shipped = ray.put(job)
+    actors = [measurer.remote(shipped) for _ in range(max(1, min(len(tasks), int(ray.available_resources().get("CPU", 1)))))]
+    pool = ray.util.ActorPool(actors)
+    return list(pool.map(lambda actor, task: actor.point.remote(*task), tasks))
 
 
 def pyplot():

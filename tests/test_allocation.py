@@ -1,0 +1,72 @@
+"""Sensitivity allocation: measured per-group curves -> per-group ratios that meet a target with the least loss."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+import handmade
+from conftest import ROOT, cli
+from onnxprune import analyze
+from onnxprune.analysis.cost import removal_estimator
+from onnxprune.scoring import score_groups
+from onnxprune.loading import prepare
+from onnxprune.selection import Selection
+from onnxprune.selection.allocate import Curve, allocate, curves_from_sensitivity, predicted_loss
+
+FASHION = ROOT / "models" / "fashion"
+
+
+def _two_groups():
+    model = handmade.conv_bn_relu_chain(0)
+    prep, analysis = prepare(model), analyze(model)
+    return analysis, score_groups(prep, analysis, "l1")
+
+
+def test_the_flat_group_pays_first() -> None:
+    """With one group free to lose and one costly, the target is met from the free one as far as it goes."""
+    analysis, scores = _two_groups()
+    a, b = (g for g in analysis.prunable)
+    curves = {a.id: Curve(np.array([0, a.channels]), np.array([0.0, 0.001])),
+              b.id: Curve(np.array([0, b.channels]), np.array([0.0, 1.0]))}
+    est = removal_estimator(analysis)
+    counts = allocate(analysis, curves, scores, Selection(target_macs=0.2), est)
+    assert counts.get(a.id, 0) > counts.get(b.id, 0)
+    swapped = {a.id: curves[b.id], b.id: curves[a.id]}
+    counts2 = allocate(analysis, swapped, scores, Selection(target_macs=0.2), est)
+    assert counts2.get(b.id, 0) > counts2.get(a.id, 0)
+    removed = {g: list(range(n)) for g, n in counts.items()}
+    assert est(removed)[0] >= 0.2 and predicted_loss(curves, counts) < predicted_loss(swapped, counts)
+
+
+def test_curves_never_fall_as_more_goes() -> None:
+    """A curve is made monotone: a noisy point that measured better than a smaller removal does not count."""
+    report = {"metric": "cosine", "groups": [{"id": "g", "points": [
+        {"removed": 2, "cosine": 0.99}, {"removed": 4, "cosine": 0.995}, {"removed": 6, "cosine": 0.9}]}]}
+    c = curves_from_sensitivity(report)["g"]
+    assert np.allclose(c.losses, [0.0, 0.01, 0.01, 0.1]) and np.isclose(c.at(3), 0.01)
+
+
+def test_cli_sensitivity_allocation_meets_the_target(tmp_path) -> None:
+    """prune --allocate sensitivity on the trained Fashion VGG: target reached, ratios and losses reported,
+    the same allocation with --jobs 2 as in one process."""
+    runs = []
+    for jobs in ("1", "2"):
+        report = tmp_path / f"r{jobs}.json"
+        r = cli("prune", str(FASHION / "vgg_bnkeep.onnx"), "-o", str(tmp_path / f"o{jobs}.onnx"), "--target-macs",
+                "0.4", "--allocate", "sensitivity", "--calib", str(FASHION / "calib256.npz"), "--calib-samples", "64",
+                "--sensitivity-ratios", "0.25,0.5,0.75", "--jobs", jobs, "--report", str(report))
+        assert r.returncode == 0, r.stderr
+        runs.append(json.loads(report.read_text()))
+    a = runs[0]["allocation"]
+    assert a["allocation"] == "sensitivity" and a["predicted_loss"] >= 0 and "measured_loss" in a
+    assert runs[0]["total"]["macs_removed"] >= 0.4 - 0.02
+    assert {g: v["removed"] for g, v in a["groups"].items()} == \
+           {g: v["removed"] for g, v in runs[1]["allocation"]["groups"].items()}
+    assert len({v["ratio"] for v in a["groups"].values()}) > 1  # not uniform
+
+
+def test_allocation_needs_a_target(tmp_path) -> None:
+    r = cli("prune", str(FASHION / "vgg_bnkeep.onnx"), "-o", str(tmp_path / "o.onnx"), "--ratio", "0.3",
+            "--allocate", "sensitivity")
+    assert r.returncode == 2 and "needs --target-macs or --target-params" in r.stderr
