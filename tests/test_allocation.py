@@ -70,3 +70,20 @@ def test_allocation_needs_a_target(tmp_path) -> None:
     r = cli("prune", str(FASHION / "vgg_bnkeep.onnx"), "-o", str(tmp_path / "o.onnx"), "--ratio", "0.3",
             "--allocate", "sensitivity")
     assert r.returncode == 2 and "needs --target-macs or --target-params" in r.stderr
+
+
+def test_ray_measures_the_same_curves() -> None:
+    """The sensitivity points measured by a local Ray (2 CPUs, started here) equal the in-process ones."""
+    import ray
+
+    from onnxprune.validation.sensitivity import sensitivity
+    from onnxprune.validation.validate import Inputs
+
+    inputs = Inputs(data=str(FASHION / "calib256.npz"), batch=64)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    try:
+        on_ray = sensitivity(str(FASHION / "vgg_bnkeep.onnx"), (0.25, 0.5), "l1", inputs, ray="auto")
+    finally:
+        ray.shutdown()
+    here = sensitivity(str(FASHION / "vgg_bnkeep.onnx"), (0.25, 0.5), "l1", inputs)
+    assert on_ray["groups"] == here["groups"]
