@@ -14,11 +14,14 @@ Captured = Iterator[tuple[int, dict[str, np.ndarray]]]  # (index of the batch's 
 
 
 def capture_model(prep: Prepared, tensors: list[str], new_bias: dict[int, np.ndarray] | None = None,
-                  source: gs.Graph | None = None) -> bytes:
+                  source: gs.Graph | None = None, given: dict[str, tuple[np.dtype, tuple[int, ...]]] | None = None
+                  ) -> bytes:
     """The model (prep.graph, or `source`: a copy of it) cut down to what computes `tensors`, its outputs.
 
     onnxruntime runs every node whatever outputs are asked for, so the cut is what saves the time.
     `new_bias` (id of a node of prep.graph -> bias) gives bias-less nodes the bias they will get.
+    `given` (tensor -> dtype, shape of one sample) become inputs: what computes them is cut away, and
+    inputs (given or the model's) that the outputs do not need are dropped.
     """
     source = source or prep.graph
     graph = source.copy()  # nodes and tensors are copied, weight arrays shared
@@ -30,7 +33,15 @@ def capture_model(prep: Prepared, tensors: list[str], new_bias: dict[int, np.nda
             node.inputs[2] = gs.Constant(name, new_bias[id(original)].astype(node.inputs[1].values.dtype))
     by_name = graph.tensors()
     graph.outputs = [by_name[t] for t in tensors]
-    graph.cleanup(remove_unused_graph_inputs=False)
+    if given:
+        inputs = []
+        for name, (dtype, shape) in given.items():
+            t = by_name[name]
+            t.inputs.clear()  # no longer computed here
+            t.dtype, t.shape = np.dtype(dtype), ["N", *shape]
+            inputs.append(t)
+        graph.inputs = list(graph.inputs) + [t for t in inputs if t not in graph.inputs]
+    graph.cleanup(remove_unused_graph_inputs=bool(given))
     return export(prep, graph).SerializeToString()
 
 

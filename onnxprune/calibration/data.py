@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import hashlib
+import struct
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -9,7 +11,7 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import OnnxPruneError
-from ..validation.feeds import Feeds, check_data, data_batches, load_arrays, session_inputs
+from ..validation.feeds import Feeds, check_data, load_arrays, session_inputs
 
 
 @dataclass(frozen=True)
@@ -51,17 +53,125 @@ def _folder(path: Path, specs) -> dict[str, np.ndarray]:
 def calibration_batches(cal: Calibration, session) -> tuple[Iterator[Feeds], int]:
     """Batches of the calibration samples for this session's inputs, and how many samples there are."""
     specs, dtypes = session_inputs(session)
-    path = Path(cal.path)
-    if path.is_dir():
-        arrays = _folder(path, specs)
-    else:
-        arrays = load_arrays(path)
+    samples = Samples(cal, specs, dtypes)
+    return samples.batches(cal.batch), samples.count
+
+
+class _Stored:
+    """One uncompressed .npy (a file, or a stored member of an .npz) read a range of samples at a time."""
+
+    def __init__(self, path: Path, offset: int, dtype: np.dtype, shape: tuple[int, ...]):
+        self.path, self.offset, self.dtype, self.shape = path, offset, dtype, shape
+        self.ndim = len(shape)
+        self.row = int(np.prod(shape[1:], dtype=np.int64)) if shape else 1
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        start, stop, _ = rows.indices(self.shape[0])
+        stop = max(stop, start)
+        with open(self.path, "rb") as f:
+            f.seek(self.offset + start * self.row * self.dtype.itemsize)
+            out = np.fromfile(f, self.dtype, (stop - start) * self.row)
+        return out.reshape((stop - start,) + tuple(self.shape[1:]))
+
+
+def _npy_header(f) -> tuple[np.dtype, tuple[int, ...], bool]:
+    version = np.lib.format.read_magic(f)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran, dtype = read(f)
+    return np.dtype(dtype), tuple(shape), fortran
+
+
+def _lazy(path: Path) -> dict[str, _Stored] | None:
+    """The arrays of an .npy or an .npz with uncompressed members, as readers that hold no samples; None
+    when the file is stored otherwise (compressed, Fortran order, object arrays): then it is loaded."""
+    try:
+        if path.suffix == ".npy":
+            with open(path, "rb") as f:
+                dtype, shape, fortran = _npy_header(f)
+                where = {"": (f.tell(), dtype, shape, fortran)}
+        else:
+            where = {}
+            with zipfile.ZipFile(path) as z, open(path, "rb") as raw:
+                for info in z.infolist():
+                    if not info.filename.endswith(".npy") or info.compress_type != zipfile.ZIP_STORED \
+                            or info.flag_bits & 1:
+                        return None
+                    raw.seek(info.header_offset)
+                    head = raw.read(30)
+                    name_len, extra_len = struct.unpack("<HH", head[26:30])
+                    raw.seek(info.header_offset + 30 + name_len + extra_len)
+                    dtype, shape, fortran = _npy_header(raw)
+                    where[info.filename[:-4]] = (raw.tell(), dtype, shape, fortran)
+    except (OSError, ValueError, zipfile.BadZipFile, struct.error):
+        return None  # load_arrays says what is wrong with it
+    if any(fortran or dtype.hasobject or not shape for _, dtype, shape, fortran in where.values()):
+        return None
+    return {k: _Stored(path, off, dtype, shape) for k, (off, dtype, shape, _) in where.items()}
+
+
+_CHECKED: dict[tuple, int] = {}  # (path, size, mtime, samples, inputs) -> sample count, once per process
+
+
+class Samples:
+    """The calibration samples for a model's inputs, read a range at a time: an .npy, or an .npz of
+    uncompressed arrays (as np.savez writes them), is never held whole; a folder or a compressed .npz is."""
+
+    def __init__(self, cal: Calibration, specs, dtypes: dict[str, np.dtype]):
+        path = Path(cal.path)
+        arrays = None if path.is_dir() or not path.is_file() else _lazy(path)
+        if arrays is None:
+            arrays = _folder(path, specs) if path.is_dir() else load_arrays(path)
         if "" in arrays and len(specs) == 1:  # a single .npy for a single-input model
             arrays = {specs[0][0]: arrays.pop("")}
-    if cal.samples is not None:
-        arrays = {k: v[:cal.samples] for k, v in arrays.items()}
-    n = check_data(arrays, specs, dtypes)
-    return data_batches(arrays, specs, dtypes, cal.batch), n
+        self.specs, self.dtypes, self.arrays = specs, dtypes, arrays
+        self.limit = cal.samples
+        names = [n for n, _ in specs]
+        lazy = all(isinstance(arrays.get(n), _Stored) for n in names)
+        if not lazy:
+            if cal.samples is not None:
+                self.arrays = {k: v[:cal.samples] for k, v in arrays.items()}
+            self.count = check_data(self.arrays, specs, dtypes)
+            return
+        stat = path.stat()
+        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns, cal.samples, tuple(names),
+               tuple(str(dtypes[n]) for n in names))
+        if key not in _CHECKED:  # every sample checked (NaN/Inf too), a few at a time, once per process
+            if any(n not in arrays for n in names) or len({len(arrays[n]) for n in names}) != 1:
+                check_data({n: arrays[n][:len(arrays[n])] for n in names if n in arrays}, specs, dtypes)
+            total = min(len(arrays[names[0]]), cal.samples or len(arrays[names[0]]))
+            step = max(1, (64 << 20) // max(sum(arrays[n].row * arrays[n].dtype.itemsize for n in names), 1))
+            for start in range(0, max(total, 1), step):
+                try:
+                    check_data({n: arrays[n][start:min(start + step, total)] for n in names}, specs, dtypes)
+                except OnnxPruneError:  # the error as the whole set gives it (sample indices and counts)
+                    check_data({n: arrays[n][:total] for n in names}, specs, dtypes)
+                    raise
+            _CHECKED[key] = total
+        self.count = _CHECKED[key]
+
+    def read(self, start: int, stop: int) -> Feeds:
+        """Samples [start, stop) of every input, in the input's dtype."""
+        stop = min(stop, self.count)
+        return {name: np.ascontiguousarray(self.arrays[name][start:stop], dtype=self.dtypes[name])
+                for name, _ in self.specs}
+
+    def batch_size(self, wanted: int) -> int:
+        """`wanted`, or the model's static batch size (which must divide the sample count)."""
+        static = {d[0] for _, d in self.specs if d and isinstance(d[0], int) and d[0] > 0}
+        if not static:
+            return wanted
+        batch = static.pop()
+        if self.count % batch:
+            raise OnnxPruneError(f"{self.count} samples do not fill batches of the model's static batch size {batch}")
+        return batch
+
+    def batches(self, batch: int) -> Iterator[Feeds]:
+        """Consecutive batches (a static batch dim sets the batch size); checked before the first is read."""
+        batch = self.batch_size(batch)
+        return (self.read(start, start + batch) for start in range(0, self.count, batch))
 
 
 def raw_arrays(path: str | Path) -> dict[str, np.ndarray]:
@@ -77,10 +187,18 @@ def raw_arrays(path: str | Path) -> dict[str, np.ndarray]:
 
 def data_digest(path: str | Path) -> dict:
     """sha256 over the arrays' names, dtypes, shapes and bytes (in name order), with each array's shape and dtype."""
-    arrays = raw_arrays(path)
+    p = Path(path)
+    arrays = (_lazy(p) if p.is_file() else None) or raw_arrays(path)  # an uncompressed file is hashed in pieces
     h = hashlib.sha256()
     for name in sorted(arrays):
-        a = np.ascontiguousarray(arrays[name])
+        a = arrays[name]
+        if isinstance(a, _Stored):
+            h.update(f"{name}\0{a.dtype.str}\0{list(a.shape)}\0".encode())
+            step = max(1, (16 << 20) // max(a.row * a.dtype.itemsize, 1))
+            for start in range(0, len(a), step):
+                h.update(a[start:start + step].data)
+            continue
+        a = np.ascontiguousarray(a)
         h.update(f"{name}\0{a.dtype.str}\0{list(a.shape)}\0".encode())
         h.update(a.data)
     return {"sha256": h.hexdigest(),

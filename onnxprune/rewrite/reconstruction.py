@@ -20,9 +20,12 @@ import scipy.sparse
 from ..analysis.analyze import Analysis
 from ..analysis.builder import CONSUMER, Member
 from ..analysis.groups import Group
-from ..calibration.capture import stream
+from ..calibration.capture import capture_model
 from ..calibration.consumers import LinearView, linear_view
-from ..calibration.data import Calibration
+from ..calibration.data import Calibration, Samples
+from ..calibration.frontier import BATCH_BYTES, Activations
+from ..validation.feeds import session_inputs
+from ..validation.providers import open_session
 from ..errors import OnnxPruneError
 from ..loading import Prepared
 from ..scoring.slices import zeroed
@@ -131,7 +134,7 @@ class _Consumer:
     view: LinearView | None
     why: str | None  # no view: the reason
     where: np.ndarray | None = None  # [samples, points] sampled output positions
-    targets: list[np.ndarray] = field(default_factory=list)  # original outputs minus bias, per batch
+    targets: np.ndarray | None = None  # original outputs minus bias, [samples * rows per sample, outputs]
 
 
 def reconstruct(prep: Prepared, analysis: Analysis, removed: dict[str, list[int]], cal: Calibration,
@@ -153,36 +156,39 @@ def reconstruct(prep: Prepared, analysis: Analysis, removed: dict[str, list[int]
     first = {id(c): c.node.inputs[1].values for g in todo for c in consumers[g.id] if c.view}
     seeds = {key: i for i, key in enumerate(first)}
     done: dict[str, list[int]] = {}
-    samples = 0
-    for k, g in enumerate(todo, 1):
-        usable = [c for c in consumers[g.id] if c.view]
-        if usable:
-            samples = _targets(prep, original, usable, cal, provider, memory, seeds, first)
-        moments = _moments(prep, usable, cal, provider, comp.new_bias, memory) if usable else {}
-        fit = GroupFit("lasso" if choose and usable else selected_by)
-        keep_n = g.channels - len(removed[g.id])
-        if choose and usable:
-            kept, fit.note = lasso_keep(*_lasso_problem(analysis, g, usable, moments, done), keep_n)
-            done[g.id] = sorted(set(range(g.channels)) - set(kept.tolist()))
-        else:
-            done[g.id] = sorted(removed[g.id])
-            if choose:
-                fit.note = f"no consumer could be read ({'; '.join(c.why for c in consumers[g.id])}): " \
-                           f"channels chosen by {selected_by}"
-        gone = analysis.removed_classes(done)
-        for c in consumers[g.id]:
-            _zero_removed(c.node, c.member, gone[analysis.resolution.cls[c.member.elements]])
-            if c.view is None:
-                fit.skipped[c.member.node] = c.why
-                continue
-            fit.fits.append(_refit(c, moments[c.member.node], gone, analysis, comp.new_bias, refit))
-            c.targets = []  # done with: later groups hold only their own
-        comp.outcomes[g.id] = fit
-        if progress:
-            errors = ", ".join(f"{f.error_before:.3f}" + (f" -> {f.error_after:.3f}" if f.error_after is not None
-                                                        else "") for f in fit.fits)
-            progress(f"group {k}/{len(todo)} {g.id}: kept {keep_n}/{g.channels} by {fit.selection}"
-                     + (f"; consumer error {errors}" if errors else ""))
+    usable_all = [c for g in todo for c in consumers[g.id] if c.view]
+    samples = _targets(prep, original, usable_all, cal, provider, memory, seeds, first) if usable_all else 0
+    steps = [sorted({c.view.data for c in consumers[g.id] if c.view}) for g in todo]
+    with Activations(prep, cal, steps, provider) as acts:
+        for k, g in enumerate(todo, 1):
+            usable = [c for c in consumers[g.id] if c.view]
+            moments = _moments(acts, usable, samples, comp.new_bias, memory) if usable else {}
+            fit = GroupFit("lasso" if choose and usable else selected_by)
+            keep_n = g.channels - len(removed[g.id])
+            if choose and usable:
+                kept, fit.note = lasso_keep(*_lasso_problem(analysis, g, usable, moments, done), keep_n)
+                done[g.id] = sorted(set(range(g.channels)) - set(kept.tolist()))
+            else:
+                done[g.id] = sorted(removed[g.id])
+                if choose:
+                    fit.note = f"no consumer could be read ({'; '.join(c.why for c in consumers[g.id])}): " \
+                               f"channels chosen by {selected_by}"
+            gone = analysis.removed_classes(done)
+            for c in consumers[g.id]:
+                _zero_removed(c.node, c.member, gone[analysis.resolution.cls[c.member.elements]])
+                if c.view is None:
+                    fit.skipped[c.member.node] = c.why
+                    continue
+                fit.fits.append(_refit(c, moments[c.member.node], gone, analysis, comp.new_bias, refit))
+                c.targets = None  # done with
+            acts.changed([c.node for c in consumers[g.id]])
+            comp.outcomes[g.id] = fit
+            if progress:
+                errors = ", ".join(f"{f.error_before:.3f}" + (f" -> {f.error_after:.3f}" if f.error_after is not None
+                                                            else "") for f in fit.fits)
+                progress(f"group {k}/{len(todo)} {g.id}: kept {keep_n}/{g.channels} by {fit.selection}"
+                         + (f"; consumer error {errors}" if errors else ""))
+        memory["activation_disk_bytes_max"] = acts.bytes_max
     comp.summary = {"calibration_samples": samples, "points_per_sample": cal.points, **memory}
     return done, comp
 
@@ -207,37 +213,55 @@ def _targets(prep: Prepared, original: gs.Graph, consumers: list[_Consumer], cal
              memory: dict[str, int], seeds: dict[int, int], first: dict[int, np.ndarray]) -> int:
     """Sample each consumer's output positions and keep the original model's outputs there (minus bias).
 
-    Read from the original graph, cut down to this group's consumer inputs, just before the group is
-    fitted: only one group's tensors of one batch, and one group's targets, are held at a time.
+    One pass over the original graph, cut down to the consumers' inputs, for all groups at once: the
+    first sample alone tells the size of a sample's tensors, the rest go in batches of about
+    BATCH_BYTES; only the sampled rows' targets are kept.
     """
-    batches, samples = stream(prep, sorted({c.view.data for c in consumers}), cal, provider, source=original)
+    tensors = sorted({c.view.data for c in consumers})
+    session = open_session(capture_model(prep, tensors, source=original), provider).session
+    data = Samples(cal, *session_inputs(session))
+    samples = data.count
     weights = {id(c): c.view.matrix(first[id(c)]) for c in consumers}
-    for start, values in batches:
-        memory["batch_bytes_max"] = max(memory["batch_bytes_max"], sum(v.nbytes for v in values.values()))
+    start, batch = 0, data.batch_size(1)
+    while start < samples:
+        stop = min(start + batch, samples)
+        values = dict(zip(tensors, session.run(tensors, data.read(start, stop))))
+        size = sum(v.nbytes for v in values.values())
+        memory["batch_bytes_max"] = max(memory["batch_bytes_max"], size)
         for c in consumers:
             x = values[c.view.data]
             if c.where is None:
                 c.where = c.view.sample(x.shape, samples, cal.points, np.random.default_rng([cal.seed, seeds[id(c)]]))
-            rows = c.view.rows(x, c.where[start:start + len(x)])
-            c.targets.append((rows @ weights[id(c)].T).astype(np.float32))
-    memory["target_bytes_max"] = max(memory["target_bytes_max"], sum(t.nbytes for c in consumers for t in c.targets))
+            rows = c.view.rows(x, c.where[start:stop])
+            y = (rows @ weights[id(c)].T).astype(np.float32)
+            per = len(y) // (stop - start)
+            if c.targets is None:
+                c.targets = np.empty((samples * per, y.shape[1]), np.float32)
+            c.targets[start * per:stop * per] = y
+        del values
+        if start == 0:
+            batch = data.batch_size(max(1, min(cal.batch, BATCH_BYTES // max(size // (stop - start), 1))))
+        start = stop
+    memory["target_bytes_max"] = sum(c.targets.nbytes for c in consumers)
     return samples
 
 
-def _moments(prep: Prepared, consumers: list[_Consumer], cal: Calibration, provider: str,
-             new_bias: dict[int, np.ndarray], memory: dict[str, int]) -> dict[str, tuple[Moments, Moments]]:
+def _moments(acts: Activations, consumers: list[_Consumer], samples: int, new_bias: dict[int, np.ndarray],
+             memory: dict[str, int]) -> dict[str, tuple[Moments, Moments]]:
     """Statistics of each consumer's rows in the model pruned so far against its targets: (fitted, held out)."""
-    out = {c.member.node: (Moments.zeros(c.view.features, c.targets[0].shape[1]),
-                           Moments.zeros(c.view.features, c.targets[0].shape[1])) for c in consumers}
+    out = {c.member.node: (Moments.zeros(c.view.features, c.targets.shape[1]),
+                           Moments.zeros(c.view.features, c.targets.shape[1])) for c in consumers}
     memory["statistics_bytes_max"] = max(memory["statistics_bytes_max"],
                                          sum(m.nbytes for pair in out.values() for m in pair))
-    batches, samples = stream(prep, sorted({c.view.data for c in consumers}), cal, provider, new_bias)
-    for b, (start, values) in enumerate(batches):
+    batches, _ = acts.read(sorted({c.view.data for c in consumers}), new_bias)
+    for start, values in batches:
         memory["batch_bytes_max"] = max(memory["batch_bytes_max"], sum(v.nbytes for v in values.values()))
         for c in consumers:
             x = values[c.view.data]
-            rows, y = c.view.rows(x, c.where[start:start + len(x)]), c.targets[b]
-            sample = np.repeat(np.arange(start, start + len(x)), len(rows) // len(x))
+            rows = c.view.rows(x, c.where[start:start + len(x)])
+            per = len(rows) // len(x)
+            y = c.targets[start * per:(start + len(x)) * per]
+            sample = np.repeat(np.arange(start, start + len(x)), per)
             held = (sample % HOLD_OUT == HOLD_OUT - 1) & (samples >= HOLD_OUT)
             fit, check = out[c.member.node]
             fit.add(rows[~held], y[~held])
