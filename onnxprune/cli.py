@@ -179,8 +179,10 @@ def write_text(path: str, text: str) -> None:
 
 def _selection(args: argparse.Namespace) -> Selection:
     overrides = load_overrides(args.overrides) if args.overrides else {}
-    return Selection(args.ratio, args.global_rank, args.target_macs, args.target_params, args.round_to,
-                     args.min_channels, args.max_ratio, list(args.exclude or []), overrides)
+    speed = getattr(args, "target_speedup", None) is not None or getattr(args, "target_latency", None) is not None
+    macs = 0.5 if speed else args.target_macs  # a speed target searches the MAC target (see _speed_search)
+    return Selection(args.ratio, args.global_rank or (speed and args.allocate == "score"), macs, args.target_params,
+                     args.round_to, args.min_channels, args.max_ratio, list(args.exclude or []), overrides)
 
 
 MERGE_FLAGS = ("compensate", "merge_threshold", "merge_lambda", "merge_mode", "merge_order", "merge_approximate",
@@ -259,14 +261,19 @@ def cmd_prune(args: argparse.Namespace) -> int:
               "it is ignored here")
     elif calibration is not None:
         record = _calibration_record(calibration, plan)
-    allocation, measured_loss = None, None
+    allocation, measured_loss, speed = None, None, None
     if args.allocate == "sensitivity" and plan is None:
         selection, allocation, measured_loss = _allocate(args, selection, merge, calibration, shapes)
-    r = run_pipeline(prep, shapes, plan, args.criterion, selection, args.include_consumers, args.aggregate, args.seed,
-                     merge, calibration, args.provider, _progress)
+    if plan is None and (args.target_speedup is not None or args.target_latency is not None):
+        r, speed = _speed_search(args, prep, selection, merge, calibration, shapes, allocation)
+    else:
+        r = run_pipeline(prep, shapes, plan, args.criterion, selection, args.include_consumers, args.aggregate,
+                         args.seed, merge, calibration, args.provider, _progress)
     if allocation is not None:
         allocation["measured_loss"] = round(measured_loss(r.model), 6)
         r.plan["allocation"] = allocation
+    if speed is not None:
+        r.plan["speed_target"] = speed
     if record is not None and plan is None:
         r.plan = with_calibration(r.plan, record)
     _say_what_was_left(r.analysis, r.removed, selection, args, plan is not None)
@@ -300,7 +307,14 @@ def cmd_prune(args: argparse.Namespace) -> int:
         report["calibration"] = record
     if allocation is not None:
         report["allocation"] = allocation
+    if speed is not None:
+        report["speed_target"] = speed
     print(summary(report))
+    if speed is not None:
+        last = speed["chosen"]
+        print(f"speed target {speed['target_speedup']:.2f}x on {speed['provider']} at batch {speed['batch']}: "
+              f"{last['target_macs']:.1%} fewer MACs measured {last['speedup']:.2f}x "
+              f"({len(speed['steps'])} steps timed)")
     if allocation is not None:
         print(_allocation_line(allocation))
     print(group_lines(report))
@@ -337,6 +351,42 @@ def _allocate(args: argparse.Namespace, selection: Selection, merge, calibration
     _progress(f"measuring each group's sensitivity at {args.sensitivity_ratios} on {data or 'random inputs'}")
     return sensitivity_allocation(args.model, selection, args.criterion, inputs, merge, calibration,
                                   args.provider, args.jobs, args.ray, ratios, _progress)
+
+
+def _speed_search(args: argparse.Namespace, prep, selection: Selection, merge, calibration, shapes, allocation):
+    """--target-speedup / --target-latency: bisect the MAC target, pruning and timing against the original."""
+    from dataclasses import replace
+
+    from .api import run_pipeline as pipeline
+    from .selection.speed import search_speedup
+
+    batch = (_batches(args.batch) or (None,))[0]
+    timing = dict(warmup=max(args.warmup, 3), runs=max(args.runs, 20), provider=args.provider, threads=args.threads)
+    target = args.target_speedup
+    if target is None:
+        alone = bench([str(args.model)], (batch,) if batch else (), shapes=shapes, **timing)
+        entry = next(iter(alone["batches"].values()))
+        target = entry["models"][0]["median_ms"] / args.target_latency
+        _progress(f"the original runs {entry['models'][0]['median_ms']:.3f} ms: --target-latency "
+                  f"{args.target_latency} ms is a {target:.2f}x speed-up")
+    sensitivity_counts = None
+    if allocation is not None:  # the curves are measured once; each step allocates for its own MAC target
+        raise OnnxPruneError("--allocate sensitivity with a speed target is not supported yet: use --target-macs")
+
+    def prune_at(t: float):
+        return pipeline(prepare(args.model), shapes, None, args.criterion, replace(selection, target_macs=t),
+                        args.include_consumers, args.aggregate, args.seed, merge, calibration, args.provider)
+
+    def speedup_of(r) -> float:
+        report = bench([str(args.model), r.model.SerializeToString()], (batch,) if batch else (), shapes=shapes,
+                       **timing)
+        return float(next(iter(report["batches"].values()))["speedup"])
+
+    del sensitivity_counts
+    t, r, record = search_speedup(target, prune_at, speedup_of, progress=_progress)
+    chosen = next(s for s in record.steps if s["target_macs"] == round(t, 4))
+    return r, {**record.to_json(), "chosen": chosen, "provider": args.provider, "batch": batch or "the model's own",
+               **({"target_latency_ms": args.target_latency} if args.target_latency is not None else {})}
 
 
 def _allocation_line(a: dict) -> str:
@@ -573,6 +623,10 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--ratio", type=float, help="fraction of channels to remove from every prunable group")
     how.add_argument("--target-macs", type=float, metavar="F", help="fraction of MACs to remove (global ranking)")
     how.add_argument("--target-params", type=float, metavar="F", help="fraction of parameters to remove")
+    how.add_argument("--target-speedup", type=float, metavar="X", help="run X times faster than the original, "
+                     "measured on --provider at the first --batch size (bisection over the MAC target)")
+    how.add_argument("--target-latency", type=float, metavar="MS", help="median latency to reach, in ms, measured "
+                     "as for --target-speedup")
     r.add_argument("--criterion", default="l1", choices=CRITERIA, help=CRITERION_HELP + "; activation: mean "
                    "|activation| on --calib data; wanda: input norm x consumer |weight| on --calib data; flap: input "
                    "fluctuation x consumer weight^2 on --calib data, its mean folded into the bias; lasso: LASSO "
