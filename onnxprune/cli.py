@@ -369,8 +369,7 @@ def _speed_search(args: argparse.Namespace, prep, selection: Selection, merge, c
         target = entry["models"][0]["median_ms"] / args.target_latency
         _progress(f"the original runs {entry['models'][0]['median_ms']:.3f} ms: --target-latency "
                   f"{args.target_latency} ms is a {target:.2f}x speed-up")
-    sensitivity_counts = None
-    if allocation is not None:  # the curves are measured once; each step allocates for its own MAC target
+    if allocation is not None:
         raise OnnxPruneError("--allocate sensitivity with a speed target is not supported yet: use --target-macs")
 
     def prune_at(t: float):
@@ -382,7 +381,6 @@ def _speed_search(args: argparse.Namespace, prep, selection: Selection, merge, c
                        **timing)
         return float(next(iter(report["batches"].values()))["speedup"])
 
-    del sensitivity_counts
     t, r, record = search_speedup(target, prune_at, speedup_of, progress=_progress)
     chosen = next(s for s in record.steps if s["target_macs"] == round(t, 4))
     return r, {**record.to_json(), "chosen": chosen, "provider": args.provider, "batch": batch or "the model's own",
