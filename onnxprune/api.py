@@ -113,6 +113,44 @@ def sensitivity_allocation(model: str | bytes, selection: Selection, criterion: 
     return replace(selection, counts=counts), record, measured_loss
 
 
+def speed_search(model: str, selection: Selection, target_speedup: float | None = None,
+                 target_latency: float | None = None, criterion: str = "l1", merge: MergeOptions | None = None,
+                 calibration: Calibration | None = None, input_shapes: Shapes = None, provider: str = "auto",
+                 batch: int | None = None, threads: int | None = None, warmup: int = 3, runs: int = 20,
+                 include_consumers: bool = False, aggregate: str = "mean", seed: int = 0,
+                 progress: Callable[[str], None] = lambda _: None) -> tuple[Pruned, dict]:
+    """Prune a model file to a measured speed-up (or median latency in ms) against the original: bisection
+    over the MAC target, each step pruned with `selection` (its MAC target replaced) and timed, the runs
+    interleaved with the original's. Returns the chosen result and the record of every timed step."""
+    from .selection.speed import search_speedup
+    from .validation.bench import bench
+
+    batches = (batch,) if batch else ()
+    timing = dict(warmup=warmup, runs=runs, provider=provider, threads=threads, shapes=input_shapes)
+    merge = merge or default_options(criterion)
+    target = target_speedup
+    if target is None:
+        if target_latency is None:
+            raise OnnxPruneError("a speed target needs target_speedup or target_latency")
+        entry = next(iter(bench([str(model)], batches, **timing)["batches"].values()))
+        target = entry["models"][0]["median_ms"] / target_latency
+        progress(f"the original runs {entry['models'][0]['median_ms']:.3f} ms: a latency of "
+                 f"{target_latency} ms is a {target:.2f}x speed-up")
+
+    def prune_at(t: float) -> Pruned:
+        return run_pipeline(prepare(model), input_shapes, None, criterion, replace(selection, target_macs=t),
+                            include_consumers, aggregate, seed, merge, calibration, provider)
+
+    def speedup_of(r: Pruned) -> float:
+        report = bench([str(model), r.model.SerializeToString()], batches, **timing)
+        return float(next(iter(report["batches"].values()))["speedup"])
+
+    t, r, record = search_speedup(target, prune_at, speedup_of, progress=progress)
+    chosen = next(st for st in record.steps if st["target_macs"] == round(t, 4))
+    return r, {**record.to_json(), "chosen": chosen, "provider": provider, "batch": batch or "the model's own",
+               **({"target_latency_ms": target_latency} if target_latency is not None else {})}
+
+
 _LOSS = {"cosine": "1 - cosine of the worst output", "accuracy": "accuracy drop"}
 
 

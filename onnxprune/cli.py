@@ -14,7 +14,7 @@ from pathlib import Path
 from . import __version__
 from .analysis.analyze import build_analysis
 from .analysis.cost import count_model_cost
-from .api import default_options, replay_options, run_pipeline, sensitivity_allocation
+from .api import default_options, replay_options, run_pipeline, sensitivity_allocation, speed_search
 from .calibration import Calibration
 from .rewrite.merging import MergeOptions
 from .errors import OnnxPruneError
@@ -355,36 +355,12 @@ def _allocate(args: argparse.Namespace, selection: Selection, merge, calibration
 
 def _speed_search(args: argparse.Namespace, prep, selection: Selection, merge, calibration, shapes, allocation):
     """--target-speedup / --target-latency: bisect the MAC target, pruning and timing against the original."""
-    from dataclasses import replace
-
-    from .api import run_pipeline as pipeline
-    from .selection.speed import search_speedup
-
-    batch = (_batches(args.batch) or (None,))[0]
-    timing = dict(warmup=max(args.warmup, 3), runs=max(args.runs, 20), provider=args.provider, threads=args.threads)
-    target = args.target_speedup
-    if target is None:
-        alone = bench([str(args.model)], (batch,) if batch else (), shapes=shapes, **timing)
-        entry = next(iter(alone["batches"].values()))
-        target = entry["models"][0]["median_ms"] / args.target_latency
-        _progress(f"the original runs {entry['models'][0]['median_ms']:.3f} ms: --target-latency "
-                  f"{args.target_latency} ms is a {target:.2f}x speed-up")
     if allocation is not None:
         raise OnnxPruneError("--allocate sensitivity with a speed target is not supported yet: use --target-macs")
-
-    def prune_at(t: float):
-        return pipeline(prepare(args.model), shapes, None, args.criterion, replace(selection, target_macs=t),
-                        args.include_consumers, args.aggregate, args.seed, merge, calibration, args.provider)
-
-    def speedup_of(r) -> float:
-        report = bench([str(args.model), r.model.SerializeToString()], (batch,) if batch else (), shapes=shapes,
-                       **timing)
-        return float(next(iter(report["batches"].values()))["speedup"])
-
-    t, r, record = search_speedup(target, prune_at, speedup_of, progress=_progress)
-    chosen = next(s for s in record.steps if s["target_macs"] == round(t, 4))
-    return r, {**record.to_json(), "chosen": chosen, "provider": args.provider, "batch": batch or "the model's own",
-               **({"target_latency_ms": args.target_latency} if args.target_latency is not None else {})}
+    return speed_search(args.model, selection, args.target_speedup, args.target_latency, args.criterion, merge,
+                        calibration, shapes, args.provider, (_batches(args.batch) or (None,))[0], args.threads,
+                        max(args.warmup, 3), max(args.runs, 20), args.include_consumers, args.aggregate, args.seed,
+                        _progress)
 
 
 def _allocation_line(a: dict) -> str:
