@@ -34,7 +34,8 @@ def search_speedup(target: float, prune_at: Callable[[float], Any], speedup_of: 
     `prune_at(t)` prunes to a MAC reduction of t; `speedup_of(result)` times it against the original.
     """
     if target <= 1:
-        raise OnnxPruneError(f"--target-speedup {target} is no speed-up: it must be above 1")
+        raise OnnxPruneError(f"a speed-up of {target:.2f}x is no speed-up: it must be above 1 (a latency target "
+                             "at or above the original's own latency is met already)")
     record = SpeedSearch(target)
     lo, hi = 0.0, MAX_CUT
     best = None
