@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from pathlib import Path
 
 from onnxprune.api import speed_search
 from onnxprune.rewrite.merging import MergeOptions
