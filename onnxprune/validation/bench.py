@@ -73,6 +73,9 @@ def bench(models: list[ModelBytes], batches: tuple[int, ...] = (), warmup: int =
         entry = {"models": [stats(t, batch) for t in times]}
         if len(times) == 2:
             entry["speedup"] = entry["models"][0]["median_ms"] / entry["models"][1]["median_ms"]
+            # each run of one model beside the other's next run: the median of those ratios cancels the
+            # machine's load drifting between runs (on a shared machine the plain ratio of medians wanders)
+            entry["paired_speedup"] = float(np.median(np.array(times[0]) / np.array(times[1])))
         out["batches"][str(batch)] = entry
     return out
 
