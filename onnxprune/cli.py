@@ -29,7 +29,7 @@ from .selection.overrides import load_overrides
 from .validation.bench import bench, bench_lines
 from .validation import providers
 from .validation.providers import CHOICES as PROVIDERS
-from .validation.sensitivity import RATIOS, plot_sensitivity, pyplot, sensitivity
+from .validation.sensitivity import RATIOS, plot_allocation, plot_sensitivity, pyplot, sensitivity
 from .validation.smoke import smoke_check
 from .validation.tasks import TASKS, TaskOptions, parse_blocks
 from .validation.validate import GateFailed, Inputs, gate_failures, validate, validation_lines
@@ -230,6 +230,12 @@ def cmd_prune(args: argparse.Namespace) -> int:
     check_output(args.output, "-o", make_parent=True)
     check_output(args.save_plan, "--save-plan")
     check_output(args.report, "--report")
+    check_output(args.plot, "--plot")
+    if args.plot:
+        if args.allocate != "sensitivity" and args.target_speedup is None and args.target_latency is None:
+            raise OnnxPruneError("--plot draws an allocation or a speed search: add --allocate sensitivity or "
+                                 "--target-speedup/--target-latency")
+        pyplot()  # the missing extra is refused before any work
     plan = load_plan(args.plan) if args.plan else None
     selection = None if plan else _selection(args)
     if selection:
@@ -256,7 +262,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
                               seed=args.seed) if args.calib else None
     record = None
     if calibration is not None and merge.compensate not in ("reconstruct", "mean") and \
-            (plan or args.criterion not in DATA_CRITERIA):
+            (plan or args.criterion not in DATA_CRITERIA) and args.allocate != "sensitivity":
         _warn(f"--calib is read only by --criterion {'/'.join(DATA_CRITERIA)}, --reconstruct and --compensate mean; "
               "it is ignored here")
     elif calibration is not None:
@@ -327,11 +333,13 @@ def cmd_prune(args: argparse.Namespace) -> int:
             write_text(args.save_plan, json.dumps(r.plan, indent=1) + "\n")
         if args.report:
             write_text(args.report, json.dumps(report, indent=1) + "\n")
+        if args.plot:
+            plot_allocation(allocation, speed, args.plot)
     except BaseException:
         for p in written:
             Path(p).unlink(missing_ok=True)
         raise
-    print("wrote " + ", ".join(written + [p for p in (args.save_plan, args.report) if p]))
+    print("wrote " + ", ".join(written + [p for p in (args.save_plan, args.report, args.plot) if p]))
     return 0
 
 
@@ -611,6 +619,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "sensitivity: measure each group's loss alone at --sensitivity-ratios on the --calib "
                         "inputs (else --data), then meet --target-macs/--target-params with the least "
                         "predicted loss")
+    r.add_argument("--plot", metavar="PNG", help="with --allocate sensitivity or a speed target: draw the "
+                   "per-group kept share and the measured speed-up against the MACs removed (matplotlib)")
     r.add_argument("--sensitivity-ratios", default="0.1,0.3,0.5,0.7,0.9", metavar="R,R,...",
                    help="the ratios each group's curve is measured at (--allocate sensitivity)")
     r.add_argument("--jobs", type=int, default=1, metavar="N",

@@ -87,3 +87,16 @@ def test_ray_measures_the_same_curves() -> None:
         ray.shutdown()
     here = sensitivity(str(FASHION / "vgg_bnkeep.onnx"), (0.25, 0.5), "l1", inputs)
     assert on_ray["groups"] == here["groups"]
+
+
+def test_plot_of_an_allocation(tmp_path) -> None:
+    """--plot writes the allocation as a PNG; without an allocation or a speed target it is refused."""
+    png = tmp_path / "a.png"
+    r = cli("prune", str(FASHION / "lenet300.onnx"), "-o", str(tmp_path / "o.onnx"), "--target-macs", "0.5",
+            "--allocate", "sensitivity", "--calib", str(FASHION / "calib256.npz"), "--sensitivity-ratios", "0.5",
+            "--plot", str(png))
+    assert r.returncode == 0, r.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "ignored" not in r.stderr
+    r = cli("prune", str(FASHION / "lenet300.onnx"), "-o", str(tmp_path / "p.onnx"), "--ratio", "0.3",
+            "--plot", str(tmp_path / "b.png"))
+    assert r.returncode == 2 and "--plot draws an allocation" in r.stderr and not (tmp_path / "p.onnx").exists()

@@ -219,3 +219,36 @@ def plot_sensitivity(report: dict, path: str | Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot_allocation(allocation: dict | None, speed: dict | None, path: str | Path) -> None:
+    """The allocation (kept share of each group, in graph order) and the speed search's trade-off curve."""
+    plt = pyplot()
+    panels = [x for x in (allocation, speed) if x]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
+    axes = list(axes[0])
+    if allocation:
+        ax = axes.pop(0)
+        groups = list(allocation["groups"].values())
+        ax.bar(range(len(groups)), [1 - g["ratio"] for g in groups], color="tab:blue")
+        ax.set_xticks(range(len(groups)))
+        ax.set_xticklabels([gid[-20:] for gid in allocation["groups"]], rotation=60, ha="right", fontsize=6)
+        ax.set_xlabel("prunable group, in graph order")
+        ax.set_ylabel("share of channels kept")
+        ax.set_ylim(0, 1.05)
+        ax.set_title(f"allocation by sensitivity: predicted loss {allocation['predicted_loss']:.3f}, "
+                     f"measured {allocation.get('measured_loss', float('nan')):.3f}", fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    if speed:
+        ax = axes.pop(0)
+        steps = sorted(speed["steps"], key=lambda st: st["target_macs"])
+        ax.plot([st["target_macs"] for st in steps], [st["speedup"] for st in steps], marker="o")
+        ax.axhline(speed["target_speedup"], color="tab:red", ls="--", lw=1, label="target")
+        ax.set_xlabel("fraction of MACs removed")
+        ax.set_ylabel("measured speed-up")
+        ax.set_title(f"speed search on {speed['provider']}, batch {speed['batch']}", fontsize=9)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
