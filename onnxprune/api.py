@@ -85,13 +85,16 @@ def run_pipeline(prep: Prepared, input_shapes: Shapes = None, plan: Plan | None 
 def sensitivity_allocation(model: str | bytes, selection: Selection, criterion: str, inputs, merge: MergeOptions,
                            calibration: Calibration | None = None, provider: str = "auto", jobs: int = 1,
                            ray: str | None = None, ratios: tuple[float, ...] | None = None,
-                           progress: Callable[[str], None] | None = None):
+                           progress: Callable[[str], None] | None = None, method: str = "curves"):
     """Measure every group's curve (it alone pruned at each ratio), then choose per-group counts that meet
-    the selection's target with the least predicted loss. Returns (selection with the counts, the
+    the selection's target with the least predicted loss (`method="iterative"`: grow the counts one
+    measured step at a time instead, see allocate_iteratively). Returns (selection with the counts, the
     allocation's record, a function giving the measured loss of a pruned model on the same inputs)."""
     from .selection.allocate import allocate, curves_from_sensitivity, predicted_loss
     from .validation.sensitivity import RATIOS, measure_sensitivity
 
+    if method == "iterative":
+        return _iterative_allocation(model, selection, criterion, inputs, merge, calibration, provider, progress)
     report, measurer = measure_sensitivity(model, ratios or RATIOS, criterion, inputs, provider, merge,
                                            progress or (lambda _: None), None, calibration, jobs, ray)
     curves = curves_from_sensitivity(report)
@@ -111,6 +114,47 @@ def sensitivity_allocation(model: str | bytes, selection: Selection, criterion: 
         return float(base - point["accuracy"]) if report["metric"] == "accuracy" else 1.0 - float(point["cosine"])
 
     return replace(selection, counts=counts), record, measured_loss
+
+
+def _iterative_allocation(model, selection: Selection, criterion: str, inputs, merge: MergeOptions,
+                          calibration: Calibration | None, provider: str, progress):
+    """--allocate iterative: every step measured on the model with all steps so far removed."""
+    from .selection import select
+    from .selection.allocate import allocate_iteratively
+    from .validation.sensitivity import _Job, _Measurer
+
+    measurer = _Measurer(_Job(model, (0.5,), criterion, inputs, provider, merge, None, calibration))
+    analysis, metric = measurer.analysis, "accuracy" if inputs.labels else "cosine"
+    base = measurer.unpruned.get("accuracy")
+    source = onnx.load_model_from_string(model) if isinstance(model, bytes) else model
+
+    def loss(pruned: onnx.ModelProto) -> float:
+        point = measurer.measure(pruned)
+        return float(base - point["accuracy"]) if metric == "accuracy" else 1.0 - float(point["cosine"])
+
+    def loss_of(counts: dict[str, int]) -> float:
+        removed = select(analysis, measurer.scores, replace(selection, counts=counts))
+        plan = make_plan(analysis, removed, criterion=criterion)
+        return loss(run_pipeline(prepare(source), inputs.shapes, plan=plan, merge=merge, calibration=calibration,
+                                 provider=provider).model)
+
+    counts, history = allocate_iteratively(analysis, measurer.scores, selection, removal_estimator(analysis),
+                                           loss_of, progress=progress or (lambda _: None))
+    record = {"allocation": "iterative", "metric": metric, "loss": _LOSS[metric],
+              "inputs": open_inputs_description(measurer), "steps": history,
+              "predicted_loss": history[-1]["loss"] if history else 0.0,
+              "groups": {g.id: {"channels": g.channels, "removed": counts.get(g.id, 0),
+                                "ratio": round(counts.get(g.id, 0) / g.channels, 4),
+                                "predicted_loss": history[-1]["loss"] if history else 0.0}
+                         for g in measurer.groups()}}
+    return replace(selection, counts=counts), record, loss
+
+
+def open_inputs_description(measurer) -> dict:
+    """What the measurer reads, as the sensitivity report describes it."""
+    from .validation.validate import open_inputs
+
+    return open_inputs(measurer.job.inputs, measurer.ref.session).description
 
 
 def speed_search(model: str, selection: Selection, target_speedup: float | None = None,

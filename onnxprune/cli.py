@@ -232,7 +232,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     check_output(args.report, "--report")
     check_output(args.plot, "--plot")
     if args.plot:
-        if args.allocate != "sensitivity" and args.target_speedup is None and args.target_latency is None:
+        if args.allocate == "score" and args.target_speedup is None and args.target_latency is None:
             raise OnnxPruneError("--plot draws an allocation or a speed search: add --allocate sensitivity or "
                                  "--target-speedup/--target-latency")
         pyplot()  # the missing extra is refused before any work
@@ -262,13 +262,13 @@ def cmd_prune(args: argparse.Namespace) -> int:
                               seed=args.seed) if args.calib else None
     record = None
     if calibration is not None and merge.compensate not in ("reconstruct", "mean") and \
-            (plan or args.criterion not in DATA_CRITERIA) and args.allocate != "sensitivity":
+            (plan or args.criterion not in DATA_CRITERIA) and args.allocate == "score":
         _warn(f"--calib is read only by --criterion {'/'.join(DATA_CRITERIA)}, --reconstruct and --compensate mean; "
               "it is ignored here")
     elif calibration is not None:
         record = _calibration_record(calibration, plan)
     allocation, measured_loss, speed = None, None, None
-    if args.allocate == "sensitivity" and plan is None:
+    if args.allocate in ("sensitivity", "iterative") and plan is None:
         selection, allocation, measured_loss = _allocate(args, selection, merge, calibration, shapes)
     if plan is None and (args.target_speedup is not None or args.target_latency is not None):
         r, speed = _speed_search(args, prep, selection, merge, calibration, shapes, allocation)
@@ -346,9 +346,10 @@ def cmd_prune(args: argparse.Namespace) -> int:
 def _allocate(args: argparse.Namespace, selection: Selection, merge, calibration, shapes):
     """--allocate sensitivity: measure each group's curve on the --calib inputs (else --data), then allocate."""
     if selection.target_macs is None and selection.target_params is None:
-        raise OnnxPruneError("--allocate sensitivity needs --target-macs or --target-params")
+        raise OnnxPruneError(f"--allocate {args.allocate} needs --target-macs or --target-params")
     if selection.global_rank or selection.overrides:
-        raise OnnxPruneError("--allocate sensitivity chooses every group's ratio: drop --global and --overrides")
+        raise OnnxPruneError(f"--allocate {args.allocate} chooses every group's ratio: drop --global and "
+                             "--overrides")
     data = args.calib if args.calib and Path(args.calib).suffix == ".npz" else args.data
     if data is None:
         _warn("--allocate sensitivity measures on random inputs (no --calib .npz or --data): the curves say "
@@ -358,7 +359,8 @@ def _allocate(args: argparse.Namespace, selection: Selection, merge, calibration
     ratios = tuple(float(x) for x in args.sensitivity_ratios.split(","))
     _progress(f"measuring each group's sensitivity at {args.sensitivity_ratios} on {data or 'random inputs'}")
     return sensitivity_allocation(args.model, selection, args.criterion, inputs, merge, calibration,
-                                  args.provider, args.jobs, args.ray, ratios, _progress)
+                                  args.provider, args.jobs, args.ray, ratios, _progress,
+                                  "iterative" if args.allocate == "iterative" else "curves")
 
 
 def _speed_search(args: argparse.Namespace, prep, selection: Selection, merge, calibration, shapes, allocation):
@@ -377,7 +379,7 @@ def _allocation_line(a: dict) -> str:
     inputs = a["inputs"]
     where = f"{inputs.get('samples')} samples of {inputs['source']}" if isinstance(inputs, dict) and "source" in inputs \
         else str(inputs)
-    lines = [f"allocation by sensitivity on {where}: predicted loss {a['predicted_loss']:.4f}, measured "
+    lines = [f"allocation by {a['allocation']} on {where}: predicted loss {a['predicted_loss']:.4f}, measured "
              f"{a['measured_loss']:.4f} ({a['loss']})"]
     lines += [f"  {gid:<{width}} ratio {g['ratio']:.2f} (predicted loss {g['predicted_loss']:.4f})"
               for gid, g in a["groups"].items()]
@@ -614,11 +616,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "fluctuation x consumer weight^2 on --calib data, its mean folded into the bias; lasso: LASSO "
                    "on --calib data, with re-fit (default l1)")
     r.add_argument("--global", dest="global_rank", action="store_true", help="rank channels of all groups together")
-    r.add_argument("--allocate", choices=["score", "sensitivity"], default="score",
+    r.add_argument("--allocate", choices=["score", "sensitivity", "iterative"], default="score",
                    help="how much each group loses: score (--ratio per group, or --global's threshold); "
                         "sensitivity: measure each group's loss alone at --sensitivity-ratios on the --calib "
                         "inputs (else --data), then meet --target-macs/--target-params with the least "
-                        "predicted loss")
+                        "predicted loss; iterative: grow the removal one measured step of one group at a "
+                        "time, each step the cheapest with everything chosen so far removed (slower, no "
+                        "additivity assumed)")
     r.add_argument("--plot", metavar="PNG", help="with --allocate sensitivity or a speed target: draw the "
                    "per-group kept share and the measured speed-up against the MACs removed (matplotlib)")
     r.add_argument("--sensitivity-ratios", default="0.1,0.3,0.5,0.7,0.9", metavar="R,R,...",

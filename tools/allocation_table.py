@@ -5,8 +5,9 @@ plain removal, merging and reconstruction, on the Fashion-MNIST models trained h
 
 uniform: the same ratio in every group, searched until the MAC target is met; global: one l1 threshold
 over all groups (`--global --target-macs`); sensitivity: `--allocate sensitivity` (each group's curve
-measured alone on the 256 calibration images, the target met with the least predicted loss). Accuracy
-on the 500 shipped test images (models/fashion/test500.npz).
+measured alone on the 256 calibration images, the target met with the least predicted loss);
+iterative: `--allocate iterative` (the removal grown one measured step of one group at a time, each
+step measured with all earlier ones removed). Accuracy on the 500 shipped test images.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import onnx
 import onnxruntime as ort
 
 from onnxprune.analysis.cost import count_model_cost, removal_estimator
-from onnxprune.api import run_pipeline
+from onnxprune.api import run_pipeline, sensitivity_allocation
 from onnxprune.calibration import Calibration
 from onnxprune.loading import prepare
 from onnxprune.rewrite.merging import MergeOptions
@@ -75,15 +76,18 @@ def main() -> None:
                                                    merge=MergeOptions(compensate=comp), calibration=cal)
             curves[comp] = (curves_from_sensitivity(report), measurer)
         for label, target in TARGETS.items():
-            rows = {"uniform": [], "global": [], "sensitivity": []}
+            rows = {"uniform": [], "global": [], "sensitivity": [], "iterative": []}
             for comp in COMPENSATIONS:
                 merge = MergeOptions(compensate=comp)
                 c, measurer = curves[comp]
                 counts = allocate(measurer.analysis, c, measurer.scores, Selection(target_macs=target),
                                   removal_estimator(measurer.analysis))
+                iterative, _, _ = sensitivity_allocation(str(path), Selection(target_macs=target), "l1", inputs,
+                                                         merge, cal, method="iterative")
                 sels = {"uniform": Selection(ratio=uniform_ratio(path, target)),
                         "global": Selection(target_macs=target, global_rank=True),
-                        "sensitivity": Selection(target_macs=target, counts=counts)}
+                        "sensitivity": Selection(target_macs=target, counts=counts),
+                        "iterative": iterative}
                 for alloc, sel in sels.items():
                     r = run_pipeline(prepare(str(path)), None, None, "l1", sel, merge=merge,
                                      calibration=cal if comp == "reconstruct" else None)

@@ -104,3 +104,62 @@ def lowest(scores: dict[str, GroupScores], counts: dict[str, int]) -> dict[str, 
         s = scores[gid].scores
         out[gid] = sorted(int(i) for i in np.lexsort((np.arange(len(s)), s))[:n])
     return out
+
+
+def allocate_iteratively(analysis: Analysis, scores: dict[str, GroupScores], sel: Selection, estimate,
+                         loss_of, step_share: float = 0.125, progress=lambda _: None) -> tuple[dict[str, int], list]:
+    """Removal counts grown one step of one group at a time, each step the one whose measured loss, with
+    everything chosen so far removed too, rises least per unit of the target (NetAdapt's loop, on a
+    fidelity measure). No additivity is assumed; it costs one measurement per group per step.
+
+    `loss_of(counts)` prunes and measures. Returns the counts and each step's (group, count, loss).
+    """
+    which = 0 if sel.target_macs is not None else 1
+    target = sel.target_macs if which == 0 else sel.target_params
+    if target is None:
+        raise OnnxPruneError("--allocate iterative needs --target-macs or --target-params")
+    groups = [g for g in analysis.prunable if g.id in scores]
+    legal = {g.id: _legal_counts(g.channels, sel) for g in groups}
+    stride = {g.id: max(1, int(np.ceil(g.channels * step_share))) for g in groups}
+    counts, current, history = {g.id: 0 for g in groups}, 0.0, []
+
+    def total(c: dict[str, int]) -> float:
+        return estimate(lowest(scores, {gid: n for gid, n in c.items() if n}))[which]
+
+    reached = total(counts)
+    while reached < target:
+        best = None
+        for gid, n in counts.items():
+            nxt = next((m for m in legal[gid] if m >= n + stride[gid]), None) or \
+                next((m for m in legal[gid] if m > n), None)
+            if nxt is None:
+                continue
+            trial = dict(counts, **{gid: nxt})
+            gain = total(trial) - reached
+            if gain <= 0:
+                continue
+            loss = loss_of(trial)
+            key = ((loss - current) / gain, gid)
+            if best is None or key < best[0]:
+                best = (key, trial, loss, gid)
+        if best is None:
+            raise OnnxPruneError(f"target {target:.0%} is impossible under the guards: at most {reached:.1%} "
+                                 "can be removed")
+        _, counts, current, gid = best
+        reached = total(counts)
+        history.append({"group": gid, "removed": counts[gid], "loss": round(current, 6), "reached": round(reached, 4)})
+        progress(f"step {len(history)}: {gid} -> {counts[gid]} removed, loss {current:.4f}, "
+                 f"{reached:.1%} of the target's measure removed")
+    while True:  # the last step may overshoot: give back the single legal step that helps most while it holds
+        back = []
+        for gid, n in counts.items():
+            prev = max((m for m in legal[gid] if m < n), default=None)
+            trial = dict(counts, **{gid: prev}) if prev is not None else None
+            if trial is not None and total(trial) >= target:
+                back.append((loss_of(trial), gid, trial))
+        if not back:
+            break
+        current, gid, counts = min(back, key=lambda t: (t[0], t[1]))
+        history.append({"group": gid, "removed": counts[gid], "loss": round(current, 6),
+                        "reached": round(total(counts), 4), "given_back": True})
+    return {gid: n for gid, n in counts.items() if n}, history
