@@ -47,10 +47,7 @@ def curves_from_sensitivity(report: dict) -> dict[str, Curve]:
 def allocate(analysis: Analysis, curves: dict[str, Curve], scores: dict[str, GroupScores], sel: Selection,
              estimate) -> dict[str, int]:
     """Removal counts per group meeting `sel`'s target, greedy on predicted loss per unit of reduction."""
-    which = 0 if sel.target_macs is not None else 1
-    target = sel.target_macs if which == 0 else sel.target_params
-    if target is None:
-        raise OnnxPruneError("--allocate sensitivity needs --target-macs or --target-params")
+    which, target = _target(sel, "sensitivity")
     groups = [g for g in analysis.prunable if g.id in curves]
     legal = {g.id: _legal_counts(g.channels, sel) for g in groups}
     counts = {g.id: 0 for g in groups}
@@ -87,6 +84,15 @@ def allocate(analysis: Analysis, curves: dict[str, Curve], scores: dict[str, Gro
     return {gid: n for gid, n in counts.items() if n}
 
 
+def _target(sel: Selection, how: str) -> tuple[int, float]:
+    """(0 for MACs or 1 for parameters, the fraction to remove) of the selection's target."""
+    which = 0 if sel.target_macs is not None else 1
+    target = sel.target_macs if which == 0 else sel.target_params
+    if target is None:
+        raise OnnxPruneError(f"--allocate {how} needs --target-macs or --target-params")
+    return which, target
+
+
 def _legal_counts(channels: int, sel: Selection) -> list[int]:
     """Removal counts the guards and rounding allow, ascending."""
     return sorted({channels - kept_count(channels, n, sel) for n in range(channels + 1)})
@@ -114,10 +120,7 @@ def allocate_iteratively(analysis: Analysis, scores: dict[str, GroupScores], sel
 
     `loss_of(counts)` prunes and measures. Returns the counts and each step's (group, count, loss).
     """
-    which = 0 if sel.target_macs is not None else 1
-    target = sel.target_macs if which == 0 else sel.target_params
-    if target is None:
-        raise OnnxPruneError("--allocate iterative needs --target-macs or --target-params")
+    which, target = _target(sel, "iterative")
     groups = [g for g in analysis.prunable if g.id in scores]
     legal = {g.id: _legal_counts(g.channels, sel) for g in groups}
     stride = {g.id: max(1, int(np.ceil(g.channels * step_share))) for g in groups}
