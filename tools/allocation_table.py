@@ -60,6 +60,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="docs/allocation.md")
     ap.add_argument("--models", default="vgg_bnkeep,lenet300")
+    ap.add_argument("--iterative-reconstruct", action="store_true",
+                    help="also run --allocate iterative with reconstruction (a re-fit per measured step: slow)")
     args = ap.parse_args()
     x, y = np.load(FASHION / "test500.npz")["image"], np.load(FASHION / "test500_labels.npy")
     cal = Calibration(str(FASHION / "calib256.npz"))
@@ -82,12 +84,14 @@ def main() -> None:
                 c, measurer = curves[comp]
                 counts = allocate(measurer.analysis, c, measurer.scores, Selection(target_macs=target),
                                   removal_estimator(measurer.analysis))
-                iterative, _, _ = sensitivity_allocation(str(path), Selection(target_macs=target), "l1", inputs,
-                                                         merge, cal, method="iterative")
                 sels = {"uniform": Selection(ratio=uniform_ratio(path, target)),
                         "global": Selection(target_macs=target, global_rank=True),
-                        "sensitivity": Selection(target_macs=target, counts=counts),
-                        "iterative": iterative}
+                        "sensitivity": Selection(target_macs=target, counts=counts)}
+                if comp != "reconstruct" or args.iterative_reconstruct:  # a re-fit per measured step is slow
+                    sels["iterative"], _, _ = sensitivity_allocation(str(path), Selection(target_macs=target), "l1",
+                                                                     inputs, merge, cal, method="iterative")
+                else:
+                    rows["iterative"].append("not run")
                 for alloc, sel in sels.items():
                     r = run_pipeline(prepare(str(path)), None, None, "l1", sel, merge=merge,
                                      calibration=cal if comp == "reconstruct" else None)
