@@ -121,9 +121,9 @@ def _iterative_allocation(model, selection: Selection, criterion: str, inputs, m
     """--allocate iterative: every step measured on the model with all steps so far removed."""
     from .selection import select
     from .selection.allocate import allocate_iteratively
-    from .validation.sensitivity import _Job, _Measurer
+    from .validation.sensitivity import MeasureJob, Measurer
 
-    measurer = _Measurer(_Job(model, (0.5,), criterion, inputs, provider, merge, None, calibration))
+    measurer = Measurer(MeasureJob(model, (0.5,), criterion, inputs, provider, merge, None, calibration))
     analysis, metric = measurer.analysis, "accuracy" if inputs.labels else "cosine"
     base = measurer.unpruned.get("accuracy")
     source = onnx.load_model_from_string(model) if isinstance(model, bytes) else model

@@ -36,7 +36,7 @@ def _point(agreement: dict, accuracy: Accuracy | None) -> dict:
 
 
 @dataclass
-class _Job:
+class MeasureJob:
     """What every measurement needs, shipped to each worker once."""
 
     model: str | bytes
@@ -49,10 +49,10 @@ class _Job:
     calibration: Calibration | None
 
 
-class _Measurer:
+class Measurer:
     """Loads the model, scores and reference outputs once; measures one (group, ratio) point per call."""
 
-    def __init__(self, job: _Job):
+    def __init__(self, job: MeasureJob):
         self.job = job
         src = onnx.load_model_from_string(job.model) if isinstance(job.model, bytes) else job.model
         self.prep = prepare(src)
@@ -90,12 +90,12 @@ class _Measurer:
         return _point(*compare_runs(self.ref, got, open_inputs(self.job.inputs, self.ref.session), self.reference))
 
 
-_WORKER: _Measurer | None = None
+_WORKER: Measurer | None = None
 
 
-def _init_worker(job: _Job) -> None:
+def _init_worker(job: MeasureJob) -> None:
     global _WORKER
-    _WORKER = _Measurer(job)
+    _WORKER = Measurer(job)
 
 
 def _work(task: tuple[str, float]) -> dict:
@@ -115,7 +115,7 @@ def measure_sensitivity(model: str, ratios: tuple[float, ...] = RATIOS, criterio
                         inputs: Inputs | None = None, provider: str = "auto", merge: MergeOptions | None = None,
                         progress: Callable[[str], None] = lambda _: None, threads: int | None = None,
                         calibration: Calibration | None = None, jobs: int = 1,
-                        ray: str | None = None) -> tuple[dict, "_Measurer"]:
+                        ray: str | None = None) -> tuple[dict, "Measurer"]:
     """The sensitivity report, and the measurer that made it (it can measure a whole pruned model too).
 
     `inputs.seed` seeds the random inputs and the `random` criterion; `threads` sets onnxruntime's CPU
@@ -128,8 +128,8 @@ def measure_sensitivity(model: str, ratios: tuple[float, ...] = RATIOS, criterio
     if jobs < 1:
         raise OnnxPruneError("--jobs must be at least 1")
     inputs, merge = inputs or Inputs(), merge or MergeOptions()
-    job = _Job(model, tuple(ratios), criterion, inputs, provider, merge, threads, calibration)
-    local = _Measurer(job)
+    job = MeasureJob(model, tuple(ratios), criterion, inputs, provider, merge, threads, calibration)
+    local = Measurer(job)
     groups = local.groups()
     report = {"model": str(model) if not isinstance(model, bytes) else "<ModelProto>", "criterion": criterion,
               "compensation": asdict(merge), "ratios": list(ratios),
@@ -150,7 +150,7 @@ def measure_sensitivity(model: str, ratios: tuple[float, ...] = RATIOS, criterio
     return report, local
 
 
-def _measure_all(local: _Measurer, job: _Job, tasks: list[tuple[str, float]], jobs: int, ray: str | None,
+def _measure_all(local: Measurer, job: MeasureJob, tasks: list[tuple[str, float]], jobs: int, ray: str | None,
                  per_group: int):
     """The points of each group in order, a group's list as soon as all its points are in."""
     if ray:
@@ -175,7 +175,7 @@ def _measure_all(local: _Measurer, job: _Job, tasks: list[tuple[str, float]], jo
             pool.shutdown(cancel_futures=True)
 
 
-def _on_ray(job: _Job, tasks: list[tuple[str, float]], address: str) -> list[dict]:
+def _on_ray(job: MeasureJob, tasks: list[tuple[str, float]], address: str) -> list[dict]:
     """Measure on a Ray cluster: one actor per CPU, each built once from the job put in the object store."""
     try:
         import ray
@@ -184,7 +184,7 @@ def _on_ray(job: _Job, tasks: list[tuple[str, float]], address: str) -> list[dic
     if not ray.is_initialized():
         ray.init(address=None if address == "local" else address, ignore_reinit_error=True,
                  log_to_driver=False, include_dashboard=False)
-    measurer = ray.remote(num_cpus=1)(_Measurer)
+    measurer = ray.remote(num_cpus=1)(Measurer)
     shipped = ray.put(job)
     actors = [measurer.remote(shipped) for _ in range(max(1, min(len(tasks), int(ray.available_resources().get("CPU", 1)))))]
     pool = ray.util.ActorPool(actors)
