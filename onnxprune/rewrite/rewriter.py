@@ -49,8 +49,14 @@ class Rewriter:
         node.inputs[index] = gs.Constant(self.fresh_name(base + "_pruned"), np.asarray(values))
 
     def set_entry(self, node: gs.Node, index: int, position: int, value: int) -> None:
-        """Replace one entry of a computed 1-D int input (a shape built from Shape ops) by a constant."""
+        """Replace one entry of a 1-D int input (a shape): in a copy of a constant, or, for a shape built
+        from Shape ops at run time, by a ScatterElements after it."""
         source = node.inputs[index]
+        if isinstance(source, gs.Constant):
+            values = np.array(source.values).reshape(-1)
+            values[position] = value
+            self.set_input(node, index, values)
+            return
         base = f"{self.prep.names[id(node)]}_input{index}"
         out = gs.Variable(self.fresh_name(base + "_pruned"), dtype=np.int64)
         where = gs.Constant(self.fresh_name(base + "_at"), np.array([position], np.int64))

@@ -74,8 +74,7 @@ class ReshapeRule(Rule):
                     if problem:
                         b.freeze(lay.elements, f"{name}: {problem}")
                         return
-                    b.note(node, index=j, inner=inner, elements=lay.elements, target=self._target_values(node),
-                           entry=target[j] if isinstance(target[j], int) else -1)
+                    b.note(node, index=j, inner=inner, elements=lay.elements, entry=_rewritten(target[j]))
                     passthrough(node, b, j, np.repeat(lay.elements, inner))
                     return
         if self._split(node, b, lay, s_in, s_out, target):
@@ -116,16 +115,11 @@ class ReshapeRule(Rule):
                 b.couple_blocks(lay.elements, block)
                 for outer in grid[1:]:
                     b.couple(grid[0][:, 0], outer[:, 0])
-                entry = target[unit_axis]
                 b.note(node, index=unit_axis, inner=1, per=block * len(grid), elements=lay.elements,
-                       target=self._target_values(node), entry=entry if isinstance(entry, int) else -1)
+                       entry=_rewritten(target[unit_axis]))
                 passthrough(node, b, unit_axis, grid[0][:, 0])
                 return True
         return False
-
-    @staticmethod
-    def _target_values(node: gs.Node) -> np.ndarray | None:
-        return np.array(node.inputs[1].values) if isinstance(node.inputs[1], gs.Constant) else None
 
     @staticmethod
     def _entry_problem(node: gs.Node, entry, axis: int, size: int, j: int, opset: int = 13,
@@ -139,15 +133,14 @@ class ReshapeRule(Rule):
 
     def rewrite(self, node: gs.Node, rw) -> None:
         note = rw.note(node)
-        count = int(rw.kept(note["elements"]).sum()) * note["inner"] // note.get("per", 1)
-        target = note.get("target")
-        if target is not None:
-            if target[note["index"]] > 0:
-                target = np.array(target)
-                target[note["index"]] = count
-                rw.set_input(node, 1, target)
-        elif note.get("entry", -1) > 0:
+        if note["entry"]:
+            count = int(rw.kept(note["elements"]).sum()) * note["inner"] // note.get("per", 1)
             rw.set_entry(node, 1, note["index"], count)
+
+
+def _rewritten(entry) -> bool:
+    """A target entry that holds the count itself (a positive constant); -1, 0 and dims read at run time follow."""
+    return isinstance(entry, int) and entry > 0
 
 
 FOLD_PASS = {"Identity", "Cast", "Transpose", "Mul", "Div"}  # ops a batch-folded tensor may go through
@@ -190,8 +183,7 @@ def _unfold(n: gs.Node, b: Builder, t: gs.Tensor, lay, s_in) -> bool:
     if entry != -1 and not b.reads_count(entry, lay.elements):
         if entry != c:
             return False
-        b.note(n, index=1, inner=1, elements=lay.elements, entry=c,
-               target=np.array(n.inputs[1].values) if isinstance(n.inputs[1], gs.Constant) else None)
+        b.note(n, index=1, inner=1, elements=lay.elements, entry=True)
     b.set(n.outputs[0], 1, lay.elements)
     b.member(n, n.outputs[0])
     return True
@@ -267,20 +259,12 @@ class BroadcastShapeRule(Rule):
         entry = arg[index]
         own = b.reads_count(entry, lay.elements)
         if entry == 1 or own or (node.op == "Expand" and entry == c):
-            b.note(node, index=index, elements=lay.elements, entry=entry if isinstance(entry, int) else 1,
-                   arg=np.array(b.const(node.inputs[1])) if b.const(node.inputs[1]) is not None else None)
+            b.note(node, index=index, elements=lay.elements, entry=node.op == "Expand" and _rewritten(entry) and entry > 1)
             passthrough(node, b, index, lay.elements)
         else:
             b.freeze(lay.elements, f"{node.op} '{b.name(node)}' repeats along the channel axis")
 
     def rewrite(self, node: gs.Node, rw) -> None:
         note = rw.note(node)
-        if node.op != "Expand" or note["entry"] <= 1:
-            return
-        count = int(rw.kept(note["elements"]).sum())
-        if note["arg"] is None:
-            rw.set_entry(node, 1, note["index"], count)
-            return
-        arg = np.array(note["arg"]).reshape(-1)
-        arg[note["index"]] = count
-        rw.set_input(node, 1, arg)
+        if note["entry"]:
+            rw.set_entry(node, 1, note["index"], int(rw.kept(note["elements"]).sum()))
