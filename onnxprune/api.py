@@ -107,13 +107,7 @@ def sensitivity_allocation(model: str | bytes, selection: Selection, criterion: 
                                 "ratio": round(counts.get(g.id, 0) / g.channels, 4),
                                 "predicted_loss": round(curves[g.id].at(counts.get(g.id, 0)), 6)}
                          for g in measurer.groups()}}
-    base = report.get("baseline_accuracy")
-
-    def measured_loss(pruned: onnx.ModelProto) -> float:
-        point = measurer.measure(pruned)
-        return float(base - point["accuracy"]) if report["metric"] == "accuracy" else 1.0 - float(point["cosine"])
-
-    return replace(selection, counts=counts), record, measured_loss
+    return replace(selection, counts=counts), record, measurer.loss
 
 
 def _iterative_allocation(model, selection: Selection, criterion: str, inputs, merge: MergeOptions,
@@ -125,36 +119,23 @@ def _iterative_allocation(model, selection: Selection, criterion: str, inputs, m
 
     measurer = Measurer(MeasureJob(model, (0.5,), criterion, inputs, provider, merge, None, calibration))
     analysis, metric = measurer.analysis, "accuracy" if inputs.labels else "cosine"
-    base = measurer.unpruned.get("accuracy")
-    source = onnx.load_model_from_string(model) if isinstance(model, bytes) else model
-
-    def loss(pruned: onnx.ModelProto) -> float:
-        point = measurer.measure(pruned)
-        return float(base - point["accuracy"]) if metric == "accuracy" else 1.0 - float(point["cosine"])
 
     def loss_of(counts: dict[str, int]) -> float:
         removed = select(analysis, measurer.scores, replace(selection, counts=counts))
         plan = make_plan(analysis, removed, criterion=criterion)
-        return loss(run_pipeline(prepare(source), inputs.shapes, plan=plan, merge=merge, calibration=calibration,
-                                 provider=provider).model)
+        return measurer.loss(run_pipeline(prepare(measurer.source), inputs.shapes, plan=plan, merge=merge,
+                                          calibration=calibration, provider=provider).model)
 
     counts, history = allocate_iteratively(analysis, measurer.scores, selection, removal_estimator(analysis),
                                            loss_of, progress=progress or (lambda _: None))
     record = {"allocation": "iterative", "metric": metric, "loss": _LOSS[metric],
-              "inputs": open_inputs_description(measurer), "steps": history,
+              "inputs": measurer.description, "steps": history,
               "predicted_loss": history[-1]["loss"] if history else 0.0,
               "groups": {g.id: {"channels": g.channels, "removed": counts.get(g.id, 0),
                                 "ratio": round(counts.get(g.id, 0) / g.channels, 4),
                                 "predicted_loss": history[-1]["loss"] if history else 0.0}
                          for g in measurer.groups()}}
-    return replace(selection, counts=counts), record, loss
-
-
-def open_inputs_description(measurer) -> dict:
-    """What the measurer reads, as the sensitivity report describes it."""
-    from .validation.validate import open_inputs
-
-    return open_inputs(measurer.job.inputs, measurer.ref.session).description
+    return replace(selection, counts=counts), record, measurer.loss
 
 
 def speed_search(model: str, selection: Selection, target_speedup: float | None = None,

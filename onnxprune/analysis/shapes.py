@@ -160,7 +160,8 @@ def _pin_runtime_values(skeleton: onnx.ModelProto, graph: gs.Graph, input_dims: 
     pinned = False
     for _ in range(4):
         values = _shape_arithmetic(skeleton, input_dims)
-        values = {k: v for k, v in values.items() if any(k in n.input for n in skeleton.graph.node)}
+        read = {i for n in skeleton.graph.node for i in n.input}
+        values = {k: v for k, v in values.items() if k in read}
         if not values:
             break
         _pin(skeleton, values)

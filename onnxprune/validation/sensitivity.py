@@ -54,14 +54,17 @@ class Measurer:
 
     def __init__(self, job: MeasureJob):
         self.job = job
-        src = onnx.load_model_from_string(job.model) if isinstance(job.model, bytes) else job.model
-        self.prep = prepare(src)
+        # a path is read again by each prune (it may be big); bytes are parsed once, prepare copies them
+        self.source = onnx.load_model_from_string(job.model) if isinstance(job.model, bytes) else job.model
+        self.prep = prepare(self.source)
         self.analysis = build_analysis(self.prep, job.inputs.shapes)
         self.scores = score_groups(self.prep, self.analysis, job.criterion, seed=job.inputs.seed,
                                    calibration=job.calibration, provider=job.provider)
         self.ref = open_session(job.model if isinstance(job.model, bytes) else str(job.model), job.provider,
                                 job.threads)
-        self.reference = [self.ref.session.run(None, f) for f in open_inputs(job.inputs, self.ref.session).batches]
+        inputs = open_inputs(job.inputs, self.ref.session)
+        self.description = inputs.description
+        self.reference = [self.ref.session.run(None, f) for f in inputs.batches]
         self.unpruned = _point(*compare_runs(self.ref, None, open_inputs(job.inputs, self.ref.session),
                                              self.reference))
 
@@ -74,15 +77,17 @@ class Measurer:
         removed = select(self.analysis, {gid: self.scores[gid]}, Selection(ratio=ratio))
         point = {"ratio": ratio, "removed": len(removed.get(gid, [])), **self.unpruned}
         if point["removed"]:
-            src = onnx.load_model_from_string(job.model) if isinstance(job.model, bytes) else job.model
             plan = make_plan(self.analysis, removed, criterion=job.criterion)
-            pruned = run_pipeline(prepare(src), job.inputs.shapes, plan=plan, merge=job.merge,
-                                  calibration=job.calibration, provider=job.provider).model
-            got = open_session(pruned.SerializeToString(), job.provider, job.threads)
-            point.update(_point(*compare_runs(self.ref, got, open_inputs(job.inputs, self.ref.session),
-                                              self.reference)))
+            point.update(self.measure(run_pipeline(prepare(self.source), job.inputs.shapes, plan=plan, merge=job.merge,
+                                                   calibration=job.calibration, provider=job.provider).model))
         return point
 
+    def loss(self, model: onnx.ModelProto) -> float:
+        """What allocation minimises: the accuracy drop with labels, else 1 - cosine of the worst output."""
+        point = self.measure(model)
+        if self.job.inputs.labels:
+            return float(self.unpruned["accuracy"] - point["accuracy"])
+        return 1.0 - float(point["cosine"])
 
     def measure(self, model: onnx.ModelProto) -> dict:
         """The figures of a whole pruned model on the same inputs, against the same reference."""
@@ -135,7 +140,7 @@ def measure_sensitivity(model: str, ratios: tuple[float, ...] = RATIOS, criterio
               "compensation": asdict(merge), "ratios": list(ratios),
               "metric": "accuracy" if inputs.labels else "cosine", "provider": local.ref.provider,
               "threads": local.ref.threads, "seed": inputs.seed,
-              "inputs": open_inputs(inputs, local.ref.session).description, "groups": []}
+              "inputs": local.description, "groups": []}
     if "accuracy" in local.unpruned:
         report["baseline_accuracy"] = local.unpruned["accuracy"]
     runner = "Ray" if ray else f"{jobs} processes" if jobs > 1 else "this process"
