@@ -60,16 +60,24 @@ def stream(prep: Prepared, tensors: list[str], cal: Calibration, provider: str =
     return run(), samples
 
 
-def channel_abs_means(prep: Prepared, axes: dict[str, int], cal: Calibration,
-                      provider: str = "auto") -> tuple[dict[str, np.ndarray], int]:
-    """Mean |x| of each tensor along its channel axis over the calibration set, and the sample count."""
+def channel_means(prep: Prepared, axes: dict[str, int], cal: Calibration, provider: str = "auto",
+                  of=(np.abs,)) -> tuple[dict[str, list[np.ndarray]], int]:
+    """Per tensor, the mean of each function in `of` of its values, per position along its channel axis,
+    over the calibration set (one pass), and the sample count."""
     names = list(axes)
-    sums = dict.fromkeys(names, 0.0)
+    sums = {t: [0.0] * len(of) for t in names}
     counts = dict.fromkeys(names, 0)
     batches, samples = stream(prep, names, cal, provider)
     for _, values in batches:
         for t, x in values.items():
-            a = np.abs(np.moveaxis(x, axes[t], 0).reshape(x.shape[axes[t]], -1), dtype=np.float64)
-            sums[t] = sums[t] + a.sum(axis=1)
+            a = np.moveaxis(x, axes[t], 0).reshape(x.shape[axes[t]], -1).astype(np.float64)
+            sums[t] = [total + f(a).sum(axis=1) for total, f in zip(sums[t], of)]
             counts[t] += a.shape[1]
-    return {t: sums[t] / max(counts[t], 1) for t in names}, samples
+    return {t: [total / max(counts[t], 1) for total in sums[t]] for t in names}, samples
+
+
+def channel_abs_means(prep: Prepared, axes: dict[str, int], cal: Calibration,
+                      provider: str = "auto") -> tuple[dict[str, np.ndarray], int]:
+    """Mean |x| of each tensor along its channel axis over the calibration set, and the sample count."""
+    means, samples = channel_means(prep, axes, cal, provider)
+    return {t: m[0] for t, m in means.items()}, samples

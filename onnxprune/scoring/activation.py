@@ -5,7 +5,7 @@ import numpy as np
 
 from ..analysis.analyze import Analysis
 from ..analysis.builder import CONSUMER, Member
-from ..calibration.capture import channel_abs_means, stream
+from ..calibration.capture import channel_abs_means, channel_means
 from ..calibration.data import Calibration
 from ..errors import OnnxPruneError
 from ..loading import Prepared
@@ -31,17 +31,8 @@ def consumer_input_means(prep: Prepared, analysis: Analysis, cal: Calibration,
 def channel_moments(prep: Prepared, axes: dict[str, int], cal: Calibration,
                     provider: str = "auto") -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per tensor, the mean and the mean square of each position along its channel axis (float64)."""
-    names = list(axes)
-    sums = {t: (0.0, 0.0) for t in names}
-    counts = dict.fromkeys(names, 0)
-    batches, _ = stream(prep, names, cal, provider)
-    for _, values in batches:
-        for t, x in values.items():
-            a = np.moveaxis(x, axes[t], 0).reshape(x.shape[axes[t]], -1).astype(np.float64)
-            s1, s2 = sums[t]
-            sums[t] = (s1 + a.sum(axis=1), s2 + np.square(a).sum(axis=1))
-            counts[t] += a.shape[1]
-    return {t: (sums[t][0] / max(counts[t], 1), sums[t][1] / max(counts[t], 1)) for t in names}
+    means, _ = channel_means(prep, axes, cal, provider, of=(lambda a: a, np.square))
+    return {t: (m[0], m[1]) for t, m in means.items()}
 
 
 def consumer_pairs(analysis: Analysis, g) -> list[tuple[Member, Member]]:
