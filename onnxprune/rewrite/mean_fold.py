@@ -14,7 +14,7 @@ from ..calibration.consumers import LinearView, linear_view
 from ..calibration.data import Calibration
 from ..loading import Prepared
 from ..scoring.activation import channel_moments, consumer_pairs
-from .merging import Compensation, GroupOutcome, MergeOptions, add_bias, takes_bias
+from .merging import Compensation, GroupOutcome, MergeOptions, add_bias, takes_bias, zero_padded
 
 CONSTANT = 1e-12  # relative variance below which a channel counts as constant
 
@@ -32,8 +32,11 @@ def fold_means(prep: Prepared, analysis: Analysis, removed: dict[str, list[int]]
         for a, w in group_pairs:
             node = by_name[w.node]
             view = linear_view(node, w)
-            if isinstance(view, str) or not takes_bias(node) and node.op != "MatMul":
-                outcome.reasons[view if isinstance(view, str) else f"{node.op} takes no bias"] += 1
+            if isinstance(view, str):
+                outcome.reasons[view] += 1
+                continue
+            if node.op != "MatMul" and not takes_bias(node):  # a MatMul without a bias Add gets one
+                outcome.reasons[f"{node.op} takes no bias"] += 1
                 continue
             pos, idx = analysis.positions(w, g)
             pos, idx = pos[np.isin(idx, removed[gid])], idx[np.isin(idx, removed[gid])]
@@ -56,7 +59,7 @@ def _record(outcome: GroupOutcome, node: gs.Node, pos: np.ndarray, idx: np.ndarr
             square: np.ndarray) -> None:
     """One record per removed channel: folded, exact only when constant and read without padded borders."""
     spread = np.maximum(square - mean ** 2, 0) <= CONSTANT * np.maximum(mean ** 2, 1e-30)
-    padded = node.op == "Conv" and any(node.attrs.get("pads", [0]))
+    padded = node.op == "Conv" and zero_padded(node)
     for c in np.unique(idx):
         exact = bool(spread[pos[idx == c]].all()) and not padded
         because = "constant over the calibration set" if exact else "calibration mean folded into the bias (FLAP)"

@@ -416,7 +416,7 @@ def _consumer_relation(node: gs.Node, member: Member, rel, pairs: _Pairs, why, a
         why[(why == OK) & offset] = NO_BIAS
     elif node.op == "ConvTranspose":  # each output receives only some taps of the offset
         mark_inexact(why, approx, offset, UNEVEN, f.k, options.merge_approximate)
-    elif node.op == "Conv" and _pads(node):  # padded zeros meet the offset at the borders
+    elif node.op == "Conv" and zero_padded(node):  # padded zeros meet the offset at the borders
         mark_inexact(why, approx, offset, BORDER, f.k, options.merge_approximate)
     return f
 
@@ -428,7 +428,8 @@ def _positions(analysis: Analysis, member: Member, g: Group, src_ch: np.ndarray,
     return [per[int(c)] for c in src_ch], [per[int(c)] for c in dst_ch]
 
 
-def _pads(node: gs.Node) -> bool:
+def zero_padded(node: gs.Node) -> bool:
+    """A conv that pads its input (explicit pads or SAME auto-padding): offsets meet zeros at the borders."""
     pads = node.attrs.get("pads")
     return bool(pads and any(pads)) or node.attrs.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID")
 
