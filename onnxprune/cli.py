@@ -271,7 +271,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     if args.allocate in ("sensitivity", "iterative") and plan is None:
         selection, allocation, measured_loss = _allocate(args, selection, merge, calibration, shapes)
     if plan is None and (args.target_speedup is not None or args.target_latency is not None):
-        r, speed = _speed_search(args, prep, selection, merge, calibration, shapes, allocation)
+        r, speed = _speed_search(args, selection, merge, calibration, shapes, allocation)
     else:
         r = run_pipeline(prep, shapes, plan, args.criterion, selection, args.include_consumers, args.aggregate,
                          args.seed, merge, calibration, args.provider, _progress)
@@ -363,7 +363,7 @@ def _allocate(args: argparse.Namespace, selection: Selection, merge, calibration
                                   "iterative" if args.allocate == "iterative" else "curves")
 
 
-def _speed_search(args: argparse.Namespace, prep, selection: Selection, merge, calibration, shapes, allocation):
+def _speed_search(args: argparse.Namespace, selection: Selection, merge, calibration, shapes, allocation):
     """--target-speedup / --target-latency: bisect the MAC target, pruning and timing against the original."""
     if allocation is not None:
         raise OnnxPruneError("--allocate sensitivity with a speed target is not supported yet: use --target-macs")
