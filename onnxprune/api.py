@@ -85,57 +85,123 @@ def run_pipeline(prep: Prepared, input_shapes: Shapes = None, plan: Plan | None 
 def sensitivity_allocation(model: str | bytes, selection: Selection, criterion: str, inputs, merge: MergeOptions,
                            calibration: Calibration | None = None, provider: str = "auto", jobs: int = 1,
                            ray: str | None = None, ratios: tuple[float, ...] | None = None,
-                           progress: Callable[[str], None] | None = None, method: str = "curves"):
+                           progress: Callable[[str], None] | None = None, method: str = "curves",
+                           speed=None):
     """Measure every group's curve (it alone pruned at each ratio), then choose per-group counts that meet
     the selection's target with the least predicted loss (`method="iterative"`: grow the counts one
-    measured step at a time instead, see allocate_iteratively). Returns (selection with the counts, the
-    allocation's record, a function giving the measured loss of a pruned model on the same inputs)."""
-    from .selection.allocate import allocate, curves_from_sensitivity, predicted_loss
-    from .validation.sensitivity import RATIOS, measure_sensitivity
+    measured step at a time instead, see allocate_iteratively).
 
+    `speed` (a validation.latency.SpeedTarget) makes the target a measured speed-up: each group's
+    latency saving is measured alone, the allocation made on that model, and the result pruned and
+    timed, the model's target moved by what the timing missed (record["speed_target"]).
+    Returns (selection with the counts, the allocation's record, a function giving the measured loss
+    of a pruned model on the same inputs)."""
+    from .selection.allocate import cost_measure
+    from .validation.sensitivity import RATIOS, MeasureJob, Measurer, measure_sensitivity
+
+    progress = progress or (lambda _: None)
     if method == "iterative":
-        return _iterative_allocation(model, selection, criterion, inputs, merge, calibration, provider, progress)
-    report, measurer = measure_sensitivity(model, ratios or RATIOS, criterion, inputs, provider, merge,
-                                           progress or (lambda _: None), None, calibration, jobs, ray)
-    curves = curves_from_sensitivity(report)
-    analysis = measurer.analysis
-    counts = allocate(analysis, curves, measurer.scores, selection, removal_estimator(analysis))
-    record = {"allocation": "sensitivity", "metric": report["metric"], "loss": _LOSS[report["metric"]],
-              "inputs": report["inputs"], "ratios": report["ratios"],
-              "predicted_loss": round(predicted_loss(curves, counts), 6),
-              "groups": {g.id: {"channels": g.channels, "removed": counts.get(g.id, 0),
-                                "ratio": round(counts.get(g.id, 0) / g.channels, 4),
-                                "predicted_loss": round(curves[g.id].at(counts.get(g.id, 0)), 6)}
-                         for g in measurer.groups()}}
+        measurer = Measurer(MeasureJob(model, (0.5,), criterion, inputs, provider, merge, None, calibration))
+        choose, record = _iterative_chooser(measurer, selection, criterion, merge, calibration, progress), \
+            {"allocation": "iterative"}
+    else:
+        report, measurer = measure_sensitivity(model, ratios or RATIOS, criterion, inputs, provider, merge, progress,
+                                               None, calibration, jobs, ray)
+        choose, record = _curve_chooser(measurer, report, selection), {"allocation": "sensitivity",
+                                                                       "ratios": report["ratios"]}
+    if speed is None:
+        counts, predicted = choose(*cost_measure(selection, measurer.scores, removal_estimator(measurer.analysis)))
+    else:
+        counts, predicted, record["speed_target"] = _meet_speed(model, measurer, selection, merge, calibration,
+                                                                inputs.shapes, speed, choose, progress)
+    metric = "accuracy" if inputs.labels else "cosine"
+    record.update({"metric": metric, "loss": _LOSS[metric], "inputs": measurer.description, **predicted.pop("record", {}),
+                   "predicted_loss": round(predicted["total"], 6),
+                   "groups": {g.id: {"channels": g.channels, "removed": counts.get(g.id, 0),
+                                     "ratio": round(counts.get(g.id, 0) / g.channels, 4),
+                                     "predicted_loss": round(predicted["per_group"](g.id, counts.get(g.id, 0)), 6)}
+                              for g in measurer.groups()}})
     return replace(selection, counts=counts), record, measurer.loss
 
 
-def _iterative_allocation(model, selection: Selection, criterion: str, inputs, merge: MergeOptions,
-                          calibration: Calibration | None, provider: str, progress):
-    """--allocate iterative: every step measured on the model with all steps so far removed."""
-    from .selection import select
-    from .selection.allocate import allocate_iteratively
-    from .validation.sensitivity import MeasureJob, Measurer
+def _curve_chooser(measurer, report: dict, selection: Selection):
+    """(measure, target) -> (counts, predicted loss) by the greedy over the measured curves."""
+    from .selection.allocate import allocate, curves_from_sensitivity, predicted_loss
 
-    measurer = Measurer(MeasureJob(model, (0.5,), criterion, inputs, provider, merge, None, calibration))
-    analysis, metric = measurer.analysis, "accuracy" if inputs.labels else "cosine"
+    curves = curves_from_sensitivity(report)
+
+    def choose(measure, target: float):
+        counts = allocate(measurer.analysis, curves, selection, measure, target)
+        return counts, {"total": predicted_loss(curves, counts), "per_group": lambda g, n: curves[g].at(n)}
+    return choose
+
+
+def _iterative_chooser(measurer, selection: Selection, criterion: str, merge: MergeOptions,
+                       calibration: Calibration | None, progress):
+    """(measure, target) -> (counts, measured loss) by the iterative loop; a later call resumes from the
+    last counts and measurements are remembered (a speed target's rounds re-use them)."""
+    from .selection.allocate import allocate_iteratively
+
+    analysis, losses, last = measurer.analysis, {}, {}
 
     def loss_of(counts: dict[str, int]) -> float:
-        removed = select(analysis, measurer.scores, replace(selection, counts=counts))
-        plan = make_plan(analysis, removed, criterion=criterion)
-        return measurer.loss(run_pipeline(prepare(measurer.source), inputs.shapes, plan=plan, merge=merge,
-                                          calibration=calibration, provider=provider).model)
+        key = tuple(sorted((g, n) for g, n in counts.items() if n))
+        if key not in losses:
+            removed = select(analysis, measurer.scores, replace(selection, counts=counts))
+            plan = make_plan(analysis, removed, criterion=criterion)
+            losses[key] = measurer.loss(run_pipeline(prepare(measurer.source), measurer.job.inputs.shapes, plan=plan,
+                                                     merge=merge, calibration=calibration,
+                                                     provider=measurer.job.provider).model)
+        return losses[key]
 
-    counts, history = allocate_iteratively(analysis, measurer.scores, selection, removal_estimator(analysis),
-                                           loss_of, progress=progress or (lambda _: None))
-    record = {"allocation": "iterative", "metric": metric, "loss": _LOSS[metric],
-              "inputs": measurer.description, "steps": history,
-              "predicted_loss": history[-1]["loss"] if history else 0.0,
-              "groups": {g.id: {"channels": g.channels, "removed": counts.get(g.id, 0),
-                                "ratio": round(counts.get(g.id, 0) / g.channels, 4),
-                                "predicted_loss": history[-1]["loss"] if history else 0.0}
-                         for g in measurer.groups()}}
-    return replace(selection, counts=counts), record, measurer.loss
+    def choose(measure, target: float):
+        counts, history = allocate_iteratively(analysis, measurer.scores, selection, measure, target, loss_of,
+                                               progress=progress, start=last.get("counts"))
+        last["counts"] = counts
+        total = loss_of(counts) if counts else 0.0
+        return counts, {"total": total, "per_group": lambda g, n: total, "record": {"steps": history}}
+    return choose
+
+
+def _meet_speed(model, measurer, selection: Selection, merge: MergeOptions, calibration: Calibration | None,
+                shapes: Shapes, speed, choose, progress):
+    """Measure the latency model, then allocate on it round by round until the timed result reaches the
+    speed target. Returns (counts, predicted loss, the speed record)."""
+    from .selection.latency import meet_speedup
+    from .validation.latency import Stopwatch, measure_latency_model
+
+    watch = Stopwatch(measurer.job.model, speed, shapes)
+    target = watch.target()
+    analysis, predictions = measurer.analysis, {}
+    bare = MergeOptions.from_keywords(compensate="none")
+
+    def pruned(removed: dict[str, list[int]], how: MergeOptions) -> bytes:
+        plan = make_plan(analysis, removed, criterion=measurer.job.criterion)
+        return run_pipeline(prepare(measurer.source), shapes, plan=plan, merge=how, calibration=calibration,
+                            provider=measurer.job.provider).model.SerializeToString()
+
+    progress(f"measuring each group's latency at {', '.join(f'{s:g}' for s in speed.shares)} of its channels "
+             f"on {watch.provider}, batch {watch.batch}")
+    latency = measure_latency_model(watch, analysis, measurer.scores, selection, lambda r: pruned(r, bare), progress)
+
+    def allocate_at(share: float) -> dict[str, int]:
+        counts, predicted = choose(latency.measure(), share)
+        predictions[tuple(sorted(counts.items()))] = predicted
+        return counts
+
+    def speedup_of(counts: dict[str, int]) -> tuple[float, None]:
+        removed = select(analysis, measurer.scores, replace(selection, counts=counts))
+        return watch.speedup(pruned(removed, merge)), None
+
+    counts, _, rounds = meet_speedup(target, allocate_at, latency, speedup_of, progress=progress)
+    estimate = removal_estimator(analysis)
+    for r in (r for r in rounds if "counts" in r):  # the MACs each round removed, for the record and the plot
+        removed = select(analysis, measurer.scores, replace(selection, counts=r.pop("counts")))
+        r["target_macs"] = round(estimate(removed)[0], 4)
+    record = {"target_speedup": round(target, 4), "method": "latency model", "steps": rounds,
+              "chosen": next(r for r in rounds if r.get("chosen")), "provider": watch.provider, "batch": watch.batch, "latency_model": latency.to_json(),
+              **({"target_latency_ms": speed.latency_ms} if speed.latency_ms is not None else {})}
+    return counts, predictions[tuple(sorted(counts.items()))], record
 
 
 def speed_search(model: str, selection: Selection, target_speedup: float | None = None,

@@ -27,6 +27,7 @@ from .scoring.score import AGGREGATE, DATA_CRITERIA
 from .selection import Selection
 from .selection.overrides import load_overrides
 from .validation.bench import bench, bench_lines
+from .validation.latency import SpeedTarget
 from .validation import providers
 from .validation.providers import CHOICES as PROVIDERS
 from .validation.sensitivity import RATIOS, plot_allocation, plot_sensitivity, pyplot, sensitivity
@@ -270,8 +271,9 @@ def cmd_prune(args: argparse.Namespace) -> int:
     allocation, measured_loss, speed = None, None, None
     if args.allocate in ("sensitivity", "iterative") and plan is None:
         selection, allocation, measured_loss = _allocate(args, selection, merge, calibration, shapes)
-    if plan is None and (args.target_speedup is not None or args.target_latency is not None):
-        r, speed = _speed_search(args, selection, merge, calibration, shapes, allocation)
+        speed = allocation.pop("speed_target", None)
+    if plan is None and allocation is None and (args.target_speedup is not None or args.target_latency is not None):
+        r, speed = _speed_search(args, selection, merge, calibration, shapes)
     else:
         r = run_pipeline(prep, shapes, plan, args.criterion, selection, args.include_consumers, args.aggregate,
                          args.seed, merge, calibration, args.provider, _progress)
@@ -318,9 +320,11 @@ def cmd_prune(args: argparse.Namespace) -> int:
     print(summary(report))
     if speed is not None:
         last = speed["chosen"]
+        how = (f"latency model of {len(speed['latency_model']['points'])} timed single-group prunes predicted "
+               f"{last['predicted_speedup']:.2f}x, {len(speed['steps'])} rounds timed") \
+            if "latency_model" in speed else f"{len(speed['steps'])} steps timed"
         print(f"speed target {speed['target_speedup']:.2f}x on {speed['provider']} at batch {speed['batch']}: "
-              f"{last['target_macs']:.1%} fewer MACs measured {last['speedup']:.2f}x "
-              f"({len(speed['steps'])} steps timed)")
+              f"{last['target_macs']:.1%} fewer MACs measured {last['speedup']:.2f}x ({how})")
     if allocation is not None:
         print(_allocation_line(allocation))
     print(group_lines(report))
@@ -346,7 +350,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
 def _allocate(args: argparse.Namespace, selection: Selection, merge, calibration, shapes):
     """--allocate sensitivity: measure each group's curve on the --calib inputs (else --data), then allocate."""
     if selection.target_macs is None and selection.target_params is None:
-        raise OnnxPruneError(f"--allocate {args.allocate} needs --target-macs or --target-params")
+        raise OnnxPruneError(f"--allocate {args.allocate} needs --target-macs, --target-params, --target-speedup "
+                             "or --target-latency")
     if selection.global_rank or selection.overrides:
         raise OnnxPruneError(f"--allocate {args.allocate} chooses every group's ratio: drop --global and "
                              "--overrides")
@@ -360,13 +365,22 @@ def _allocate(args: argparse.Namespace, selection: Selection, merge, calibration
     _progress(f"measuring each group's sensitivity at {args.sensitivity_ratios} on {data or 'random inputs'}")
     return sensitivity_allocation(args.model, selection, args.criterion, inputs, merge, calibration,
                                   args.provider, args.jobs, args.ray, ratios, _progress,
-                                  "iterative" if args.allocate == "iterative" else "curves")
+                                  "iterative" if args.allocate == "iterative" else "curves", _speed_target(args))
 
 
-def _speed_search(args: argparse.Namespace, selection: Selection, merge, calibration, shapes, allocation):
+def _speed_target(args: argparse.Namespace) -> SpeedTarget | None:
+    """--target-speedup / --target-latency with how they are timed, for the latency-model allocation."""
+    if args.target_speedup is None and args.target_latency is None:
+        return None
+    shares = tuple(float(x) for x in args.latency_ratios.split(","))
+    if not shares or not all(0 < x < 1 for x in shares):
+        raise OnnxPruneError("--latency-ratios must be fractions strictly between 0 and 1")
+    return SpeedTarget(args.target_speedup, args.target_latency, args.provider, (_batches(args.batch) or (None,))[0],
+                       args.threads, max(args.warmup, 3), max(args.runs, 20), shares)
+
+
+def _speed_search(args: argparse.Namespace, selection: Selection, merge, calibration, shapes):
     """--target-speedup / --target-latency: bisect the MAC target, pruning and timing against the original."""
-    if allocation is not None:
-        raise OnnxPruneError("--allocate sensitivity with a speed target is not supported yet: use --target-macs")
     return speed_search(args.model, selection, args.target_speedup, args.target_latency, args.criterion, merge,
                         calibration, shapes, args.provider, (_batches(args.batch) or (None,))[0], args.threads,
                         max(args.warmup, 3), max(args.runs, 20), args.include_consumers, args.aggregate, args.seed,
@@ -608,7 +622,8 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--target-macs", type=float, metavar="F", help="fraction of MACs to remove (global ranking)")
     how.add_argument("--target-params", type=float, metavar="F", help="fraction of parameters to remove")
     how.add_argument("--target-speedup", type=float, metavar="X", help="run X times faster than the original, "
-                     "measured on --provider at the first --batch size (bisection over the MAC target)")
+                     "measured on --provider at the first --batch size (bisection over the MAC target; with "
+                     "--allocate sensitivity|iterative, a per-group latency model, corrected by timing)")
     how.add_argument("--target-latency", type=float, metavar="MS", help="median latency to reach, in ms, measured "
                      "as for --target-speedup")
     r.add_argument("--criterion", default="l1", choices=CRITERIA, help=CRITERION_HELP + "; activation: mean "
@@ -619,14 +634,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--allocate", choices=["score", "sensitivity", "iterative"], default="score",
                    help="how much each group loses: score (--ratio per group, or --global's threshold); "
                         "sensitivity: measure each group's loss alone at --sensitivity-ratios on the --calib "
-                        "inputs (else --data), then meet --target-macs/--target-params with the least "
-                        "predicted loss; iterative: grow the removal one measured step of one group at a "
+                        "inputs (else --data), then meet --target-macs/--target-params (or a speed target, "
+                        "through a measured per-group latency model) with the least predicted loss; iterative: grow the removal one measured step of one group at a "
                         "time, each step the cheapest with everything chosen so far removed (slower, no "
                         "additivity assumed)")
     r.add_argument("--plot", metavar="PNG", help="with --allocate sensitivity or a speed target: draw the "
                    "per-group kept share and the measured speed-up against the MACs removed (matplotlib)")
     r.add_argument("--sensitivity-ratios", default="0.1,0.3,0.5,0.7,0.9", metavar="R,R,...",
                    help="the ratios each group's curve is measured at (--allocate sensitivity)")
+    r.add_argument("--latency-ratios", default="0.25,0.5,0.75", metavar="R,R,...",
+                   help="with --allocate and a speed target: the shares of each group's channels its latency "
+                        "saving is measured at (at the nearest counts --round-to allows)")
     r.add_argument("--jobs", type=int, default=1, metavar="N",
                    help="measure sensitivity points in N local processes (default 1)")
     r.add_argument("--ray", metavar="ADDRESS", help="measure sensitivity points on a Ray cluster: auto, an "

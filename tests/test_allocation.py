@@ -12,7 +12,7 @@ from onnxprune.analysis.cost import removal_estimator
 from onnxprune.scoring import score_groups
 from onnxprune.loading import prepare
 from onnxprune.selection import Selection
-from onnxprune.selection.allocate import Curve, allocate, curves_from_sensitivity, predicted_loss
+from onnxprune.selection.allocate import Curve, allocate, cost_measure, curves_from_sensitivity, predicted_loss
 
 FASHION = ROOT / "models" / "fashion"
 
@@ -30,10 +30,11 @@ def test_the_flat_group_pays_first() -> None:
     curves = {a.id: Curve(np.array([0, a.channels]), np.array([0.0, 0.001])),
               b.id: Curve(np.array([0, b.channels]), np.array([0.0, 1.0]))}
     est = removal_estimator(analysis)
-    counts = allocate(analysis, curves, scores, Selection(target_macs=0.2), est)
+    sel = Selection(target_macs=0.2)
+    counts = allocate(analysis, curves, sel, *cost_measure(sel, scores, est))
     assert counts.get(a.id, 0) > counts.get(b.id, 0)
     swapped = {a.id: curves[b.id], b.id: curves[a.id]}
-    counts2 = allocate(analysis, swapped, scores, Selection(target_macs=0.2), est)
+    counts2 = allocate(analysis, swapped, sel, *cost_measure(sel, scores, est))
     assert counts2.get(b.id, 0) > counts2.get(a.id, 0)
     removed = {g: list(range(n)) for g, n in counts.items()}
     assert est(removed)[0] >= 0.2 and predicted_loss(curves, counts) < predicted_loss(swapped, counts)
@@ -69,7 +70,7 @@ def test_cli_sensitivity_allocation_meets_the_target(tmp_path) -> None:
 def test_allocation_needs_a_target(tmp_path) -> None:
     r = cli("prune", str(FASHION / "vgg_bnkeep.onnx"), "-o", str(tmp_path / "o.onnx"), "--ratio", "0.3",
             "--allocate", "sensitivity")
-    assert r.returncode == 2 and "needs --target-macs or --target-params" in r.stderr
+    assert r.returncode == 2 and "needs --target-macs, --target-params, --target-speedup" in r.stderr
 
 
 def test_ray_measures_the_same_curves() -> None:
@@ -115,7 +116,8 @@ def test_iterative_allocation_sees_what_curves_cannot() -> None:
         both = counts.get(a, 0) > 0 and counts.get(b, 0) > 0
         return (1.0 if both else 0.0) + 0.01 * max(0, counts.get(a, 0) - 3)
 
-    counts, history = allocate_iteratively(analysis, scores, Selection(target_macs=0.1), est, loss_of)
+    sel = Selection(target_macs=0.1)
+    counts, history = allocate_iteratively(analysis, scores, sel, *cost_measure(sel, scores, est), loss_of)
     assert len([n for n in counts.values() if n]) == 1 and history and history[-1]["loss"] < 1.0
     assert est({g: list(range(n)) for g, n in counts.items()})[0] >= 0.1
 

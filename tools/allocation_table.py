@@ -25,7 +25,7 @@ from onnxprune.calibration import Calibration
 from onnxprune.loading import prepare
 from onnxprune.rewrite.merging import MergeOptions
 from onnxprune.selection import Selection
-from onnxprune.selection.allocate import allocate, curves_from_sensitivity
+from onnxprune.selection.allocate import allocate, cost_measure, curves_from_sensitivity
 from onnxprune.validation.sensitivity import measure_sensitivity
 from onnxprune.validation.validate import Inputs
 
@@ -82,8 +82,9 @@ def main() -> None:
             for comp in COMPENSATIONS:
                 merge = MergeOptions(compensate=comp)
                 c, measurer = curves[comp]
-                counts = allocate(measurer.analysis, c, measurer.scores, Selection(target_macs=target),
-                                  removal_estimator(measurer.analysis))
+                sel = Selection(target_macs=target)
+                counts = allocate(measurer.analysis, c, sel,
+                                  *cost_measure(sel, measurer.scores, removal_estimator(measurer.analysis)))
                 sels = {"uniform": Selection(ratio=uniform_ratio(path, target)),
                         "global": Selection(target_macs=target, global_rank=True),
                         "sensitivity": Selection(target_macs=target, counts=counts)}

@@ -1,5 +1,5 @@
-"""Sensitivity allocation: per-group removal counts that meet a MAC or parameter target with the least
-predicted loss, from each group's measured curve (loss when it alone loses a share of its channels).
+"""Sensitivity allocation: per-group removal counts that meet a MAC, parameter or latency target with the
+least predicted loss, from each group's measured curve (loss when it alone loses a share of its channels).
 
 Loss is additive over groups in the prediction (a first-order model); the greedy takes, at each step,
 the group whose next removal step costs the least predicted loss per unit of the target it buys.
@@ -7,6 +7,7 @@ the group whose next removal step costs the least predicted loss per unit of the
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -44,41 +45,55 @@ def curves_from_sensitivity(report: dict) -> dict[str, Curve]:
     return out
 
 
-def allocate(analysis: Analysis, curves: dict[str, Curve], scores: dict[str, GroupScores], sel: Selection,
-             estimate) -> dict[str, int]:
-    """Removal counts per group meeting `sel`'s target, greedy on predicted loss per unit of reduction."""
-    which, target = _target(sel, "sensitivity")
-    groups = [g for g in analysis.prunable if g.id in curves]
-    legal = {g.id: _legal_counts(g.channels, sel) for g in groups}
-    counts = {g.id: 0 for g in groups}
-    alone = {}  # (group, count) -> its reduction alone, cached
+@dataclass
+class Measure:
+    """What a target is counted in (MACs, parameters, latency), as a fraction of the model's whole: the
+    reduction of one group alone at a count, and of all groups' counts together."""
 
-    def reduction(gid: str, n: int) -> float:
+    name: str
+    alone: Callable[[str, int], float]
+    together: Callable[[dict[str, int]], float]
+    lookahead: bool = False  # a curve that may fall then rise (latency): weigh every larger count, not the next
+
+
+def cost_measure(sel: Selection, scores: dict[str, GroupScores], estimate) -> tuple[Measure, float]:
+    """The selection's MAC or parameter target as a Measure counted by the cost estimate, and the target."""
+    which, target = _target(sel, "sensitivity")
+    alone: dict[tuple[str, int], float] = {}
+
+    def one(gid: str, n: int) -> float:
         if (gid, n) not in alone:
             alone[(gid, n)] = estimate(lowest(scores, {gid: n}))[which] if n else 0.0
         return alone[(gid, n)]
 
-    def total(c: dict[str, int]) -> float:
-        return estimate(lowest(scores, {gid: n for gid, n in c.items() if n}))[which]
+    def together(counts: dict[str, int]) -> float:
+        return estimate(lowest(scores, {gid: n for gid, n in counts.items() if n}))[which]
 
-    while total(counts) < target:
+    return Measure("MACs" if which == 0 else "parameters", one, together), target
+
+
+def allocate(analysis: Analysis, curves: dict[str, Curve], sel: Selection, measure: Measure,
+             target: float) -> dict[str, int]:
+    """Removal counts per group reaching `target` in `measure`, greedy on predicted loss per unit bought."""
+    groups = [g for g in analysis.prunable if g.id in curves]
+    legal = {g.id: legal_counts(g.channels, sel) for g in groups}
+    counts = {g.id: 0 for g in groups}
+    while measure.together(counts) < target:
         best = None
         for gid, n in counts.items():
-            nxt = next((m for m in legal[gid] if m > n), None)
-            if nxt is None:
-                continue
-            gain = reduction(gid, nxt) - reduction(gid, n)
-            cost = curves[gid].at(nxt) - curves[gid].at(n)
-            if gain <= 0:
-                continue
-            key = (cost / gain, -gain, gid)
-            if best is None or key < best[0]:
-                best = (key, gid, nxt)
+            larger = [m for m in legal[gid] if m > n]
+            for nxt in larger if measure.lookahead else larger[:1]:
+                gain = measure.alone(gid, nxt) - measure.alone(gid, n)
+                if gain <= 0:
+                    continue
+                key = ((curves[gid].at(nxt) - curves[gid].at(n)) / gain, -gain, gid)
+                if best is None or key < best[0]:
+                    best = (key, gid, nxt)
         if best is None:
-            got = total(counts)
+            got = measure.together(counts)
             if got < target - TARGET_TOLERANCE:
-                raise OnnxPruneError(f"target {target:.0%} is impossible under the guards: at most {got:.1%} "
-                                     "can be removed")
+                raise OnnxPruneError(f"target {target:.0%} of the {measure.name} is impossible under the guards: "
+                                     f"at most {got:.1%} can be removed")
             break
         counts[best[1]] = best[2]
     return {gid: n for gid, n in counts.items() if n}
@@ -93,7 +108,7 @@ def _target(sel: Selection, how: str) -> tuple[int, float]:
     return which, target
 
 
-def _legal_counts(channels: int, sel: Selection) -> list[int]:
+def legal_counts(channels: int, sel: Selection) -> list[int]:
     """Removal counts the guards and rounding allow, ascending."""
     return sorted({channels - kept_count(channels, n, sel) for n in range(channels + 1)})
 
@@ -112,24 +127,22 @@ def lowest(scores: dict[str, GroupScores], counts: dict[str, int]) -> dict[str, 
     return out
 
 
-def allocate_iteratively(analysis: Analysis, scores: dict[str, GroupScores], sel: Selection, estimate,
-                         loss_of, step_share: float = 0.125, progress=lambda _: None) -> tuple[dict[str, int], list]:
+def allocate_iteratively(analysis: Analysis, ids, sel: Selection, measure: Measure, target: float, loss_of,
+                         step_share: float = 0.125, progress=lambda _: None,
+                         start: dict[str, int] | None = None) -> tuple[dict[str, int], list]:
     """Removal counts grown one step of one group at a time, each step the one whose measured loss, with
     everything chosen so far removed too, rises least per unit of the target (NetAdapt's loop, on a
     fidelity measure). No additivity is assumed; it costs one measurement per group per step.
 
-    `loss_of(counts)` prunes and measures. Returns the counts and each step's (group, count, loss).
+    `ids` are the groups taking part; `loss_of(counts)` prunes and measures; `start` resumes from earlier counts. Returns the counts and
+    each step's (group, count, loss).
     """
-    which, target = _target(sel, "iterative")
-    groups = [g for g in analysis.prunable if g.id in scores]
-    legal = {g.id: _legal_counts(g.channels, sel) for g in groups}
+    groups = [g for g in analysis.prunable if g.id in set(ids)]
+    legal = {g.id: legal_counts(g.channels, sel) for g in groups}
     stride = {g.id: max(1, int(np.ceil(g.channels * step_share))) for g in groups}
-    counts, current, history = {g.id: 0 for g in groups}, 0.0, []
-
-    def total(c: dict[str, int]) -> float:
-        return estimate(lowest(scores, {gid: n for gid, n in c.items() if n}))[which]
-
-    reached = total(counts)
+    counts = {g.id: (start or {}).get(g.id, 0) for g in groups}
+    current, history = (loss_of(counts) if any(counts.values()) else 0.0), []
+    reached = measure.together(counts)
     while reached < target:
         best = None
         for gid, n in counts.items():
@@ -138,7 +151,7 @@ def allocate_iteratively(analysis: Analysis, scores: dict[str, GroupScores], sel
             if nxt is None:
                 continue
             trial = dict(counts, **{gid: nxt})
-            gain = total(trial) - reached
+            gain = measure.together(trial) - reached
             if gain <= 0:
                 continue
             loss = loss_of(trial)
@@ -146,23 +159,23 @@ def allocate_iteratively(analysis: Analysis, scores: dict[str, GroupScores], sel
             if best is None or key < best[0]:
                 best = (key, trial, loss, gid)
         if best is None:
-            raise OnnxPruneError(f"target {target:.0%} is impossible under the guards: at most {reached:.1%} "
-                                 "can be removed")
+            raise OnnxPruneError(f"target {target:.0%} of the {measure.name} is impossible under the guards: at "
+                                 f"most {reached:.1%} can be removed")
         _, counts, current, gid = best
-        reached = total(counts)
+        reached = measure.together(counts)
         history.append({"group": gid, "removed": counts[gid], "loss": round(current, 6), "reached": round(reached, 4)})
         progress(f"step {len(history)}: {gid} -> {counts[gid]} removed, loss {current:.4f}, "
-                 f"{reached:.1%} of the target's measure removed")
+                 f"{reached:.1%} of the {measure.name} removed")
     while True:  # the last step may overshoot: give back the single legal step that helps most while it holds
         back = []
         for gid, n in counts.items():
             prev = max((m for m in legal[gid] if m < n), default=None)
             trial = dict(counts, **{gid: prev}) if prev is not None else None
-            if trial is not None and total(trial) >= target:
+            if trial is not None and measure.together(trial) >= target:
                 back.append((loss_of(trial), gid, trial))
         if not back:
             break
         current, gid, counts = min(back, key=lambda t: (t[0], t[1]))
         history.append({"group": gid, "removed": counts[gid], "loss": round(current, 6),
-                        "reached": round(total(counts), 4), "given_back": True})
+                        "reached": round(measure.together(counts), 4), "given_back": True})
     return {gid: n for gid, n in counts.items() if n}, history

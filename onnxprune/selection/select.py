@@ -35,7 +35,7 @@ class Selection:
 
     def check(self) -> None:
         targets = [x for x in (self.ratio, self.target_macs, self.target_params) if x is not None]
-        if len(targets) != 1:
+        if len(targets) != 1 and self.counts is None:  # counts are a target of their own
             raise OnnxPruneError("give exactly one of --ratio, --target-macs, --target-params")
         for name, v in (("ratio", self.ratio), ("target-macs", self.target_macs),
                         ("target-params", self.target_params), ("max-ratio", self.max_ratio)):

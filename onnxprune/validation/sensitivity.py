@@ -246,7 +246,7 @@ def plot_allocation(allocation: dict | None, speed: dict | None, path: str | Pat
         ax.grid(axis="y", alpha=0.3)
     if speed:
         ax = axes.pop(0)
-        steps = sorted(speed["steps"], key=lambda st: st["target_macs"])
+        steps = sorted((st for st in speed["steps"] if "speedup" in st), key=lambda st: st["target_macs"])
         ax.plot([st["target_macs"] for st in steps], [st["speedup"] for st in steps], marker="o")
         ax.axhline(speed["target_speedup"], color="tab:red", ls="--", lw=1, label="target")
         ax.set_xlabel("fraction of MACs removed")
