@@ -362,7 +362,8 @@ def _allocate(args: argparse.Namespace, selection: Selection, merge, calibration
     labels = args.labels if data is not None and data == args.data else None
     inputs = Inputs(shapes=shapes, data=data, labels=labels, seed=args.seed)
     ratios = tuple(float(x) for x in args.sensitivity_ratios.split(","))
-    _progress(f"measuring each group's sensitivity at {args.sensitivity_ratios} on {data or 'random inputs'}")
+    if args.allocate == "sensitivity":
+        _progress(f"measuring each group's sensitivity at {args.sensitivity_ratios} on {data or 'random inputs'}")
     return sensitivity_allocation(args.model, selection, args.criterion, inputs, merge, calibration,
                                   args.provider, args.jobs, args.ray, ratios, _progress,
                                   "iterative" if args.allocate == "iterative" else "curves", _speed_target(args))

@@ -178,4 +178,6 @@ def allocate_iteratively(analysis: Analysis, ids, sel: Selection, measure: Measu
         current, gid, counts = min(back, key=lambda t: (t[0], t[1]))
         history.append({"group": gid, "removed": counts[gid], "loss": round(current, 6),
                         "reached": round(measure.together(counts), 4), "given_back": True})
+        progress(f"given back: {gid} -> {counts[gid]} removed, loss {current:.4f}, "
+                 f"{history[-1]['reached']:.1%} of the {measure.name} removed")
     return {gid: n for gid, n in counts.items() if n}, history

@@ -241,13 +241,16 @@ def plot_allocation(allocation: dict | None, speed: dict | None, path: str | Pat
         ax.set_xlabel("prunable group, in graph order")
         ax.set_ylabel("share of channels kept")
         ax.set_ylim(0, 1.05)
-        ax.set_title(f"allocation by sensitivity: predicted loss {allocation['predicted_loss']:.3f}, "
+        ax.set_title(f"allocation by {allocation.get('allocation', 'sensitivity')}: predicted loss {allocation['predicted_loss']:.3f}, "
                      f"measured {allocation.get('measured_loss', float('nan')):.3f}", fontsize=9)
         ax.grid(axis="y", alpha=0.3)
     if speed:
         ax = axes.pop(0)
         steps = sorted((st for st in speed["steps"] if "speedup" in st), key=lambda st: st["target_macs"])
-        ax.plot([st["target_macs"] for st in steps], [st["speedup"] for st in steps], marker="o")
+        ax.plot([st["target_macs"] for st in steps], [st["speedup"] for st in steps], marker="o", label="measured")
+        if steps and "predicted_speedup" in steps[0]:  # the latency model's rounds: what it predicted too
+            ax.plot([st["target_macs"] for st in steps], [st["predicted_speedup"] for st in steps], marker="x",
+                    ls="none", color="tab:gray", label="latency model")
         ax.axhline(speed["target_speedup"], color="tab:red", ls="--", lw=1, label="target")
         ax.set_xlabel("fraction of MACs removed")
         ax.set_ylabel("measured speed-up")
