@@ -97,23 +97,28 @@ def sensitivity_allocation(model: str | bytes, selection: Selection, criterion: 
     Returns (selection with the counts, the allocation's record, a function giving the measured loss
     of a pruned model on the same inputs)."""
     from .selection.allocate import cost_measure
-    from .validation.sensitivity import RATIOS, MeasureJob, Measurer, measure_sensitivity
+    from .validation.sensitivity import RATIOS, MeasureJob, Measurer, Workers, measure_sensitivity
 
     progress = progress or (lambda _: None)
     if method == "iterative":
         measurer = Measurer(MeasureJob(model, (0.5,), criterion, inputs, provider, merge, None, calibration))
-        choose, record = _iterative_chooser(measurer, selection, criterion, merge, calibration, progress), \
-            {"allocation": "iterative"}
+        workers = Workers(measurer, jobs, ray)
+        progress(f"iterative allocation by {criterion}: each step's trials measured in {workers.describe()}")
+        choose, record = _iterative_chooser(measurer, selection, workers, progress), {"allocation": "iterative"}
     else:
         report, measurer = measure_sensitivity(model, ratios or RATIOS, criterion, inputs, provider, merge, progress,
                                                None, calibration, jobs, ray)
         choose, record = _curve_chooser(measurer, report, selection), {"allocation": "sensitivity",
                                                                        "ratios": report["ratios"]}
-    if speed is None:
-        counts, predicted = choose(*cost_measure(selection, measurer.scores, removal_estimator(measurer.analysis)))
-    else:
-        counts, predicted, record["speed_target"] = _meet_speed(model, measurer, selection, merge, calibration,
-                                                                inputs.shapes, speed, choose, progress)
+    try:
+        if speed is None:
+            counts, predicted = choose(*cost_measure(selection, measurer.scores, removal_estimator(measurer.analysis)))
+        else:
+            counts, predicted, record["speed_target"] = _meet_speed(model, measurer, selection, merge, calibration,
+                                                                    inputs.shapes, speed, choose, progress)
+    finally:
+        if method == "iterative":
+            workers.close()
     metric = "accuracy" if inputs.labels else "cosine"
     record.update({"metric": metric, "loss": _LOSS[metric], "inputs": measurer.description, **predicted.pop("record", {}),
                    "predicted_loss": round(predicted["total"], 6),
@@ -136,29 +141,26 @@ def _curve_chooser(measurer, report: dict, selection: Selection):
     return choose
 
 
-def _iterative_chooser(measurer, selection: Selection, criterion: str, merge: MergeOptions,
-                       calibration: Calibration | None, progress):
-    """(measure, target) -> (counts, measured loss) by the iterative loop; a later call resumes from the
-    last counts and measurements are remembered (a speed target's rounds re-use them)."""
+def _iterative_chooser(measurer, selection: Selection, workers, progress):
+    """(measure, target) -> (counts, measured loss) by the iterative loop, each step's trials measured by
+    `workers`; a later call resumes from the last counts and measurements are remembered (a speed
+    target's rounds re-use them)."""
     from .selection.allocate import allocate_iteratively
 
-    analysis, losses, last = measurer.analysis, {}, {}
+    losses, last = {}, {}
 
-    def loss_of(counts: dict[str, int]) -> float:
-        key = tuple(sorted((g, n) for g, n in counts.items() if n))
-        if key not in losses:
-            removed = select(analysis, measurer.scores, replace(selection, counts=counts))
-            plan = make_plan(analysis, removed, criterion=criterion)
-            losses[key] = measurer.loss(run_pipeline(prepare(measurer.source), measurer.job.inputs.shapes, plan=plan,
-                                                     merge=merge, calibration=calibration,
-                                                     provider=measurer.job.provider).model)
-        return losses[key]
+    def losses_of(trials: list[dict[str, int]]) -> list[float]:
+        keys = [tuple(sorted((g, n) for g, n in c.items() if n)) for c in trials]
+        todo = list(dict.fromkeys(k for k in keys if k not in losses))
+        for k, loss in zip(todo, workers.map("loss_at", [(dict(k), selection) for k in todo])):
+            losses[k] = loss
+        return [losses[k] if k else 0.0 for k in keys]
 
     def choose(measure, target: float):
-        counts, history = allocate_iteratively(analysis, measurer.scores, selection, measure, target, loss_of,
-                                               progress=progress, start=last.get("counts"))
+        counts, history = allocate_iteratively(measurer.analysis, measurer.scores, selection, measure, target,
+                                               losses_of, progress=progress, start=last.get("counts"))
         last["counts"] = counts
-        total = loss_of(counts) if counts else 0.0
+        total = losses_of([counts])[0]
         return counts, {"total": total, "per_group": lambda g, n: total, "record": {"steps": history}}
     return choose
 

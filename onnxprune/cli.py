@@ -647,9 +647,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --allocate and a speed target: the shares of each group's channels its latency "
                         "saving is measured at (at the nearest counts --round-to allows)")
     r.add_argument("--jobs", type=int, default=1, metavar="N",
-                   help="measure sensitivity points in N local processes (default 1)")
-    r.add_argument("--ray", metavar="ADDRESS", help="measure sensitivity points on a Ray cluster: auto, an "
-                                                   "address, or local (start one here); needs onnxprune[ray]")
+                   help="measure sensitivity points (and each iterative step's trials) in N local processes "
+                        "(default 1)")
+    r.add_argument("--ray", metavar="ADDRESS", help="measure sensitivity points (and each iterative step's trials) "
+                                                   "on a Ray cluster: auto, an address, or local (start one here); "
+                                                   "needs onnxprune[ray]")
     r.add_argument("--round-to", type=int, default=1, metavar="N", help="kept channel counts are multiples of N")
     r.add_argument("--min-channels", type=int, default=1, metavar="N", help="never keep fewer channels per group")
     r.add_argument("--max-ratio", type=float, default=1.0, metavar="R", help="never remove more of one group")

@@ -117,18 +117,25 @@ def test_iterative_allocation_sees_what_curves_cannot() -> None:
         return (1.0 if both else 0.0) + 0.01 * max(0, counts.get(a, 0) - 3)
 
     sel = Selection(target_macs=0.1)
-    counts, history = allocate_iteratively(analysis, scores, sel, *cost_measure(sel, scores, est), loss_of)
+    counts, history = allocate_iteratively(analysis, scores, sel, *cost_measure(sel, scores, est),
+                                           lambda trials: [loss_of(c) for c in trials])
     assert len([n for n in counts.values() if n]) == 1 and history and history[-1]["loss"] < 1.0
     assert est({g: list(range(n)) for g, n in counts.items()})[0] >= 0.1
 
 
 def test_cli_iterative_allocation(tmp_path) -> None:
-    """--allocate iterative on LeNet-300-100: the target met, the steps recorded, predicted = measured."""
-    report = tmp_path / "r.json"
-    r = cli("prune", str(FASHION / "lenet300.onnx"), "-o", str(tmp_path / "o.onnx"), "--target-macs", "0.5",
-            "--allocate", "iterative", "--calib", str(FASHION / "calib256.npz"), "--report", str(report))
-    assert r.returncode == 0, r.stderr
-    rep = json.loads(report.read_text())
+    """--allocate iterative on LeNet-300-100: the target met, the steps recorded, predicted = measured; each
+    step's trials measured by 2 processes give the same steps and counts as one process."""
+    reports = []
+    for jobs in ("1", "2"):
+        report = tmp_path / f"r{jobs}.json"
+        r = cli("prune", str(FASHION / "lenet300.onnx"), "-o", str(tmp_path / f"o{jobs}.onnx"), "--target-macs",
+                "0.5", "--allocate", "iterative", "--calib", str(FASHION / "calib256.npz"), "--jobs", jobs,
+                "--report", str(report))
+        assert r.returncode == 0, r.stderr
+        reports.append(json.loads(report.read_text()))
+    rep = reports[0]
     a = rep["allocation"]
     assert a["allocation"] == "iterative" and a["steps"] and abs(a["predicted_loss"] - a["measured_loss"]) < 1e-6
     assert 0.48 <= rep["total"]["macs_removed"] <= 0.56
+    assert reports[1]["allocation"]["steps"] == a["steps"] and reports[1]["allocation"]["groups"] == a["groups"]

@@ -127,34 +127,35 @@ def lowest(scores: dict[str, GroupScores], counts: dict[str, int]) -> dict[str, 
     return out
 
 
-def allocate_iteratively(analysis: Analysis, ids, sel: Selection, measure: Measure, target: float, loss_of,
+def allocate_iteratively(analysis: Analysis, ids, sel: Selection, measure: Measure, target: float, losses_of,
                          step_share: float = 0.125, progress=lambda _: None,
                          start: dict[str, int] | None = None) -> tuple[dict[str, int], list]:
     """Removal counts grown one step of one group at a time, each step the one whose measured loss, with
     everything chosen so far removed too, rises least per unit of the target (NetAdapt's loop, on a
     fidelity measure). No additivity is assumed; it costs one measurement per group per step.
 
-    `ids` are the groups taking part; `loss_of(counts)` prunes and measures; `start` resumes from earlier counts. Returns the counts and
+    `ids` are the groups taking part; `losses_of([counts, ...])` prunes and measures each (the trials of
+    one step are independent: it may measure them in parallel); `start` resumes from earlier counts. Returns the counts and
     each step's (group, count, loss).
     """
     groups = [g for g in analysis.prunable if g.id in set(ids)]
     legal = {g.id: legal_counts(g.channels, sel) for g in groups}
     stride = {g.id: max(1, int(np.ceil(g.channels * step_share))) for g in groups}
     counts = {g.id: (start or {}).get(g.id, 0) for g in groups}
-    current, history = (loss_of(counts) if any(counts.values()) else 0.0), []
+    current, history = (losses_of([counts])[0] if any(counts.values()) else 0.0), []
     reached = measure.together(counts)
     while reached < target:
-        best = None
+        trials = []
         for gid, n in counts.items():
             nxt = next((m for m in legal[gid] if m >= n + stride[gid]), None) or \
                 next((m for m in legal[gid] if m > n), None)
-            if nxt is None:
-                continue
-            trial = dict(counts, **{gid: nxt})
-            gain = measure.together(trial) - reached
-            if gain <= 0:
-                continue
-            loss = loss_of(trial)
+            if nxt is not None:
+                trial = dict(counts, **{gid: nxt})
+                gain = measure.together(trial) - reached
+                if gain > 0:
+                    trials.append((gid, trial, gain))
+        best = None
+        for (gid, trial, gain), loss in zip(trials, losses_of([t for _, t, _ in trials])):
             key = ((loss - current) / gain, gid)
             if best is None or key < best[0]:
                 best = (key, trial, loss, gid)
@@ -172,9 +173,10 @@ def allocate_iteratively(analysis: Analysis, ids, sel: Selection, measure: Measu
             prev = max((m for m in legal[gid] if m < n), default=None)
             trial = dict(counts, **{gid: prev}) if prev is not None else None
             if trial is not None and measure.together(trial) >= target:
-                back.append((loss_of(trial), gid, trial))
+                back.append((gid, trial))
         if not back:
             break
+        back = [(loss, gid, trial) for (gid, trial), loss in zip(back, losses_of([t for _, t in back]))]
         current, gid, counts = min(back, key=lambda t: (t[0], t[1]))
         history.append({"group": gid, "removed": counts[gid], "loss": round(current, 6),
                         "reached": round(measure.together(counts), 4), "given_back": True})

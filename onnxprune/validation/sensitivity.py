@@ -1,9 +1,9 @@
 """`sensitivity`: prune each group alone at a ladder of ratios and measure what it costs."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import onnx
 
@@ -82,6 +82,14 @@ class Measurer:
                                                    calibration=job.calibration, provider=job.provider).model))
         return point
 
+    def loss_at(self, counts: dict[str, int], selection: Selection) -> float:
+        """The loss of the model pruned to per-group removal counts (under `selection`'s guards), compensated."""
+        job = self.job
+        removed = select(self.analysis, self.scores, replace(selection, counts=counts))
+        plan = make_plan(self.analysis, removed, criterion=job.criterion)
+        return self.loss(run_pipeline(prepare(self.source), job.inputs.shapes, plan=plan, merge=job.merge,
+                                      calibration=job.calibration, provider=job.provider).model)
+
     def loss(self, model: onnx.ModelProto) -> float:
         """What allocation minimises: the accuracy drop with labels, else 1 - cosine of the worst output."""
         point = self.measure(model)
@@ -103,8 +111,61 @@ def _init_worker(job: MeasureJob) -> None:
     _WORKER = Measurer(job)
 
 
-def _work(task: tuple[str, float]) -> dict:
-    return _WORKER.point(*task)
+def _work(task: tuple[str, tuple]) -> object:
+    return getattr(_WORKER, task[0])(*task[1])
+
+
+class Workers:
+    """Where measurements run: this process, a local process pool (`jobs` > 1) or Ray actors (`ray`),
+    each worker's Measurer built once from the job; `map` gives results in task order."""
+
+    def __init__(self, local: Measurer, jobs: int = 1, ray: str | None = None):
+        self.local, self.jobs, self.ray = local, jobs, ray
+        self.pool = None
+
+    def describe(self) -> str:
+        return "Ray" if self.ray else f"{self.jobs} processes" if self.jobs > 1 else "this process"
+
+    def map(self, method: str, tasks: list[tuple]) -> Iterator:
+        """`Measurer.method(*task)` for every task, in order."""
+        if self.ray:
+            return iter(self._ray_pool().map(lambda actor, t: getattr(actor, method).remote(*t), tasks))
+        if self.jobs > 1:
+            if self.pool is None:
+                from concurrent.futures import ProcessPoolExecutor
+                import multiprocessing
+
+                self.pool = ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context("spawn"),
+                                                initializer=_init_worker, initargs=(self.local.job,))
+            return self.pool.map(_work, [(method, t) for t in tasks])
+        return (getattr(self.local, method)(*t) for t in tasks)
+
+    def _ray_pool(self):
+        """One actor per CPU of the cluster, each built once from the job put in the object store."""
+        if self.pool is None:
+            try:
+                import ray
+            except ImportError:
+                raise OnnxPruneError("--ray needs Ray: pip install 'onnxprune[ray]'") from None
+            if not ray.is_initialized():
+                ray.init(address=None if self.ray == "local" else self.ray, ignore_reinit_error=True,
+                         log_to_driver=False, include_dashboard=False)
+            shipped = ray.put(self.local.job)
+            actor = ray.remote(num_cpus=1)(Measurer)
+            self.pool = ray.util.ActorPool([actor.remote(shipped)
+                                            for _ in range(max(1, int(ray.available_resources().get("CPU", 1))))])
+        return self.pool
+
+    def close(self) -> None:
+        if self.pool is not None and not self.ray:
+            self.pool.shutdown(cancel_futures=True)
+        self.pool = None
+
+    def __enter__(self) -> "Workers":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def sensitivity(model: str, ratios: tuple[float, ...] = RATIOS, criterion: str = "l1", inputs: Inputs | None = None,
@@ -143,57 +204,17 @@ def measure_sensitivity(model: str, ratios: tuple[float, ...] = RATIOS, criterio
               "inputs": local.description, "groups": []}
     if "accuracy" in local.unpruned:
         report["baseline_accuracy"] = local.unpruned["accuracy"]
-    runner = "Ray" if ray else f"{jobs} processes" if jobs > 1 else "this process"
-    progress(f"{len(groups)} prunable groups x {len(ratios)} ratios, ranked by {criterion}, on "
-             f"{local.ref.provider} ({runner})")
-    tasks = [(g.id, r) for g in groups for r in ratios]
-    for i, (g, points) in enumerate(zip(groups, _measure_all(local, job, tasks, jobs, ray, len(ratios))), 1):
-        entry = {"id": g.id, "channels": g.channels, "macs_share": g.macs_share, "points": points}
-        report["groups"].append(entry)
-        progress(f"group {i}/{len(groups)} {g.id}: {report['metric']} "
-                 + " ".join(f"{p['ratio']:g}:{p[report['metric']]:.4f}" for p in entry["points"]))
+    with Workers(local, jobs, ray) as workers:
+        progress(f"{len(groups)} prunable groups x {len(ratios)} ratios, ranked by {criterion}, on "
+                 f"{local.ref.provider} ({workers.describe()})")
+        results = workers.map("point", [(g.id, r) for g in groups for r in ratios])
+        for i, g in enumerate(groups, 1):
+            entry = {"id": g.id, "channels": g.channels, "macs_share": g.macs_share,
+                     "points": [next(results) for _ in ratios]}
+            report["groups"].append(entry)
+            progress(f"group {i}/{len(groups)} {g.id}: {report['metric']} "
+                     + " ".join(f"{p['ratio']:g}:{p[report['metric']]:.4f}" for p in entry["points"]))
     return report, local
-
-
-def _measure_all(local: Measurer, job: MeasureJob, tasks: list[tuple[str, float]], jobs: int, ray: str | None,
-                 per_group: int):
-    """The points of each group in order, a group's list as soon as all its points are in."""
-    if ray:
-        results = iter(_on_ray(job, tasks, ray))
-    elif jobs > 1:
-        from concurrent.futures import ProcessPoolExecutor
-        import multiprocessing
-
-        pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_init_worker, initargs=(job,))
-        results = pool.map(_work, tasks)
-    else:
-        results = (local.point(*t) for t in tasks)
-    try:
-        while True:
-            chunk = [next(results) for _ in range(per_group)]
-            yield chunk
-    except StopIteration:
-        return
-    finally:
-        if jobs > 1 and not ray:
-            pool.shutdown(cancel_futures=True)
-
-
-def _on_ray(job: MeasureJob, tasks: list[tuple[str, float]], address: str) -> list[dict]:
-    """Measure on a Ray cluster: one actor per CPU, each built once from the job put in the object store."""
-    try:
-        import ray
-    except ImportError:
-        raise OnnxPruneError("--ray needs Ray: pip install 'onnxprune[ray]'") from None
-    if not ray.is_initialized():
-        ray.init(address=None if address == "local" else address, ignore_reinit_error=True,
-                 log_to_driver=False, include_dashboard=False)
-    measurer = ray.remote(num_cpus=1)(Measurer)
-    shipped = ray.put(job)
-    actors = [measurer.remote(shipped) for _ in range(max(1, min(len(tasks), int(ray.available_resources().get("CPU", 1)))))]
-    pool = ray.util.ActorPool(actors)
-    return list(pool.map(lambda actor, task: actor.point.remote(*task), tasks))
 
 
 def pyplot():
