@@ -112,14 +112,17 @@ def sensitivity_allocation(model: str | bytes, selection: Selection, criterion: 
                                                                        "ratios": report["ratios"]}
     try:
         if speed is None:
-            counts, predicted = choose(*cost_measure(selection, measurer.scores, removal_estimator(measurer.analysis)))
+            measure, target = cost_measure(selection, measurer.scores, removal_estimator(measurer.analysis))
+            counts, predicted = choose(measure, target)
+            counts, predicted, record["compared"] = _least_measured(measurer, selection, measure, target,
+                                                                     record["allocation"], counts, predicted, progress)
         else:
             counts, predicted, record["speed_target"] = _meet_speed(model, measurer, selection, merge, calibration,
                                                                     inputs.shapes, speed, choose, progress)
     finally:
         if method == "iterative":
             workers.close()
-    metric = "accuracy" if inputs.labels else "cosine"
+    metric = measurer.metric
     record.update({"metric": metric, "loss": _LOSS[metric], "inputs": measurer.description, **predicted.pop("record", {}),
                    "predicted_loss": round(predicted["total"], 6),
                    "groups": {g.id: {"channels": g.channels, "removed": counts.get(g.id, 0),
@@ -127,6 +130,27 @@ def sensitivity_allocation(model: str | bytes, selection: Selection, criterion: 
                                      "predicted_loss": round(predicted["per_group"](g.id, counts.get(g.id, 0)), 6)}
                               for g in measurer.groups()}})
     return replace(selection, counts=counts), record, measurer.loss
+
+
+def _least_measured(measurer, selection: Selection, measure, target: float, name: str, counts: dict[str, int],
+                    predicted: dict, progress) -> tuple[dict[str, int], dict, dict]:
+    """The allocation against one ratio for all groups and one global score threshold at the same target,
+    each pruned and measured on the same inputs: the least measured loss is kept (the allocation on a
+    tie). Returns (counts, predicted loss, every candidate's measured loss and which was kept)."""
+    from .selection.allocate import uniform_counts
+
+    analysis = measurer.analysis
+    removed = select(analysis, measurer.scores, replace(selection, global_rank=True, counts=None),
+                     removal_estimator(analysis))
+    candidates = {name: counts, "uniform": uniform_counts(analysis, measurer.scores, selection, measure, target),
+                  "global": {gid: len(idx) for gid, idx in removed.items()}}
+    losses = {k: measurer.loss_at(c, selection) for k, c in candidates.items()}
+    kept = min(candidates, key=lambda k: (losses[k], k != name))
+    progress("measured loss at the same target: " + ", ".join(f"{k} {v:.4f}" for k, v in losses.items())
+             + f"; keeping {kept}")
+    if kept != name:
+        predicted = {"total": losses[kept], "per_group": lambda g, n: float("nan")}
+    return candidates[kept], predicted, {"losses": {k: round(v, 6) for k, v in losses.items()}, "kept": kept}
 
 
 def _curve_chooser(measurer, report: dict, selection: Selection):
@@ -244,7 +268,8 @@ def speed_search(model: str, selection: Selection, target_speedup: float | None 
                **({"target_latency_ms": target_latency} if target_latency is not None else {})}
 
 
-_LOSS = {"cosine": "1 - cosine of the worst output", "accuracy": "accuracy drop"}
+_LOSS = {"cosine": "1 - cosine of the worst output", "accuracy": "accuracy drop",
+         "top1_agreement": "top-1 disagreement with the original"}
 
 
 def default_options(criterion: str, **given: Any) -> MergeOptions:

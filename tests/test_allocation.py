@@ -64,7 +64,13 @@ def test_cli_sensitivity_allocation_meets_the_target(tmp_path) -> None:
     assert runs[0]["total"]["macs_removed"] >= 0.4 - 0.02
     assert {g: v["removed"] for g, v in a["groups"].items()} == \
            {g: v["removed"] for g, v in runs[1]["allocation"]["groups"].items()}
-    assert len({v["ratio"] for v in a["groups"].values()}) > 1  # not uniform
+    assert len({v["ratio"] for v in a["groups"].values()}) > 1 or a["compared"]["kept"] != "sensitivity"
+    # a classifier's loss is its top-1 disagreement with the original; the allocation was measured against one
+    # ratio for all and a global threshold at the same target, and the least measured loss was kept
+    losses = a["compared"]["losses"]
+    assert a["metric"] == "top1_agreement" and set(losses) == {"sensitivity", "uniform", "global"}
+    assert losses[a["compared"]["kept"]] == min(losses.values())
+    assert abs(a["measured_loss"] - min(losses.values())) < 1e-6
 
 
 def test_allocation_needs_a_target(tmp_path) -> None:

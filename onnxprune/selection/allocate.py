@@ -29,8 +29,16 @@ class Curve:
         return float(np.interp(n, self.counts, self.losses))
 
 
+def loss_in(metric: str, point: dict, baseline_accuracy: float | None = None) -> float:
+    """A point's loss: accuracy drop, top-1 disagreement with the original, or 1 - cosine of the worst output."""
+    if metric == "accuracy":
+        return float(baseline_accuracy - point["accuracy"])
+    return 1.0 - float(point[metric])
+
+
 def curves_from_sensitivity(report: dict) -> dict[str, Curve]:
-    """Curves from a `sensitivity` report: loss = 1 - cosine, or the accuracy drop when it has labels."""
+    """Curves from a `sensitivity` report: loss = the accuracy drop when it has labels, else top-1
+    disagreement (a classifier) or 1 - cosine."""
     metric = report["metric"]
     base = report.get("baseline_accuracy")
     out = {}
@@ -38,7 +46,7 @@ def curves_from_sensitivity(report: dict) -> dict[str, Curve]:
         counts, losses = [0], [0.0]
         for p in g["points"]:
             if p["removed"] > counts[-1]:
-                loss = (base - p["accuracy"]) if metric == "accuracy" else 1.0 - p["cosine"]
+                loss = loss_in(metric, p, base)
                 counts.append(p["removed"])
                 losses.append(max(float(loss), losses[-1]))  # removing more never helps, in the prediction
         out[g["id"]] = Curve(np.array(counts), np.array(losses))
@@ -97,6 +105,20 @@ def allocate(analysis: Analysis, curves: dict[str, Curve], sel: Selection, measu
             break
         counts[best[1]] = best[2]
     return {gid: n for gid, n in counts.items() if n}
+
+
+def uniform_counts(analysis: Analysis, ids, sel: Selection, measure: Measure, target: float) -> dict[str, int]:
+    """One ratio for every group (the least, by bisection, that reaches the target), under the guards."""
+    groups = [g for g in analysis.prunable if g.id in set(ids)]
+
+    def at(r: float) -> dict[str, int]:
+        return {g.id: g.channels - kept_count(g.channels, int(g.channels * r), sel) for g in groups}
+
+    lo, hi = 0.0, 1.0
+    for _ in range(30):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if measure.together(at(mid)) < target else (lo, mid)
+    return {gid: n for gid, n in at(hi).items() if n}
 
 
 def _target(sel: Selection, how: str) -> tuple[int, float]:

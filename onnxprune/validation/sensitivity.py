@@ -16,6 +16,7 @@ from ..plan import make_plan
 from ..rewrite.merging import MergeOptions
 from ..scoring import score_groups
 from ..selection import Selection, select
+from ..selection.allocate import loss_in
 from .compare import Accuracy
 from .providers import open_session
 from .validate import Inputs, compare_runs, open_inputs
@@ -67,6 +68,10 @@ class Measurer:
         self.reference = [self.ref.session.run(None, f) for f in inputs.batches]
         self.unpruned = _point(*compare_runs(self.ref, None, open_inputs(job.inputs, self.ref.session),
                                              self.reference))
+        # what a loss is counted in: the accuracy with labels; a classifier's top-1 agreement with the
+        # original (it follows accuracy where the cosine of the logits does not); else the outputs' cosine
+        self.metric = "accuracy" if job.inputs.labels else \
+            "top1_agreement" if "top1_agreement" in self.unpruned else "cosine"
 
     def groups(self) -> list:
         return [g for g in self.analysis.prunable if g.id in self.scores]
@@ -91,11 +96,8 @@ class Measurer:
                                       calibration=job.calibration, provider=job.provider).model)
 
     def loss(self, model: onnx.ModelProto) -> float:
-        """What allocation minimises: the accuracy drop with labels, else 1 - cosine of the worst output."""
-        point = self.measure(model)
-        if self.job.inputs.labels:
-            return float(self.unpruned["accuracy"] - point["accuracy"])
-        return 1.0 - float(point["cosine"])
+        """What allocation minimises, in the measurer's metric (see loss_in)."""
+        return loss_in(self.metric, self.measure(model), self.unpruned.get("accuracy"))
 
     def measure(self, model: onnx.ModelProto) -> dict:
         """The figures of a whole pruned model on the same inputs, against the same reference."""
@@ -199,7 +201,7 @@ def measure_sensitivity(model: str, ratios: tuple[float, ...] = RATIOS, criterio
     groups = local.groups()
     report = {"model": str(model) if not isinstance(model, bytes) else "<ModelProto>", "criterion": criterion,
               "compensation": asdict(merge), "ratios": list(ratios),
-              "metric": "accuracy" if inputs.labels else "cosine", "provider": local.ref.provider,
+              "metric": local.metric, "provider": local.ref.provider,
               "threads": local.ref.threads, "seed": inputs.seed,
               "inputs": local.description, "groups": []}
     if "accuracy" in local.unpruned:
@@ -237,7 +239,8 @@ def plot_sensitivity(report: dict, path: str | Path) -> None:
         ax.plot([p["ratio"] for p in g["points"]], [p[metric] for p in g["points"]], marker="o", lw=1, ms=3,
                 ls=("-", "--", ":", "-.")[i // 10 % 4], label=g["id"][:32])
     ax.set_xlabel("fraction of the group's channels removed")
-    ax.set_ylabel("test accuracy" if metric == "accuracy" else "output cosine similarity (worst output)")
+    ax.set_ylabel({"accuracy": "test accuracy", "top1_agreement": "top-1 agreement with the original"}.get(
+        metric, "output cosine similarity (worst output)"))
     ax.set_title(f"{Path(report['model']).name}: per-group sensitivity ({report['criterion']})")
     ax.grid(alpha=0.3)
     if len(report["groups"]) <= 30:
