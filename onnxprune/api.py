@@ -114,7 +114,7 @@ def sensitivity_allocation(model: str | bytes, selection: Selection, criterion: 
         if speed is None:
             measure, target = cost_measure(selection, measurer.scores, removal_estimator(measurer.analysis))
             counts, predicted = choose(measure, target)
-            counts, predicted, record["compared"] = _least_measured(measurer, selection, measure, target,
+            counts, predicted, record["compared"] = least_measured(measurer, selection, measure, target,
                                                                      record["allocation"], counts, predicted, progress)
         else:
             counts, predicted, record["speed_target"] = _meet_speed(model, measurer, selection, merge, calibration,
@@ -132,7 +132,7 @@ def sensitivity_allocation(model: str | bytes, selection: Selection, criterion: 
     return replace(selection, counts=counts), record, measurer.loss
 
 
-def _least_measured(measurer, selection: Selection, measure, target: float, name: str, counts: dict[str, int],
+def least_measured(measurer, selection: Selection, measure, target: float, name: str, counts: dict[str, int],
                     predicted: dict, progress) -> tuple[dict[str, int], dict, dict]:
     """The allocation against one ratio for all groups and one global score threshold at the same target,
     each pruned and measured on the same inputs: the least measured loss is kept (the allocation on a

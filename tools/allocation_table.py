@@ -4,8 +4,10 @@ plain removal, merging and reconstruction, on the Fashion-MNIST models trained h
     python tools/allocation_table.py [--out docs/allocation.md] [--models vgg_bnkeep,lenet300]
 
 uniform: the same ratio in every group, searched until the MAC target is met; global: one l1 threshold
-over all groups (`--global --target-macs`); sensitivity: `--allocate sensitivity` (each group's curve
-measured alone on the 256 calibration images, the target met with the least predicted loss);
+over all groups (`--global --target-macs`); curves alone: each group's curve measured alone on the 256
+calibration images (top-1 agreement with the original), the target met with the least predicted loss;
+sensitivity: what `--allocate sensitivity` writes (the curves' allocation, uniform and global measured
+on the calibration images at the same target, the least measured loss kept: the cell names which);
 iterative: `--allocate iterative` (the removal grown one measured step of one group at a time, each
 step measured with all earlier ones removed). Accuracy on the 500 shipped test images.
 """
@@ -20,7 +22,7 @@ import onnx
 import onnxruntime as ort
 
 from onnxprune.analysis.cost import count_model_cost, removal_estimator
-from onnxprune.api import run_pipeline, sensitivity_allocation
+from onnxprune.api import least_measured, run_pipeline, sensitivity_allocation
 from onnxprune.calibration import Calibration
 from onnxprune.loading import prepare
 from onnxprune.rewrite.merging import MergeOptions
@@ -78,16 +80,19 @@ def main() -> None:
                                                    merge=MergeOptions(compensate=comp), calibration=cal)
             curves[comp] = (curves_from_sensitivity(report), measurer)
         for label, target in TARGETS.items():
-            rows = {"uniform": [], "global": [], "sensitivity": [], "iterative": []}
+            rows = {"uniform": [], "global": [], "curves alone": [], "sensitivity": [], "iterative": []}
             for comp in COMPENSATIONS:
                 merge = MergeOptions(compensate=comp)
                 c, measurer = curves[comp]
                 sel = Selection(target_macs=target)
-                counts = allocate(measurer.analysis, c, sel,
-                                  *cost_measure(sel, measurer.scores, removal_estimator(measurer.analysis)))
+                measure, _ = cost_measure(sel, measurer.scores, removal_estimator(measurer.analysis))
+                counts = allocate(measurer.analysis, c, sel, measure, target)
+                kept, _, compared = least_measured(measurer, sel, measure, target, "sensitivity", counts,
+                                                   {"total": 0.0}, print)
                 sels = {"uniform": Selection(ratio=uniform_ratio(path, target)),
                         "global": Selection(target_macs=target, global_rank=True),
-                        "sensitivity": Selection(target_macs=target, counts=counts)}
+                        "curves alone": Selection(target_macs=target, counts=counts),
+                        "sensitivity": Selection(target_macs=target, counts=kept)}
                 if comp != "reconstruct" or args.iterative_reconstruct:  # a re-fit per measured step is slow
                     sels["iterative"], _, _ = sensitivity_allocation(str(path), Selection(target_macs=target), "l1",
                                                                      inputs, merge, cal, method="iterative")
@@ -97,7 +102,8 @@ def main() -> None:
                     r = run_pipeline(prepare(str(path)), None, None, "l1", sel, merge=merge,
                                      calibration=cal if comp == "reconstruct" else None)
                     cut = 1 - r.after.macs / r.analysis.cost.macs
-                    rows[alloc].append(f"{accuracy(r.model, x, y):.1%} ({cut:.0%})")
+                    note = f", {compared['kept']}" if alloc == "sensitivity" else ""
+                    rows[alloc].append(f"{accuracy(r.model, x, y):.1%} ({cut:.0%}{note})")
                     print(name, label, comp, alloc, rows[alloc][-1], flush=True)
             lines += [f"| {label} | {alloc} | " + " | ".join(cells) + " |" for alloc, cells in rows.items()]
     text = ("# Allocation: uniform, global score and measured sensitivity\n\n"
