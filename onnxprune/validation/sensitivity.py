@@ -117,6 +117,19 @@ def _work(task: tuple[str, tuple]) -> object:
     return getattr(_WORKER, task[0])(*task[1])
 
 
+def _from_ray(results: Iterator) -> Iterator:
+    """Ray's results; a worker's failure (a data path other nodes cannot read...) as one line."""
+    try:
+        yield from results
+    except OnnxPruneError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - Ray wraps the worker's error in its own types
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        raise OnnxPruneError(f"a Ray worker failed: {lines[-1] if lines else type(exc).__name__} (the model is "
+                             "shipped; --data/--calib files must be readable at the same path on every node)") \
+            from None
+
+
 class Workers:
     """Where measurements run: this process, a local process pool (`jobs` > 1) or Ray actors (`ray`),
     each worker's Measurer built once from the job; `map` gives results in task order."""
@@ -131,7 +144,7 @@ class Workers:
     def map(self, method: str, tasks: list[tuple]) -> Iterator:
         """`Measurer.method(*task)` for every task, in order."""
         if self.ray:
-            return iter(self._ray_pool().map(lambda actor, t: getattr(actor, method).remote(*t), tasks))
+            return _from_ray(self._ray_pool().map(lambda actor, t: getattr(actor, method).remote(*t), tasks))
         if self.jobs > 1:
             if self.pool is None:
                 from concurrent.futures import ProcessPoolExecutor
@@ -152,7 +165,10 @@ class Workers:
             if not ray.is_initialized():
                 ray.init(address=None if self.ray == "local" else self.ray, ignore_reinit_error=True,
                          log_to_driver=False, include_dashboard=False)
-            shipped = ray.put(self.local.job)
+            job = self.local.job
+            if isinstance(job.model, (str, Path)) and not self.local.prep.external_data:
+                job = replace(job, model=Path(job.model).read_bytes())  # other nodes need not see the file
+            shipped = ray.put(job)
             actor = ray.remote(num_cpus=1)(Measurer)
             self.pool = ray.util.ActorPool([actor.remote(shipped)
                                             for _ in range(max(1, int(ray.available_resources().get("CPU", 1))))])
