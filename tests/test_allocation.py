@@ -145,3 +145,27 @@ def test_cli_iterative_allocation(tmp_path) -> None:
     assert a["allocation"] == "iterative" and a["steps"] and abs(a["predicted_loss"] - a["measured_loss"]) < 1e-6
     assert 0.48 <= rep["total"]["macs_removed"] <= 0.56
     assert reports[1]["allocation"]["steps"] == a["steps"] and reports[1]["allocation"]["groups"] == a["groups"]
+
+
+def test_curves_that_lie_lose_to_the_measured_comparison(monkeypatch) -> None:
+    """Curves claiming one group is free (and the rest costly) put the whole cut on it; measured on the same
+    inputs, one ratio for all or the global threshold does better, and that is what is kept and reported."""
+    import onnxprune.selection.allocate as alloc
+    from onnxprune.api import sensitivity_allocation
+    from onnxprune.rewrite.merging import MergeOptions
+    from onnxprune.validation.validate import Inputs
+
+    honest = alloc.curves_from_sensitivity
+
+    def lying(report):
+        curves = honest(report)
+        first = next(iter(curves))
+        return {g: Curve(c.counts, c.losses * (0.0 if g == first else 100.0)) for g, c in curves.items()}
+
+    monkeypatch.setattr(alloc, "curves_from_sensitivity", lying)
+    sel, record, loss = sensitivity_allocation(str(FASHION / "vgg_bnkeep.onnx"), Selection(target_macs=0.3), "l1",
+                                               Inputs(data=str(FASHION / "calib256.npz"), batch=64),
+                                               MergeOptions(compensate="none"), ratios=(0.5, 0.9))
+    compared = record["compared"]
+    assert compared["kept"] in ("uniform", "global")
+    assert compared["losses"][compared["kept"]] < compared["losses"]["sensitivity"]
