@@ -87,16 +87,23 @@ def allocate(analysis: Analysis, curves: dict[str, Curve], sel: Selection, measu
     legal = {g.id: legal_counts(g.channels, sel) for g in groups}
     counts = {g.id: 0 for g in groups}
     while measure.together(counts) < target:
-        best = None
+        best, closing = None, None
         for gid, n in counts.items():
             larger = [m for m in legal[gid] if m > n]
             for nxt in larger if measure.lookahead else larger[:1]:
                 gain = measure.alone(gid, nxt) - measure.alone(gid, n)
                 if gain <= 0:
                     continue
-                key = ((curves[gid].at(nxt) - curves[gid].at(n)) / gain, -gain, gid)
+                cost = curves[gid].at(nxt) - curves[gid].at(n)
+                key = (cost / gain, -gain, gid)
                 if best is None or key < best[0]:
                     best = (key, gid, nxt)
+                if measure.lookahead and measure.together(dict(counts, **{gid: nxt})) >= target and \
+                        (closing is None or (cost, gid) < closing[0]):
+                    closing = ((cost, gid), gid, nxt)  # the cheapest step that alone reaches the target
+        if closing is not None and best is not None and \
+                measure.together(dict(counts, **{best[1]: best[2]})) >= target:
+            best = closing  # the best step per unit overshoots: the cheapest that reaches is as good and costs less
         if best is None:
             got = measure.together(counts)
             if got < target - TARGET_TOLERANCE:

@@ -92,6 +92,8 @@ def meet_speedup(target: float, allocate_at: Callable[[float], dict[str, int]], 
                 break
             lo, ask = max(lo, model.share(counts)), nxt
             continue
+        if key in seen and seen[key][0] >= target and ask < need:  # asking less gives what already reached
+            break
         got, result = seen[key] if key in seen else speedup_of(counts)
         seen[key] = (got, result)
         history.append({"asked_share": round(ask, 4), "predicted_speedup": round(model.speedup(counts), 4),
