@@ -520,7 +520,8 @@ def _add_inputs(p: argparse.ArgumentParser, shape: bool = True, labels: str = "f
     p.add_argument("--data", metavar="FILE.npz", help="inputs: arrays named after the model inputs, first axis = samples")
     p.add_argument("--labels", metavar="FILE", help=f"with --data: integer labels (.npy, or .npz with one array) "
                                                     f"{labels}")
-    p.add_argument("--batch-size", type=int, default=32, metavar="N", help="batch size for --data (default 32)")
+    p.add_argument("--batch-size", type=int, default=None, metavar="N", help="batch size for --data (default: 32, "
+                   "fewer for big inputs, about 8 MiB of inputs a batch)")
     p.add_argument("--random-batches", type=int, default=4, metavar="N",
                    help="without --data: random input batches (default 4)")
 

@@ -219,3 +219,29 @@ def test_missing_scikit_learn_is_one_clear_line(calib: Path, monkeypatch: pytest
     with pytest.raises(OnnxPruneError, match=r"needs scikit-learn: pip install 'onnxprune\[lasso\]'"):
         prune(model, ratio=0.5, criterion="lasso", calibration=str(calib))
     prune(model, ratio=0.5, criterion="l1", compensate="reconstruct", calibration=str(calib))  # lstsq needs only scipy
+
+
+def test_gathered_rows_are_handed_on_in_order_within_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows of consecutive batches go on in few pieces of at most about GATHER_BYTES, covering every sample once."""
+    from onnxprune.rewrite import reconstruction
+
+    monkeypatch.setattr(reconstruction, "GATHER_BYTES", 4 * 10 * 10)  # 10 rows of 10 float32 features
+    got = []
+    g = reconstruction._Gather(10, lambda start, stop, rows: got.append((start, stop, rows.copy())))
+    rows = np.arange(13 * 2 * 10, dtype=np.float32).reshape(13 * 2, 10)  # 13 samples, 2 rows each
+    for start in range(0, 13, 3):
+        stop = min(start + 3, 13)
+        g.add(start, stop, rows[2 * start:2 * stop])
+    g.flush()
+    g.flush()  # nothing held: nothing handed on
+    assert [(a, b) for a, b, _ in got] == [(0, 6), (6, 12), (12, 13)]
+    assert np.array_equal(np.concatenate([r for _, _, r in got]), rows)
+
+
+def test_reconstruction_runs_blas_on_one_thread() -> None:
+    """Small products and decompositions: one BLAS thread, not threads spinning against onnxruntime's."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from onnxprune.rewrite.reconstruction import _one_blas_thread
+
+    with _one_blas_thread():
+        assert {i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"} == {1}

@@ -22,7 +22,7 @@ from onnxprune.validation.bench import bench
 from onnxprune.validation.feeds import random_inputs
 from onnxprune.validation.providers import open_session
 from onnxprune.validation.sensitivity import sensitivity
-from onnxprune.validation.validate import Inputs, gate_failures, validate
+from onnxprune.validation.validate import AUTO_BATCH_BYTES, Inputs, gate_failures, open_inputs, validate
 
 CLASSES, FEATURES = 5, 6
 
@@ -259,3 +259,32 @@ def test_missing_onnxruntime_is_one_clear_line(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails as if not installed
     with pytest.raises(OnnxPruneError, match=r"pip install 'onnxprune\[cpu\]'"):
         providers.runtime()
+
+
+def _relu(shape: list) -> onnx.ModelProto:
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "relu",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_validation_batches_big_inputs_by_size_and_frees_buffers(tmp: Path) -> None:
+    """No batch given: 32 samples a batch, fewer where that passes AUTO_BATCH_BYTES of inputs (a 3x320x320
+    page is 1.2 MB: 6 a batch); the figures are those of one batch; the sessions keep no CPU arena."""
+    model = save(_relu(["N", 3, 320, 320]), tmp / "big.onnx")
+    x = np.random.default_rng(0).standard_normal((10, 3, 320, 320)).astype(np.float32)
+    np.savez(tmp / "big.npz", x=x)
+    session = open_session(model, "cpu").session
+    sizes = [len(b["x"]) for b in open_inputs(Inputs(data=str(tmp / "big.npz")), session).batches]
+    assert AUTO_BATCH_BYTES // x[0].nbytes == 6 and sizes == [6, 4]
+    assert [len(b["x"]) for b in open_inputs(Inputs(data=str(tmp / "big.npz"), batch=32), session).batches] == [10]
+    small = save(linear(), tmp / "small.onnx")
+    np.savez(tmp / "small.npz", x=np.zeros((40, FEATURES), np.float32))
+    assert [len(b["x"]) for b in open_inputs(Inputs(data=str(tmp / "small.npz")), open_session(small, "cpu").session)
+            .batches] == [32, 8]
+    by_size = validate(model, model, Inputs(data=str(tmp / "big.npz")), "cpu")
+    whole = validate(model, model, Inputs(data=str(tmp / "big.npz"), batch=10), "cpu")
+    figures = [{k: v for k, v in r["outputs"]["y"].items() if k != "task_why"} for r in (by_size, whole)]
+    assert figures[0] == figures[1]  # task_why names the first batch's shape
+    assert not open_session(model, "cpu", arena=False).session.get_session_options().enable_cpu_mem_arena
+    assert open_session(model, "cpu").session.get_session_options().enable_cpu_mem_arena

@@ -51,14 +51,18 @@ def _font_paths() -> list[str]:
                                      "DejaVuSansMono.ttf")]
 
 
-def text_images(kind: str, n: int, seed: int) -> np.ndarray:
-    """Synthetic printed text, normalised as PP-OCR's pre-processing does: rec/cls lines, det pages."""
+def text_images(kind: str, n: int, seed: int, size: tuple[int, int] | None = None,
+                marks: bool = False) -> np.ndarray:
+    """Synthetic printed text, normalised as PP-OCR's pre-processing does: rec/cls lines, det pages.
+
+    `size` (width, height) overrides the kind's; `marks` adds 2-4 dark strokes or boxes per image.
+    """
     from PIL import Image, ImageDraw, ImageFont
 
     rng = np.random.default_rng(seed)
     fonts = _font_paths()
     chars = string.ascii_letters + string.digits + " .,:-"
-    size = {"rec": (320, 48), "cls": (192, 48), "det": (256, 256)}[kind]
+    size = size or {"rec": (320, 48), "cls": (192, 48), "det": (256, 256)}[kind]
     out = []
     for i in range(n):
         bg = int(rng.integers(190, 256))
@@ -71,6 +75,14 @@ def text_images(kind: str, n: int, seed: int) -> np.ndarray:
             ink = tuple(int(v) for v in rng.integers(0, 90, 3))
             y = 6 if kind != "det" else 10 + k * 40
             draw.text((int(rng.integers(2, 20)), y), text, fill=ink, font=font)
+        for _ in range(int(rng.integers(2, 5)) if marks else 0):
+            box = [int(v) for v in rng.integers(0, [size[0], size[1], size[0], size[1]])]
+            box = [min(box[0], box[2]), min(box[1], box[3]), max(box[0], box[2]), max(box[1], box[3])]
+            ink = tuple(int(v) for v in rng.integers(0, 70, 3))
+            if rng.random() < 0.5:
+                draw.line(box, fill=ink, width=int(rng.integers(1, 5)))
+            else:
+                draw.rectangle(box, outline=ink, width=int(rng.integers(1, 4)))
         if kind == "cls" and i % 2:
             img = img.rotate(180)
         x = np.asarray(img, np.float32).transpose(2, 0, 1) / 255.0

@@ -9,6 +9,7 @@ re-fit on what is left by least squares, with the intercept going into its bias.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -36,6 +37,7 @@ MAX_FEATURES = 8192  # [features+1]^2 float64 statistics per consumer: 512 MiB a
 RCOND = 1e-10  # eigenvalues of the statistics below this share of the largest count as zero
 HOLD_OUT = 5  # every 5th calibration sample is held out: it picks the ridge and measures the errors
 RIDGE = (0.0, 1e-6, 1e-4, 1e-2, 1e-1, 1.0)  # ridge strengths tried, as shares of the mean eigenvalue
+GATHER_BYTES = 1 << 20  # a consumer's rows gathered over batches (float32) before one product with them
 
 
 @dataclass
@@ -127,6 +129,33 @@ class GroupFit:
         return out
 
 
+class _Gather:
+    """A consumer's rows, gathered over consecutive batches and handed to `emit(start, stop, rows)` (samples
+    [start, stop)) once about GATHER_BYTES are held: a few large products instead of one per batch, each of
+    which rewrites its whole [features+1]^2 (or outputs) result."""
+
+    def __init__(self, features: int, emit: Callable[[int, int, np.ndarray], None]):
+        self.limit, self.emit = max(1, GATHER_BYTES // (4 * max(features, 1))), emit
+        self.start, self.stop, self.blocks, self.rows = 0, 0, [], 0
+
+    def add(self, start: int, stop: int, rows: np.ndarray) -> None:
+        """Rows of samples [start, stop), following those already held."""
+        if not self.blocks:
+            self.start = start
+        self.stop = stop
+        self.blocks.append(rows)
+        self.rows += len(rows)
+        if self.rows >= self.limit:
+            self.flush()
+
+    def flush(self) -> None:
+        """Hand on what is held."""
+        if self.blocks:
+            rows = self.blocks[0] if len(self.blocks) == 1 else np.concatenate(self.blocks)
+            self.blocks, self.rows = [], 0
+            self.emit(self.start, self.stop, rows)
+
+
 @dataclass
 class _Consumer:
     node: gs.Node
@@ -143,6 +172,25 @@ def reconstruct(prep: Prepared, analysis: Analysis, removed: dict[str, list[int]
     """Take the groups in graph order: choose channels by LASSO (if `choose`; as many as `removed` says,
     else exactly those), re-fit the consumers (if options.compensate is "reconstruct"); returns the
     removed channels and the compensation (weights already changed in prep.graph)."""
+    with _one_blas_thread():
+        return _reconstruct(prep, analysis, removed, cal, options, choose, selected_by, provider, progress)
+
+
+def _one_blas_thread() -> contextlib.AbstractContextManager:
+    """BLAS on one thread (where threadpoolctl, which scikit-learn brings, is there): the products and
+    decompositions here are small, and BLAS threads that wait by spinning slowed them 10-40x when the
+    cores were shared (with onnxruntime's threads, or other work)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(1, user_api="blas")
+
+
+def _reconstruct(prep: Prepared, analysis: Analysis, removed: dict[str, list[int]], cal: Calibration,
+                 options: MergeOptions, choose: bool, selected_by: str, provider: str,
+                 progress: Callable[[str], None] | None) -> tuple[dict[str, list[int]], Compensation]:
+    """The body of reconstruct, run with BLAS on one thread."""
     refit = options.compensate == "reconstruct"
     comp = Compensation(options)
     by_name = {prep.names[id(n)]: n for n in prep.graph.nodes}
@@ -221,7 +269,8 @@ def _targets(prep: Prepared, original: gs.Graph, consumers: list[_Consumer], cal
     session = open_session(capture_model(prep, tensors, source=original), provider).session
     data = Samples(cal, *session_inputs(session))
     samples = data.count
-    weights = {id(c): c.view.matrix(first[id(c)]) for c in consumers}
+    gathered = {id(c): _Gather(c.view.features, _target_rows(c, c.view.matrix(first[id(c)]), samples))
+                for c in consumers}
     start, batch = 0, data.batch_size(1)
     while start < samples:
         stop = min(start + batch, samples)
@@ -232,18 +281,27 @@ def _targets(prep: Prepared, original: gs.Graph, consumers: list[_Consumer], cal
             x = values[c.view.data]
             if c.where is None:
                 c.where = c.view.sample(x.shape, samples, cal.points, np.random.default_rng([cal.seed, seeds[id(c)]]))
-            rows = c.view.rows(x, c.where[start:stop])
-            y = (rows @ weights[id(c)].T).astype(np.float32)
-            per = len(y) // (stop - start)
-            if c.targets is None:
-                c.targets = np.empty((samples * per, y.shape[1]), np.float32)
-            c.targets[start * per:stop * per] = y
+            gathered[id(c)].add(start, stop, c.view.rows(x, c.where[start:stop]))
         del values
         if start == 0:
             batch = data.batch_size(max(1, min(cal.batch, BATCH_BYTES // max(size // (stop - start), 1))))
         start = stop
+    for g in gathered.values():
+        g.flush()
     memory["target_bytes_max"] = sum(c.targets.nbytes for c in consumers)
     return samples
+
+
+def _target_rows(c: _Consumer, weight: np.ndarray, samples: int) -> Callable[[int, int, np.ndarray], None]:
+    """What stores the targets of gathered rows: the rows times the original weight, as float32."""
+
+    def emit(start: int, stop: int, rows: np.ndarray) -> None:
+        y = (rows @ weight.T).astype(np.float32)
+        per = len(y) // (stop - start)
+        if c.targets is None:
+            c.targets = np.empty((samples * per, y.shape[1]), np.float32)
+        c.targets[start * per:stop * per] = y
+    return emit
 
 
 def _moments(acts: Activations, consumers: list[_Consumer], samples: int, new_bias: dict[int, np.ndarray],
@@ -253,21 +311,32 @@ def _moments(acts: Activations, consumers: list[_Consumer], samples: int, new_bi
                            Moments.zeros(c.view.features, c.targets.shape[1])) for c in consumers}
     memory["statistics_bytes_max"] = max(memory["statistics_bytes_max"],
                                          sum(m.nbytes for pair in out.values() for m in pair))
+    gathered = [(c, _Gather(c.view.features, _statistic_rows(c, out[c.member.node], samples))) for c in consumers]
     batches, _ = acts.read(sorted({c.view.data for c in consumers}), new_bias)
     for start, values in batches:
         memory["batch_bytes_max"] = max(memory["batch_bytes_max"], sum(v.nbytes for v in values.values()))
-        for c in consumers:
+        for c, g in gathered:
             x = values[c.view.data]
-            rows = c.view.rows(x, c.where[start:start + len(x)])
-            per = len(rows) // len(x)
-            y = c.targets[start * per:(start + len(x)) * per]
-            sample = np.repeat(np.arange(start, start + len(x)), per)
-            held = (sample % HOLD_OUT == HOLD_OUT - 1) & (samples >= HOLD_OUT)
-            fit, check = out[c.member.node]
-            fit.add(rows[~held], y[~held])
-            if held.any():
-                check.add(rows[held], y[held])
+            g.add(start, start + len(x), c.view.rows(x, c.where[start:start + len(x)]))
+    for _, g in gathered:
+        g.flush()
     return out
+
+
+def _statistic_rows(c: _Consumer, moments: tuple[Moments, Moments], samples: int
+                    ) -> Callable[[int, int, np.ndarray], None]:
+    """What adds gathered rows against their targets to the statistics: every HOLD_OUT-th sample's to the held-out."""
+
+    def emit(start: int, stop: int, rows: np.ndarray) -> None:
+        per = len(rows) // (stop - start)
+        y = c.targets[start * per:stop * per]
+        sample = np.repeat(np.arange(start, stop), per)
+        held = (sample % HOLD_OUT == HOLD_OUT - 1) & (samples >= HOLD_OUT)
+        fit, check = moments
+        fit.add(rows[~held], y[~held])
+        if held.any():
+            check.add(rows[held], y[held])
+    return emit
 
 
 def _group_features(analysis: Analysis, g: Group, c: _Consumer) -> tuple[np.ndarray, np.ndarray]:

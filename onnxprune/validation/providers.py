@@ -64,17 +64,21 @@ def wanted_provider(choice: str, available: list[str]) -> str:
     return choice
 
 
-def open_session(model: str | bytes, choice: str = "auto", threads: int | None = None) -> Session:
+def open_session(model: str | bytes, choice: str = "auto", threads: int | None = None,
+                 arena: bool = True) -> Session:
     """A session on the chosen provider; a listed GPU provider that fails to load is detected, not trusted.
 
     onnxruntime drops a provider whose libraries are missing with only a log line, so the provider
     reported is the first of the session's own list. auto then says so; an explicit choice is refused.
+    `arena=False`: no CPU memory arena, so a run's buffers go back when it ends (what a pass over big
+    batches wants; timing wants the arena, which keeps them for the next run).
     """
     ort = runtime()
     wanted = wanted_provider(choice, ort.get_available_providers())
     opts = ort.SessionOptions()
     opts.log_severity_level = 0 if VERBOSE else 3
     opts.intra_op_num_threads = threads or cpu_threads()
+    opts.enable_cpu_mem_arena = arena
     try:
         with warnings.catch_warnings():  # onnxruntime warns when it drops a provider: the note below says it
             if not VERBOSE:

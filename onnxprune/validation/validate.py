@@ -13,6 +13,7 @@ from .feeds import Feeds, check_data, data_batches, input_dims, load_arrays, loa
 from .providers import Session, open_session
 
 ModelBytes = str | bytes  # a path or serialized model, as onnxruntime takes it
+AUTO_BATCH, AUTO_BATCH_BYTES = 32, 8 << 20  # by size: at most 32 samples, at most ~8 MiB of inputs a batch
 
 
 class GateFailed(OnnxPruneError):
@@ -26,14 +27,14 @@ class Inputs:
     shapes: dict[str, tuple[int, ...]] | None = None  # fixes dynamic dims of random inputs
     data: str | None = None  # .npz of arrays named after the inputs, first axis = samples
     labels: str | None = None  # .npy / .npz of integer labels, one per sample
-    batch: int = 32  # batch size for data (a static batch dim wins)
+    batch: int | None = None  # batch size for data (a static batch dim wins); None: by size (auto_batch)
     random_batches: int = 4
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.labels and not self.data:
             raise OnnxPruneError("--labels needs --data: labels belong to given inputs, not random ones")
-        if self.batch < 1 or self.random_batches < 1:
+        if (self.batch is not None and self.batch < 1) or self.random_batches < 1:
             raise OnnxPruneError("batch size and batch count must be at least 1")
 
 
@@ -54,7 +55,8 @@ def open_inputs(inputs: Inputs, session) -> Source:
         if "" in arrays and len(specs) == 1:  # a single .npy for a single-input model
             arrays = {specs[0][0]: arrays.pop("")}
         n = check_data(arrays, specs, dtypes)
-        batches = data_batches(arrays, specs, dtypes, inputs.batch)
+        batch = inputs.batch or auto_batch(arrays, specs, dtypes)
+        batches = data_batches(arrays, specs, dtypes, batch)
         labels = load_labels(inputs.labels, n) if inputs.labels else None
         sample = {name: [1, *arrays[name].shape[1:]] for name, _ in specs}  # MACs are counted per sample here
         return Source(batches, labels, {"source": str(inputs.data), "samples": n, "sample_shapes": sample})
@@ -63,6 +65,16 @@ def open_inputs(inputs: Inputs, session) -> Source:
     n = inputs.random_batches * min((d[0] for d in dims.values() if d), default=1)
     return Source(batches, None, {"source": "random", "batches": inputs.random_batches, "samples": n,
                                   "shapes": {k: list(v) for k, v in dims.items()}})
+
+
+def auto_batch(arrays: dict[str, np.ndarray], specs, dtypes: dict[str, np.dtype]) -> int:
+    """The batch size for data when none is given: AUTO_BATCH, fewer where a batch's inputs pass AUTO_BATCH_BYTES.
+
+    onnxruntime's buffers for a run grow with the batch (at 3x320x320, batches of 32 took ~1 GB): big
+    inputs go in smaller batches, which give the same figures.
+    """
+    per_sample = sum(int(np.prod(arrays[n].shape[1:], dtype=np.int64)) * np.dtype(dtypes[n]).itemsize for n, _ in specs)
+    return max(1, min(AUTO_BATCH, AUTO_BATCH_BYTES // max(per_sample, 1)))
 
 
 def compare_runs(original: Session, pruned: Session | None, source: Source,
@@ -119,8 +131,8 @@ def validate(original: ModelBytes, pruned: ModelBytes, inputs: Inputs | None = N
     `tasks` says how each output is read (--task, --iou-threshold, --blocks; default: auto per output).
     """
     inputs = inputs or Inputs()
-    ref = open_session(original, provider, threads)
-    got = open_session(pruned, provider, threads)
+    ref = open_session(original, provider, threads, arena=False)
+    got = open_session(pruned, provider, threads, arena=False)
     source = open_inputs(inputs, ref.session)
     agreement, accuracy = compare_runs(ref, got, source, tasks=tasks)
     report = {"provider": ref.provider, "threads": ref.threads, "inputs": source.description,
