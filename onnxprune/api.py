@@ -127,9 +127,13 @@ def sensitivity_allocation(model: str | bytes, selection: Selection, criterion: 
                    "predicted_loss": round(predicted["total"], 6),
                    "groups": {g.id: {"channels": g.channels, "removed": counts.get(g.id, 0),
                                      "ratio": round(counts.get(g.id, 0) / g.channels, 4),
-                                     "predicted_loss": round(predicted["per_group"](g.id, counts.get(g.id, 0)), 6)}
+                                     "predicted_loss": _rounded(predicted["per_group"](g.id, counts.get(g.id, 0)))}
                               for g in measurer.groups()}})
     return replace(selection, counts=counts), record, measurer.loss
+
+
+def _rounded(x: float | None) -> float | None:
+    return None if x is None else round(x, 6)
 
 
 def least_measured(measurer, selection: Selection, measure, target: float, name: str, counts: dict[str, int],
@@ -149,7 +153,7 @@ def least_measured(measurer, selection: Selection, measure, target: float, name:
     progress("measured loss at the same target: " + ", ".join(f"{k} {v:.4f}" for k, v in losses.items())
              + f"; keeping {kept}")
     if kept != name:
-        predicted = {"total": losses[kept], "per_group": lambda g, n: float("nan")}
+        predicted = {"total": losses[kept], "per_group": lambda g, n: None}  # no curve predicts a baseline
     return candidates[kept], predicted, {"losses": {k: round(v, 6) for k, v in losses.items()}, "kept": kept}
 
 
@@ -185,7 +189,7 @@ def _iterative_chooser(measurer, selection: Selection, workers, progress):
                                                losses_of, progress=progress, start=last.get("counts"))
         last["counts"] = counts
         total = losses_of([counts])[0]
-        return counts, {"total": total, "per_group": lambda g, n: total, "record": {"steps": history}}
+        return counts, {"total": total, "per_group": lambda g, n: None, "record": {"steps": history}}
     return choose
 
 

@@ -394,9 +394,12 @@ def _allocation_line(a: dict) -> str:
     inputs = a["inputs"]
     where = f"{inputs.get('samples')} samples of {inputs['source']}" if isinstance(inputs, dict) and "source" in inputs \
         else str(inputs)
-    lines = [f"allocation by {a['allocation']} on {where}: predicted loss {a['predicted_loss']:.4f}, measured "
-             f"{a['measured_loss']:.4f} ({a['loss']})"]
-    lines += [f"  {gid:<{width}} ratio {g['ratio']:.2f} (predicted loss {g['predicted_loss']:.4f})"
+    kept = a.get("compared", {}).get("kept", a["allocation"])
+    instead = f" (the {kept} allocation kept: it measured lower)" if kept != a["allocation"] else ""
+    lines = [f"allocation by {a['allocation']}{instead} on {where}: predicted loss {a['predicted_loss']:.4f}, "
+             f"measured {a['measured_loss']:.4f} ({a['loss']})"]
+    lines += [f"  {gid:<{width}} ratio {g['ratio']:.2f}" + (f" (predicted loss {g['predicted_loss']:.4f})"
+                                                           if g["predicted_loss"] is not None else "")
               for gid, g in a["groups"].items()]
     return "\n".join(lines)
 

@@ -169,3 +169,6 @@ def test_curves_that_lie_lose_to_the_measured_comparison(monkeypatch) -> None:
     compared = record["compared"]
     assert compared["kept"] in ("uniform", "global")
     assert compared["losses"][compared["kept"]] < compared["losses"]["sensitivity"]
+    # no curve predicts the kept baseline's groups: null, not NaN (the report stays strict JSON)
+    assert all(g["predicted_loss"] is None for g in record["groups"].values())
+    json.dumps(record, allow_nan=False)

@@ -32,7 +32,7 @@ from onnxprune.validation.sensitivity import measure_sensitivity
 from onnxprune.validation.validate import Inputs
 
 FASHION = Path("models/fashion")
-TARGETS = {"1.5x": 1 / 3, "2x": 0.5, "3x": 2 / 3}
+TARGETS = {"1.1x": 1 / 11, "1.25x": 0.2, "1.5x": 1 / 3, "2x": 0.5, "3x": 2 / 3}
 COMPENSATIONS = ("none", "merge", "reconstruct")
 
 
@@ -59,8 +59,7 @@ def uniform_ratio(path: Path, target: float) -> float:
     return hi
 
 
-def model_table(name: str, path: Path, calib: str, x: np.ndarray, y: np.ndarray, what: str,
-                iterative_reconstruct: bool) -> list[str]:
+def model_table(name: str, path: Path, calib: str, x: np.ndarray, y: np.ndarray, what: str, args) -> list[str]:
     """The rows of one model: every target x allocation x compensation, accuracy on (x, y)."""
     cal, inputs = Calibration(calib), Inputs(data=calib, batch=64)
     base = accuracy(onnx.load(path), x, y)
@@ -71,7 +70,8 @@ def model_table(name: str, path: Path, calib: str, x: np.ndarray, y: np.ndarray,
         report, measurer = measure_sensitivity(str(path), (0.1, 0.3, 0.5, 0.7, 0.9), "l1", inputs,
                                                merge=MergeOptions(compensate=comp), calibration=cal)
         curves[comp] = (curves_from_sensitivity(report), measurer)
-    for label, target in TARGETS.items():
+    for label in args.targets.split(","):
+        target = TARGETS[label]
         rows = {"uniform": [], "global": [], "curves alone": [], "sensitivity": [], "iterative": []}
         for comp in COMPENSATIONS:
             merge = MergeOptions(compensate=comp)
@@ -85,7 +85,9 @@ def model_table(name: str, path: Path, calib: str, x: np.ndarray, y: np.ndarray,
                     "global": Selection(target_macs=target, global_rank=True),
                     "curves alone": Selection(target_macs=target, counts=counts),
                     "sensitivity": Selection(target_macs=target, counts=kept)}
-            if comp != "reconstruct" or iterative_reconstruct:  # a re-fit per measured step is slow
+            if args.no_iterative:
+                rows["iterative"].append("not run")
+            elif comp != "reconstruct" or args.iterative_reconstruct:  # a re-fit per measured step is slow
                 sels["iterative"], _, _ = sensitivity_allocation(str(path), Selection(target_macs=target), "l1",
                                                                  inputs, merge, cal, method="iterative")
             else:
@@ -119,6 +121,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="docs/allocation.md")
     ap.add_argument("--models", default="vgg_bnkeep,lenet300", help="Fashion models, and ppocr_cls")
+    ap.add_argument("--targets", default="1.5x,2x,3x", help="MAC reductions, of 1.1x,1.25x,1.5x,2x,3x")
+    ap.add_argument("--no-iterative", action="store_true", help="leave --allocate iterative out (slow on deep nets)")
     ap.add_argument("--iterative-reconstruct", action="store_true",
                     help="also run --allocate iterative with reconstruction (a re-fit per measured step: slow)")
     args = ap.parse_args()
@@ -129,12 +133,13 @@ def main() -> None:
             if name == "ppocr_cls":
                 path, calib, xc, yc = ppocr_cls(Path(tmp))
                 lines += model_table(name, path, calib, xc, yc, "500 synthetic text lines (half turned 180 "
-                                     "degrees), calibrated on 256 others", args.iterative_reconstruct)
+                                     "degrees), calibrated on 256 others", args)
             else:
                 lines += model_table(name, FASHION / f"{name}.onnx", str(FASHION / "calib256.npz"), x, y,
-                                     "the 500 test images", args.iterative_reconstruct)
+                                     "the 500 test images", args)
     text = ("# Allocation: uniform, global score and measured sensitivity\n\n"
-            f"Made by `python tools/allocation_table.py --models {args.models}"
+            f"Made by `python tools/allocation_table.py --models {args.models} --targets {args.targets}"
+            f"{' --no-iterative' if args.no_iterative else ''}"
             f"{' --iterative-reconstruct' if args.iterative_reconstruct else ''}` "
             f"({time.time() - start:.0f} s on 2 cores). Criterion l1 throughout; each cell is the accuracy on "
             "the evaluation set, with the MAC reduction reached in brackets (and, for sensitivity, which "
