@@ -288,3 +288,33 @@ def test_validation_batches_big_inputs_by_size_and_frees_buffers(tmp: Path) -> N
     assert figures[0] == figures[1]  # task_why names the first batch's shape
     assert not open_session(model, "cpu", arena=False).session.get_session_options().enable_cpu_mem_arena
     assert open_session(model, "cpu").session.get_session_options().enable_cpu_mem_arena
+
+
+def test_timed_sessions_do_not_spin(monkeypatch) -> None:
+    """Two sessions timed in turn: neither may keep its threads spinning after its run (on 2 cores the
+    spinning threads took the cores from the other model's run, A/A 0.76-1.29x); other sessions keep the
+    default."""
+    import importlib
+
+    from conftest import ROOT
+    from onnxprune.validation import latency
+
+    bench_module = importlib.import_module("onnxprune.validation.bench")  # the package exports bench() itself
+    from onnxprune.validation.providers import open_session
+
+    path = str(ROOT / "models" / "fashion" / "lenet300.onnx")
+    key = "session.intra_op.allow_spinning"
+    assert open_session(path, "cpu", spin=False).session.get_session_options().get_session_config_entry(key) == "0"
+    with pytest.raises(RuntimeError):  # not set: onnxruntime's default (spinning)
+        open_session(path, "cpu").session.get_session_options().get_session_config_entry(key)
+    opened = []
+
+    def spy(*args, **kwargs):
+        opened.append(kwargs.get("spin", True))
+        return open_session(*args, **kwargs)
+
+    monkeypatch.setattr(bench_module, "open_session", spy)
+    monkeypatch.setattr(latency, "open_session", spy)
+    bench_module.bench([path, path], runs=2, warmup=1)
+    latency.Stopwatch(path, latency.SpeedTarget(speedup=2.0, runs=2, warmup=1)).speedup(path)
+    assert opened == [False] * 4

@@ -50,7 +50,7 @@ def bench(models: list[ModelBytes], batches: tuple[int, ...] = (), warmup: int =
     """
     if runs < 1 or warmup < 0:
         raise OnnxPruneError(f"--runs must be at least 1 and --warmup at least 0 (got {runs} and {warmup})")
-    sessions = [open_session(m, provider, threads) for m in models]
+    sessions = [open_session(m, provider, threads, spin=False) for m in models]  # runs alternate: no spinning
     specs, dtypes = session_inputs(sessions[0].session)
     batches = batches or (own_batch(specs),)
     out = {"provider": sessions[0].provider, "threads": sessions[0].threads, "warmup": warmup, "runs": runs,

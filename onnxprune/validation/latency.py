@@ -43,7 +43,7 @@ class Stopwatch:
     def __init__(self, original: ModelBytes, speed: SpeedTarget, shapes: dict | None = None):
         self.speed = speed
         self.original = original
-        ref = open_session(original, speed.provider, speed.threads)
+        ref = open_session(original, speed.provider, speed.threads, spin=False)  # runs alternate: no spinning
         self.provider = ref.provider
         specs, dtypes = session_inputs(ref.session)
         self.batch = speed.batch or own_batch(specs)
@@ -53,7 +53,7 @@ class Stopwatch:
 
     def speedup(self, candidate: ModelBytes) -> float:
         """The original's latency over the candidate's (each its fastest of the interleaved runs)."""
-        s = open_session(candidate, self.speed.provider, self.speed.threads)
+        s = open_session(candidate, self.speed.provider, self.speed.threads, spin=False)
         runners = [self.reference, bound_runner(s, self.feeds)]
         t0 = time.perf_counter()
         for run in runners:

@@ -65,13 +65,15 @@ def wanted_provider(choice: str, available: list[str]) -> str:
 
 
 def open_session(model: str | bytes, choice: str = "auto", threads: int | None = None,
-                 arena: bool = True) -> Session:
+                 arena: bool = True, spin: bool = True) -> Session:
     """A session on the chosen provider; a listed GPU provider that fails to load is detected, not trusted.
 
     onnxruntime drops a provider whose libraries are missing with only a log line, so the provider
     reported is the first of the session's own list. auto then says so; an explicit choice is refused.
     `arena=False`: no CPU memory arena, so a run's buffers go back when it ends (what a pass over big
-    batches wants; timing wants the arena, which keeps them for the next run).
+    batches wants; timing wants the arena, which keeps them for the next run). `spin=False`: the
+    intra-op threads sleep between runs instead of spinning, which two sessions timed in turn need
+    (one's spinning threads took the cores from the other's run: A/A 0.76-1.29x, twice the latency).
     """
     ort = runtime()
     wanted = wanted_provider(choice, ort.get_available_providers())
@@ -79,6 +81,8 @@ def open_session(model: str | bytes, choice: str = "auto", threads: int | None =
     opts.log_severity_level = 0 if VERBOSE else 3
     opts.intra_op_num_threads = threads or cpu_threads()
     opts.enable_cpu_mem_arena = arena
+    if not spin:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         with warnings.catch_warnings():  # onnxruntime warns when it drops a provider: the note below says it
             if not VERBOSE:
