@@ -1,12 +1,13 @@
 """Speed targets asked against speed-ups measured, with an A/A control, appended to docs/latency.md.
 
     python tools/speed_table.py [--model models/fashion/vgg_bnkeep.onnx] [--targets 1.25,1.5,2] [--batch 32]
-        [--provider cpu] [--methods bisection,latency-model] [--out docs/latency.md]
+        [--provider cpu] [--methods bisection,latency-model,latency-model-iterative] [--out docs/latency.md]
 
 bisection: `speed_search`, what `prune --target-speedup` runs with the default allocation (l1, --global,
 --round-to 8, plain removal). latency-model: what `prune --allocate sensitivity --target-speedup` runs
 (each group's loss curve on the 256 calibration images and its latency saving measured alone, the
-allocation made on both, rounds of timing correcting it). The chosen model is then timed again in a
+allocation made on both, rounds of timing correcting it); latency-model-iterative: the same with
+`--allocate iterative` (each step's loss measured with all earlier steps removed). The chosen model is then timed again in a
 fresh interleaved run of 100 (the figure in the table) and scored on the 500 shipped test images; the
 original against itself (A/A) shows what noise alone gives.
 """
@@ -53,13 +54,13 @@ def by_bisection(args, target: float):
     return r, record["chosen"]["speedup"], len(record["steps"])
 
 
-def by_latency_model(args, target: float):
-    """The same through the per-group latency model and the sensitivity allocation."""
+def by_latency_model(args, target: float, method: str = "curves"):
+    """The same through the per-group latency model and the sensitivity (or iterative) allocation."""
     sel, merge = Selection(target_macs=0.5, round_to=8), MergeOptions(compensate="none")
     speed = SpeedTarget(speedup=target, provider=args.provider, batch=args.batch)
     chosen, record, _ = sensitivity_allocation(args.model, sel, "l1", Inputs(data=CALIB, batch=64), merge,
                                                provider=args.provider, ratios=(0.25, 0.5, 0.75), progress=print,
-                                               speed=speed)
+                                               method=method, speed=speed)
     r = run_pipeline(prepare(args.model), None, None, "l1", chosen, merge=merge, calibration=Calibration(CALIB))
     st = record["speed_target"]
     return r, st["chosen"]["speedup"], f"{len(st['latency_model']['points'])} + {len(st['steps'])}"
@@ -77,7 +78,8 @@ def main() -> None:
     rows, start = [], time.time()
     aa = speedup([args.model, args.model], args.batch, args.provider)
     base = accuracy(open(args.model, "rb").read())
-    methods = {"bisection": by_bisection, "latency-model": by_latency_model}
+    methods = {"bisection": by_bisection, "latency-model": by_latency_model,
+               "latency-model-iterative": lambda a, t: by_latency_model(a, t, "iterative")}
     for target in (float(t) for t in args.targets.split(",")):
         for name in args.methods.split(","):
             r, searched, steps = methods[name](args, target)

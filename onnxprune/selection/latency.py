@@ -58,7 +58,7 @@ def curve_from_points(counts: list[int], saved_ms: list[float]) -> Curve:
 
 
 def meet_speedup(target: float, allocate_at: Callable[[float], dict[str, int]], model: LatencyModel,
-                 speedup_of: Callable[[dict[str, int]], tuple[float, Any]], rounds: int = 4, slack: float = 0.1,
+                 speedup_of: Callable[[dict[str, int]], tuple[float, Any]], rounds: int = 6, slack: float = 0.1,
                  progress: Callable[[str], None] = lambda _: None) -> tuple[dict[str, int], Any, list[dict]]:
     """(counts, their pruned result, the rounds) for the least allocation measured to reach `target` x.
 
