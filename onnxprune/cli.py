@@ -161,6 +161,13 @@ def check_output(path: str | None, what: str, make_parent: bool = False) -> None
         raise OnnxPruneError(f"{what} {path}: cannot write in folder {parent} ({exc.strerror})") from None
 
 
+def _umask() -> int:
+    """The process's umask (reading it means setting it; it is set back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_text(path: str, text: str) -> None:
     """Write a text output atomically (a temporary file in the same folder, then a rename)."""
     target = Path(path)
@@ -170,6 +177,7 @@ def write_text(path: str, text: str) -> None:
         return
     fd, tmp = tempfile.mkstemp(prefix=".onnxprune-", dir=target.parent if str(target.parent) else ".")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600: a report is as readable as the model written
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
         os.replace(tmp, target)

@@ -347,3 +347,13 @@ def test_a_calib_that_is_no_archive_says_so(tmp_path) -> None:
     r = cli("prune", str(LENET), "-o", str(tmp_path / "o.onnx"), "--ratio", "0.3", "--criterion", "activation",
             "--calib", str(bad))
     assert r.returncode == 2 and "neither an .npz" in r.stderr and "pickle" not in r.stderr
+
+
+def test_report_and_plan_are_as_readable_as_the_model(model: Path, tmp: Path) -> None:
+    """The report and plan get the permissions the umask gives any new file, like the model (not
+    mkstemp's 0600, which left them unreadable to the group that reads the model)."""
+    out, report, plan = tmp / "o.onnx", tmp / "r.json", tmp / "p.json"
+    r = cli("prune", str(model), "-o", str(out), "--ratio", "0.5", "--report", str(report), "--save-plan", str(plan))
+    assert r.returncode == 0, r.stderr
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (out, report, plan)}
+    assert modes["r.json"] == modes["p.json"] == modes["o.onnx"], modes
