@@ -119,6 +119,10 @@ def sensitivity_allocation(model: str | bytes, selection: Selection, criterion: 
         else:
             counts, predicted, record["speed_target"] = _meet_speed(model, measurer, selection, merge, calibration,
                                                                     inputs.shapes, speed, choose, progress)
+            if not isinstance(model, bytes):  # the bisection reads the model from its file
+                counts, predicted, record["compared"] = _against_bisection(
+                    model, measurer, selection, calibration, inputs.shapes, speed, record["allocation"], counts,
+                    predicted, record["speed_target"], progress)
     finally:
         if method == "iterative":
             workers.close()
@@ -155,6 +159,32 @@ def least_measured(measurer, selection: Selection, measure, target: float, name:
     if kept != name:
         predicted = {"total": losses[kept], "per_group": lambda g, n: None}  # no curve predicts a baseline
     return candidates[kept], predicted, {"losses": {k: round(v, 6) for k, v in losses.items()}, "kept": kept}
+
+
+def _against_bisection(model, measurer, selection: Selection, calibration: Calibration | None, shapes: Shapes,
+                       speed, name: str, counts: dict[str, int], predicted: dict, record: dict, progress):
+    """The latency-model allocation against the global threshold the MAC bisection finds for the same
+    speed-up, both measured on the same inputs: the least loss is kept (the allocation on a tie; the
+    speed record then names the bisection's timed step). Returns (counts, predicted loss, comparison)."""
+    job = measurer.job
+    try:
+        r, search = speed_search(str(model), replace(selection, global_rank=True, target_macs=0.5, target_params=None,
+                                                     counts=None), record["target_speedup"], None, job.criterion,
+                                 job.merge, calibration, shapes, speed.provider, speed.batch, speed.threads,
+                                 speed.warmup, speed.runs, progress=progress)
+    except OnnxPruneError as exc:  # the bisection cannot reach it: nothing to compare with
+        progress(f"global threshold by bisection: {exc}")
+        return counts, predicted, {"losses": {name: round(measurer.loss_at(counts, selection), 6)}, "kept": name}
+    other = {gid: len(idx) for gid, idx in r.removed.items()}
+    losses = {name: measurer.loss_at(counts, selection), "global": measurer.loss_at(other, selection)}
+    kept = min(losses, key=lambda k: (losses[k], k != name))
+    progress("measured loss at the same speed target: " + ", ".join(f"{k} {v:.4f}" for k, v in losses.items())
+             + f"; keeping {kept}")
+    if kept != name:
+        record["chosen"] = {**search["chosen"], "by": "global threshold (bisection)"}
+        record["bisection_steps"] = search["steps"]
+        counts, predicted = other, {"total": losses[kept], "per_group": lambda g, n: None}
+    return counts, predicted, {"losses": {k: round(v, 6) for k, v in losses.items()}, "kept": kept}
 
 
 def _curve_chooser(measurer, report: dict, selection: Selection):

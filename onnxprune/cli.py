@@ -330,7 +330,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
         last = speed["chosen"]
         how = (f"latency model of {len(speed['latency_model']['points'])} timed single-group prunes predicted "
                f"{last['predicted_speedup']:.2f}x, {len(speed['steps'])} rounds timed") \
-            if "latency_model" in speed else f"{len(speed['steps'])} steps timed"
+            if "predicted_speedup" in last else f"{len(speed.get('bisection_steps', speed['steps']))} steps timed"
+        how += f", {last['by']}" if "by" in last else ""
         print(f"speed target {speed['target_speedup']:.2f}x on {speed['provider']} at batch {speed['batch']}: "
               f"{last['target_macs']:.1%} fewer MACs measured {last['speedup']:.2f}x ({how})")
     if allocation is not None:

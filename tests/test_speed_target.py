@@ -148,7 +148,12 @@ def test_api_speed_target_through_the_latency_model(monkeypatch) -> None:
     assert {p["group"] for p in speed["latency_model"]["points"]} == set(record["groups"])
     assert all((sel.counts.get(g, 0) and (info["channels"] - sel.counts[g]) % 8 == 0) or not sel.counts.get(g, 0)
                for g, info in record["groups"].items())
-    assert speed["chosen"]["target_macs"] >= 1 - 1 / 1.6 - 0.01
+    assert speed["chosen"]["target_macs"] >= 1 - 1 / 1.6 - 0.01 or speed["chosen"].get("by")
+    # measured against the global threshold the MAC bisection finds for the same speed-up (timed for real
+    # here; when it cannot reach the target only the allocation is listed): the least loss is kept
+    losses = record["compared"]["losses"]
+    assert "sensitivity" in losses and set(losses) <= {"sensitivity", "global"}
+    assert losses[record["compared"]["kept"]] == min(losses.values())
 
 
 def test_cli_allocation_to_a_speed_target(tmp_path) -> None:
