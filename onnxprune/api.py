@@ -94,7 +94,9 @@ def sensitivity_allocation(model: str | bytes, selection: Selection, criterion: 
     `speed` (a validation.latency.SpeedTarget) makes the target a measured speed-up: each group's
     latency saving is measured alone, the allocation made on that model, and the result pruned and
     timed, the model's target moved by what the timing missed (record["speed_target"]).
-    Returns (selection with the counts, the allocation's record, a function giving the measured loss
+    Either way the result is measured against simpler allocations reaching the same target (uniform and
+    global; for a speed target, the MAC bisection's global threshold) and the least loss is kept
+    (record["compared"]). Returns (selection with the counts, the allocation's record, a function giving the measured loss
     of a pruned model on the same inputs)."""
     from .selection.allocate import cost_measure
     from .validation.sensitivity import RATIOS, MeasureJob, Measurer, Workers, measure_sensitivity
