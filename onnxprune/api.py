@@ -119,8 +119,8 @@ def sensitivity_allocation(model: str | bytes, selection: Selection, criterion: 
             counts, predicted, record["compared"] = least_measured(measurer, selection, measure, target,
                                                                      record["allocation"], counts, predicted, progress)
         else:
-            counts, predicted, record["speed_target"] = _meet_speed(model, measurer, selection, merge, calibration,
-                                                                    inputs.shapes, speed, choose, progress)
+            counts, predicted, record["speed_target"] = _meet_speed(measurer, selection, inputs.shapes, speed, choose,
+                                                                    progress)
             if not isinstance(model, bytes):  # the bisection reads the model from its file
                 counts, predicted, record["compared"] = _against_bisection(
                     model, measurer, selection, calibration, inputs.shapes, speed, record["allocation"], counts,
@@ -225,8 +225,7 @@ def _iterative_chooser(measurer, selection: Selection, workers, progress):
     return choose
 
 
-def _meet_speed(model, measurer, selection: Selection, merge: MergeOptions, calibration: Calibration | None,
-                shapes: Shapes, speed, choose, progress):
+def _meet_speed(measurer, selection: Selection, shapes: Shapes, speed, choose, progress):
     """Measure the latency model, then allocate on it round by round until the timed result reaches the
     speed target. Returns (counts, predicted loss, the speed record)."""
     from .selection.latency import meet_speedup
@@ -235,16 +234,11 @@ def _meet_speed(model, measurer, selection: Selection, merge: MergeOptions, cali
     watch = Stopwatch(measurer.job.model, speed, shapes)
     target = watch.target()
     analysis, predictions = measurer.analysis, {}
-    bare = MergeOptions.from_keywords(compensate="none")
-
-    def pruned(removed: dict[str, list[int]], how: MergeOptions) -> bytes:
-        plan = make_plan(analysis, removed, criterion=measurer.job.criterion)
-        return run_pipeline(prepare(measurer.source), shapes, plan=plan, merge=how, calibration=calibration,
-                            provider=measurer.job.provider).model.SerializeToString()
-
+    bare = MergeOptions.from_keywords(compensate="none")  # latency depends on the counts only
     progress(f"measuring each group's latency at {', '.join(f'{s:g}' for s in speed.shares)} of its channels "
              f"on {watch.provider}, batch {watch.batch}")
-    latency = measure_latency_model(watch, analysis, measurer.scores, selection, lambda r: pruned(r, bare), progress)
+    latency = measure_latency_model(watch, analysis, measurer.scores, selection,
+                                    lambda r: measurer.prune(r, bare).SerializeToString(), progress)
 
     def allocate_at(share: float) -> dict[str, int]:
         counts, predicted = choose(latency.measure(), share)
@@ -253,7 +247,7 @@ def _meet_speed(model, measurer, selection: Selection, merge: MergeOptions, cali
 
     def speedup_of(counts: dict[str, int]) -> tuple[float, None]:
         removed = select(analysis, measurer.scores, replace(selection, counts=counts))
-        return watch.speedup(pruned(removed, merge)), None
+        return watch.speedup(measurer.prune(removed).SerializeToString()), None
 
     counts, _, rounds = meet_speedup(target, allocate_at, latency, speedup_of, progress=progress)
     estimate = removal_estimator(analysis)
@@ -261,7 +255,8 @@ def _meet_speed(model, measurer, selection: Selection, merge: MergeOptions, cali
         removed = select(analysis, measurer.scores, replace(selection, counts=r.pop("counts")))
         r["target_macs"] = round(estimate(removed)[0], 4)
     record = {"target_speedup": round(target, 4), "method": "latency model", "steps": rounds,
-              "chosen": next(r for r in rounds if r.get("chosen")), "provider": watch.provider, "batch": watch.batch, "latency_model": latency.to_json(),
+              "chosen": next(r for r in rounds if r.get("chosen")), "provider": watch.provider, "batch": watch.batch,
+              "latency_model": latency.to_json(),
               **({"target_latency_ms": speed.latency_ms} if speed.latency_ms is not None else {})}
     return counts, predictions[tuple(sorted(counts.items()))], record
 

@@ -26,6 +26,17 @@ def bound_runner(s: Session, feeds: dict[str, np.ndarray]) -> Callable[[], None]
     return run
 
 
+def interleaved(runners: list[Callable[[], None]], runs: int) -> list[list[float]]:
+    """Seconds of each run of each runner, the runners taking turns (the order reversed every other run)."""
+    times: list[list[float]] = [[] for _ in runners]
+    for r in range(runs):
+        for i in range(len(runners)) if r % 2 == 0 else reversed(range(len(runners))):
+            t0 = time.perf_counter()
+            runners[i]()
+            times[i].append(time.perf_counter() - t0)
+    return times
+
+
 def stats(times_s: list[float], batch: int) -> dict:
     """Latency in ms (min, median, p90, mean) and throughput in samples/s at the median."""
     t = np.asarray(times_s) * 1000
@@ -63,13 +74,7 @@ def bench(models: list[ModelBytes], batches: tuple[int, ...] = (), warmup: int =
         for run in runners:
             for _ in range(warmup):
                 run()
-        times: list[list[float]] = [[] for _ in runners]
-        for r in range(runs):
-            order = range(len(runners)) if r % 2 == 0 else reversed(range(len(runners)))
-            for i in order:
-                t0 = time.perf_counter()
-                runners[i]()
-                times[i].append(time.perf_counter() - t0)
+        times = interleaved(runners, runs)
         entry = {"models": [stats(t, batch) for t in times]}
         if len(times) == 2:
             entry["speedup"] = entry["models"][0]["median_ms"] / entry["models"][1]["median_ms"]

@@ -14,7 +14,7 @@ from ..scoring import GroupScores
 from ..selection import Selection, select
 from ..selection.allocate import legal_counts
 from ..selection.latency import MAX_SHARE, LatencyModel, curve_from_points
-from .bench import bound_runner, own_batch
+from .bench import bound_runner, interleaved, own_batch
 from .feeds import input_dims, random_inputs, session_inputs
 from .providers import open_session
 from .validate import ModelBytes
@@ -60,12 +60,7 @@ class Stopwatch:
             for _ in range(max(self.speed.warmup, 1)):
                 run()
         each = (time.perf_counter() - t0) / (2 * max(self.speed.warmup, 1))
-        times: list[list[float]] = [[], []]
-        for r in range(max(self.speed.runs, int(MIN_SECONDS / max(each, 1e-6)))):  # small models: more runs
-            for i in (0, 1) if r % 2 == 0 else (1, 0):
-                t0 = time.perf_counter()
-                runners[i]()
-                times[i].append(time.perf_counter() - t0)
+        times = interleaved(runners, max(self.speed.runs, int(MIN_SECONDS / max(each, 1e-6))))  # small: more runs
         ms = [float(np.min(t)) * 1000 for t in times]  # other load only adds time: the fastest run is the model's
         self.base_ms.append(ms[0])
         return ms[0] / ms[1]

@@ -78,22 +78,22 @@ class Measurer:
 
     def point(self, gid: str, ratio: float) -> dict:
         """The group alone with `ratio` of its lowest-ranked channels removed, compensated as prune would."""
-        job = self.job
         removed = select(self.analysis, {gid: self.scores[gid]}, Selection(ratio=ratio))
         point = {"ratio": ratio, "removed": len(removed.get(gid, [])), **self.unpruned}
         if point["removed"]:
-            plan = make_plan(self.analysis, removed, criterion=job.criterion)
-            point.update(self.measure(run_pipeline(prepare(self.source), job.inputs.shapes, plan=plan, merge=job.merge,
-                                                   calibration=job.calibration, provider=job.provider).model))
+            point.update(self.measure(self.prune(removed)))
         return point
+
+    def prune(self, removed: dict[str, list[int]], merge: MergeOptions | None = None) -> onnx.ModelProto:
+        """The model with these channels removed, compensated as the job says (or as `merge` says)."""
+        job = self.job
+        plan = make_plan(self.analysis, removed, criterion=job.criterion)
+        return run_pipeline(prepare(self.source), job.inputs.shapes, plan=plan, merge=merge or job.merge,
+                            calibration=job.calibration, provider=job.provider).model
 
     def loss_at(self, counts: dict[str, int], selection: Selection) -> float:
         """The loss of the model pruned to per-group removal counts (under `selection`'s guards), compensated."""
-        job = self.job
-        removed = select(self.analysis, self.scores, replace(selection, counts=counts))
-        plan = make_plan(self.analysis, removed, criterion=job.criterion)
-        return self.loss(run_pipeline(prepare(self.source), job.inputs.shapes, plan=plan, merge=job.merge,
-                                      calibration=job.calibration, provider=job.provider).model)
+        return self.loss(self.prune(select(self.analysis, self.scores, replace(selection, counts=counts))))
 
     def loss(self, model: onnx.ModelProto) -> float:
         """What allocation minimises, in the measurer's metric (see loss_in)."""
