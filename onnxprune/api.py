@@ -154,9 +154,16 @@ def least_measured(measurer, selection: Selection, measure, target: float, name:
                      removal_estimator(analysis))
     candidates = {name: counts, "uniform": uniform_counts(analysis, measurer.scores, selection, measure, target),
                   "global": {gid: len(idx) for gid, idx in removed.items()}}
+    return _keep_least(measurer, selection, name, candidates, predicted, "target", progress)
+
+
+def _keep_least(measurer, selection: Selection, name: str, candidates: dict[str, dict[str, int]], predicted: dict,
+                what: str, progress) -> tuple[dict[str, int], dict, dict]:
+    """Each candidate's counts pruned and measured; the least loss kept (`name`, the allocation, on a tie).
+    Returns (its counts, predicted loss, every candidate's loss and which was kept)."""
     losses = {k: measurer.loss_at(c, selection) for k, c in candidates.items()}
     kept = min(candidates, key=lambda k: (losses[k], k != name))
-    progress("measured loss at the same target: " + ", ".join(f"{k} {v:.4f}" for k, v in losses.items())
+    progress(f"measured loss at the same {what}: " + ", ".join(f"{k} {v:.4f}" for k, v in losses.items())
              + f"; keeping {kept}")
     if kept != name:
         predicted = {"total": losses[kept], "per_group": lambda g, n: None}  # no curve predicts a baseline
@@ -176,17 +183,14 @@ def _against_bisection(model, measurer, selection: Selection, calibration: Calib
                                  speed.warmup, speed.runs, progress=progress)
     except OnnxPruneError as exc:  # the bisection cannot reach it: nothing to compare with
         progress(f"global threshold by bisection: {exc}")
-        return counts, predicted, {"losses": {name: round(measurer.loss_at(counts, selection), 6)}, "kept": name}
-    other = {gid: len(idx) for gid, idx in r.removed.items()}
-    losses = {name: measurer.loss_at(counts, selection), "global": measurer.loss_at(other, selection)}
-    kept = min(losses, key=lambda k: (losses[k], k != name))
-    progress("measured loss at the same speed target: " + ", ".join(f"{k} {v:.4f}" for k, v in losses.items())
-             + f"; keeping {kept}")
-    if kept != name:
+        return _keep_least(measurer, selection, name, {name: counts}, predicted, "speed target", progress)
+    candidates = {name: counts, "global": {gid: len(idx) for gid, idx in r.removed.items()}}
+    counts, predicted, compared = _keep_least(measurer, selection, name, candidates, predicted, "speed target",
+                                              progress)
+    if compared["kept"] != name:
         record["chosen"] = {**search["chosen"], "by": "global threshold (bisection)"}
         record["bisection_steps"] = search["steps"]
-        counts, predicted = other, {"total": losses[kept], "per_group": lambda g, n: None}
-    return counts, predicted, {"losses": {k: round(v, 6) for k, v in losses.items()}, "kept": kept}
+    return counts, predicted, compared
 
 
 def _curve_chooser(measurer, report: dict, selection: Selection):
