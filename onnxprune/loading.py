@@ -16,7 +16,7 @@ import onnx
 import onnx_graphsurgeon as gs
 from google.protobuf.message import DecodeError
 
-from .analysis.shapes import skeleton_model
+from .graph.shapes import skeleton_model
 from .errors import OnnxPruneError
 
 MIN_OPSET, MAX_OPSET = 9, 23
@@ -47,6 +47,7 @@ class Prepared:
 
     @property
     def external_data(self) -> bool:
+        """The model keeps its weights in external data files."""
         return len(self.files) > 1
 
 

@@ -34,6 +34,7 @@ def load_plan(path: str | os.PathLike) -> Plan:
 
 
 def save_plan(plan: Plan, path: str | os.PathLike) -> None:
+    """Write a plan as JSON."""
     with open(path, "w", encoding="utf-8") as fh:
         json.dump(plan, fh, indent=1)
         fh.write("\n")

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .analysis.builder import CONSUMER, PRODUCER
-from .analysis.cost import prunable_macs_share
+from .analysis.estimates import prunable_macs_share
 
 if TYPE_CHECKING:
     from .analysis.analyze import Analysis

@@ -8,7 +8,7 @@ import numpy as np
 import handmade
 from conftest import ROOT, cli
 from onnxprune import analyze
-from onnxprune.analysis.cost import removal_estimator
+from onnxprune.analysis.estimates import removal_estimator
 from onnxprune.scoring import score_groups
 from onnxprune.loading import prepare
 from onnxprune.selection import Selection
@@ -83,7 +83,7 @@ def test_ray_measures_the_same_curves() -> None:
     """The sensitivity points measured by a local Ray (2 CPUs, started here) equal the in-process ones."""
     import ray
 
-    from onnxprune.validation.sensitivity import sensitivity
+    from onnxprune.search.sensitivity import sensitivity
     from onnxprune.validation.validate import Inputs
 
     inputs = Inputs(data=str(FASHION / "calib256.npz"), batch=64)
@@ -150,7 +150,7 @@ def test_cli_iterative_allocation(tmp_path) -> None:
 def test_curves_that_lie_lose_to_the_measured_comparison(monkeypatch) -> None:
     """Curves claiming one group is free (and the rest costly) put the whole cut on it; measured on the same
     inputs, one ratio for all or the global threshold does better, and that is what is kept and reported."""
-    import onnxprune.selection.allocate as alloc
+    import onnxprune.search.allocation as alloc
     from onnxprune.api import sensitivity_allocation
     from onnxprune.rewrite.merging import MergeOptions
     from onnxprune.validation.validate import Inputs

@@ -14,7 +14,7 @@ from onnxprune.calibration.data import Samples, data_digest
 from onnxprune.calibration.frontier import Activations
 from onnxprune.errors import OnnxPruneError
 from onnxprune.loading import prepare
-from onnxprune.validation.feeds import load_arrays
+from onnxprune.runtime.feeds import load_arrays
 
 
 def _chain_with_skip():

@@ -13,7 +13,7 @@ import pytest
 import oracle
 from conftest import cli, OCR_MODELS, ROOT, ocr_model
 from onnxprune import analyze
-from onnxprune.analysis.cost import prunable_macs_share
+from onnxprune.analysis.estimates import prunable_macs_share
 
 TORCHVISION = sorted((ROOT / "models" / "torchvision").glob("*.onnx"))
 # Architectures whose channels nearly all stay prunable; a rule regression would show up here.

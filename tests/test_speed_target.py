@@ -126,7 +126,7 @@ def test_api_speed_target_through_the_latency_model(monkeypatch) -> None:
     from onnxprune.api import sensitivity_allocation
     from onnxprune.rewrite.merging import MergeOptions
     from onnxprune.selection import Selection
-    from onnxprune.validation import latency
+    from onnxprune.search import stopwatch as latency
     from onnxprune.validation.validate import Inputs
 
     path = str(ROOT / "models" / "fashion" / "vgg_bnkeep.onnx")

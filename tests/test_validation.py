@@ -17,11 +17,11 @@ from conftest import cli
 from oracle import dead_copy
 from onnxprune.analysis.cost import count_model_cost
 from onnxprune.errors import OnnxPruneError
-from onnxprune.validation import providers
+from onnxprune.runtime import providers
 from onnxprune.validation.bench import bench
-from onnxprune.validation.feeds import random_inputs
-from onnxprune.validation.providers import open_session
-from onnxprune.validation.sensitivity import sensitivity
+from onnxprune.runtime.feeds import random_inputs
+from onnxprune.runtime.providers import open_session
+from onnxprune.search.sensitivity import sensitivity
 from onnxprune.validation.validate import AUTO_BATCH_BYTES, Inputs, gate_failures, open_inputs, validate
 
 CLASSES, FEATURES = 5, 6
@@ -297,10 +297,10 @@ def test_timed_sessions_do_not_spin(monkeypatch) -> None:
     import importlib
 
     from conftest import ROOT
-    from onnxprune.validation import latency
+    from onnxprune.search import stopwatch as latency
 
     bench_module = importlib.import_module("onnxprune.validation.bench")  # the package exports bench() itself
-    from onnxprune.validation.providers import open_session
+    from onnxprune.runtime.providers import open_session
 
     path = str(ROOT / "models" / "fashion" / "lenet300.onnx")
     key = "session.intra_op.allow_spinning"

@@ -21,14 +21,16 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from onnxprune.analysis.cost import count_model_cost, removal_estimator
-from onnxprune.api import least_measured, run_pipeline, sensitivity_allocation
+from onnxprune.analysis.cost import count_model_cost
+from onnxprune.analysis.estimates import removal_estimator
+from onnxprune.api import run_pipeline, sensitivity_allocation
+from onnxprune.search.allocation import least_measured
 from onnxprune.calibration import Calibration
 from onnxprune.loading import prepare
 from onnxprune.rewrite.merging import MergeOptions
 from onnxprune.selection import Selection
 from onnxprune.selection.allocate import allocate, cost_measure, curves_from_sensitivity
-from onnxprune.validation.sensitivity import measure_sensitivity
+from onnxprune.search.sensitivity import measure_sensitivity
 from onnxprune.validation.validate import Inputs
 
 FASHION = Path("models/fashion")

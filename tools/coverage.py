@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from onnxprune import analyze  # noqa: E402
-from onnxprune.analysis.cost import prunable_macs_share  # noqa: E402
+from onnxprune.analysis.estimates import prunable_macs_share  # noqa: E402
 
 OCR_SHAPES = {"cls": (1, 3, 48, 192), "det": (1, 3, 128, 128), "rec": (1, 3, 48, 320)}
 

@@ -26,7 +26,7 @@ from onnxprune.loading import prepare
 from onnxprune.rewrite.merging import MergeOptions
 from onnxprune.selection import Selection
 from onnxprune.validation.bench import bench
-from onnxprune.validation.latency import SpeedTarget
+from onnxprune.search.stopwatch import SpeedTarget
 from onnxprune.validation.validate import Inputs
 
 CALIB, TEST, LABELS = "models/fashion/calib256.npz", "models/fashion/test500.npz", "models/fashion/test500_labels.npy"

@@ -12,7 +12,7 @@ from .builder import Builder, Member, Part
 from .cost import Cost, count_cost
 from .groups import Group, Resolution, resolve
 from .rules import rule_for
-from .shapes import check_given_dims, probe_shapes
+from ..graph.shapes import check_given_dims, probe_shapes
 
 
 @dataclass
@@ -33,10 +33,12 @@ class Analysis:
         self._part_channels = [self._channels_of(p) for p in self.parts]  # selection asks for them often
 
     def group(self, gid: str) -> Group:
+        """The group with this id."""
         return self._by_id[gid]
 
     @property
     def prunable(self) -> list[Group]:
+        """The groups nothing froze, in graph order."""
         return [g for g in self.groups if g.prunable]
 
     def positions(self, member: Member, group: Group) -> tuple[np.ndarray, np.ndarray]:
@@ -81,10 +83,20 @@ class Analysis:
         """Share of the member's axis that the group's channels occupy."""
         return np.count_nonzero(self.resolution.group(member.elements) == group.index) / len(member.elements)
 
-    def to_json(self) -> dict:
-        from ..report import analysis_json
 
-        return analysis_json(self)
+def _assign_shares(analysis: Analysis) -> None:
+    """Share of parameters and MACs each group's channels touch (shares overlap between groups)."""
+    cost = analysis.cost
+    for g in analysis.groups:
+        param_frac: dict[str, float] = {}
+        node_frac: dict[str, float] = {}
+        for m in g.members:
+            frac = analysis.fraction(m, g)
+            if m.kind is not None:
+                param_frac[m.tensor] = max(param_frac.get(m.tensor, 0.0), frac)
+            node_frac[m.node] = max(node_frac.get(m.node, 0.0), frac)
+        g.params_share = sum(cost.param_sizes.get(t, 0) * f for t, f in param_frac.items()) / max(cost.params, 1)
+        g.macs_share = sum(cost.node_macs.get(n, 0) * f for n, f in node_frac.items()) / max(cost.macs, 1)
 
 
 def _subgraph_tensors(node: gs.Node) -> set[str]:
@@ -137,5 +149,5 @@ def build_analysis(prep: Prepared, input_dims: dict[str, tuple[int, ...]] | None
     res, groups = resolve(b)
     cost = count_cost(graph, list(prep.template.opset_import), input_dims, prep.names)
     analysis = Analysis(groups, res, b.notes, b.members, cost, prep.sha256, prep.source, b.parts)
-    cost.assign_shares(analysis)
+    _assign_shares(analysis)
     return analysis

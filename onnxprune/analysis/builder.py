@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from .shapes import Shape
+from ..graph.shapes import Shape
 
 PRODUCER, CONSUMER, PASS = "producer", "consumer", "pass-through"
 
@@ -83,6 +83,7 @@ class Builder:
         return None if tensor is None else self.shapes.get(tensor.name)
 
     def rank(self, tensor: gs.Tensor) -> int | None:
+        """The tensor's rank, None where its shape is unknown."""
         s = self.shape(tensor)
         return None if s is None else len(s)
 

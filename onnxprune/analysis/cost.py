@@ -3,16 +3,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..loading import prepare
-from .shapes import Shape, infer_shapes, probe_dims
-
-if TYPE_CHECKING:
-    from .analyze import Analysis
+from ..graph.shapes import Shape, infer_shapes, probe_dims
 
 NORMS = {"BatchNormalization", "InstanceNormalization", "GroupNormalization", "LayerNormalization"}
 
@@ -26,30 +22,6 @@ class Cost:
     node_macs: dict[str, int] = field(default_factory=dict)
     param_sizes: dict[str, int] = field(default_factory=dict)
     input_dims: dict[str, tuple[int, ...]] = field(default_factory=dict)
-
-    def assign_shares(self, analysis: "Analysis") -> None:
-        """Share of parameters and MACs each group's channels touch (shares overlap between groups)."""
-        for g in analysis.groups:
-            param_frac: dict[str, float] = {}
-            node_frac: dict[str, float] = {}
-            for m in g.members:
-                frac = analysis.fraction(m, g)
-                if m.kind is not None:
-                    param_frac[m.tensor] = max(param_frac.get(m.tensor, 0.0), frac)
-                node_frac[m.node] = max(node_frac.get(m.node, 0.0), frac)
-            g.params_share = sum(self.param_sizes.get(t, 0) * f for t, f in param_frac.items()) / max(self.params, 1)
-            g.macs_share = sum(self.node_macs.get(n, 0) * f for n, f in node_frac.items()) / max(self.macs, 1)
-
-
-def prunable_macs_share(analysis: "Analysis") -> float:
-    """Share of all MACs in nodes whose channels some prunable group can slice (each node counted once)."""
-    frac: dict[str, float] = {}
-    for g in analysis.prunable:
-        for m in g.members:
-            if m.kind is not None or m.op_type in ("MatMul", "Attention"):  # attention's weightless products too
-                frac[m.node] = max(frac.get(m.node, 0.0), analysis.fraction(m, g))
-    cost = analysis.cost
-    return sum(cost.node_macs.get(n, 0) * f for n, f in frac.items()) / max(cost.macs, 1)
 
 
 def resolve_input_dims(graph: gs.Graph, given: dict[str, tuple[int, ...]] | None = None) -> dict[str, tuple[int, ...]]:
@@ -115,35 +87,3 @@ def count_model_cost(model, input_dims: dict[str, tuple[int, ...]] | None = None
     """count_cost of a model file or proto (loaded and prepared as for pruning)."""
     prep = prepare(model)
     return count_cost(prep.graph, list(prep.template.opset_import), input_dims, prep.names)
-
-
-def removal_estimator(analysis: "Analysis"):
-    """A fast `removed -> (MAC fraction removed, parameter fraction removed)` for target search.
-
-    Each parameter keeps size x (kept fraction on every sliced axis); each node keeps its MACs x
-    the kept fractions of its weight's sliced axes (of its channels, for weightless nodes).
-    """
-    res, cost = analysis.resolution, analysis.cost
-    members = [(m, res.cls[m.elements]) for m in analysis.members]
-
-    def estimate(removed: dict[str, list[int]]) -> tuple[float, float]:
-        gone = analysis.removed_classes(removed)
-        param_axes: dict[str, dict[int, float]] = {}
-        node_axes: dict[str, dict[tuple[str, int], float]] = {}
-        node_any: dict[str, float] = {}
-        for m, cls in members:
-            kept = 1.0 - float(gone[cls].mean())
-            node_any[m.node] = min(node_any.get(m.node, 1.0), kept)
-            if m.kind is not None:
-                param_axes.setdefault(m.tensor, {})[m.axis] = kept
-            if m.kind == "weight":
-                node_axes.setdefault(m.node, {})[(m.tensor, m.axis)] = kept
-        params = sum(cost.param_sizes.get(t, 0) * math.prod(axes.values()) for t, axes in param_axes.items())
-        params_removed = sum(cost.param_sizes.get(t, 0) for t in param_axes) - params
-        macs_removed = 0.0
-        for node, macs in cost.node_macs.items():
-            keep = math.prod(node_axes[node].values()) if node in node_axes else node_any.get(node, 1.0)
-            macs_removed += macs * (1 - keep)
-        return macs_removed / max(cost.macs, 1), params_removed / max(cost.params, 1)
-
-    return estimate

@@ -24,10 +24,12 @@ class Group:
 
     @property
     def prunable(self) -> bool:
+        """Nothing froze the group."""
         return not self.reasons
 
     @property
     def reason(self) -> str | None:
+        """Why the group is frozen (None when it is prunable)."""
         return "; ".join(self.reasons) if self.reasons else None
 
     def nodes(self, role: str) -> list[str]:
@@ -62,9 +64,11 @@ class Resolution:
     n_groups: int
 
     def group(self, elements: np.ndarray) -> np.ndarray:
+        """The group index of each element."""
         return self.group_of_class[self.cls[elements]]
 
     def index(self, elements: np.ndarray) -> np.ndarray:
+        """The channel index, within its group, of each element."""
         return self.index_of_class[self.cls[elements]]
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..loading import Prepared, export
-from ..validation.providers import open_session
+from ..runtime.providers import open_session
 from .data import Calibration, calibration_batches
 
 Captured = Iterator[tuple[int, dict[str, np.ndarray]]]  # (index of the batch's first sample, tensors)

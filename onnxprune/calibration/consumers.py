@@ -13,6 +13,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..analysis.builder import Member
+from ..graph.patterns import matmul_bias
 
 
 @dataclass
@@ -30,6 +31,7 @@ class LinearView:
 
     @property
     def features(self) -> int:
+        """Columns of the consumer's input rows: channels x kernel positions."""
         return len(self.member.elements) * self.kernel
 
     def feature_positions(self) -> np.ndarray:
@@ -62,8 +64,6 @@ class LinearView:
     def takes_bias(self) -> bool:
         """Whether a per-output constant can be added (Conv; Gemm with a constant or missing C and beta != 0)."""
         if self.node.op == "MatMul":
-            from ..rewrite.merging import matmul_bias  # a MatMul's bias is the Add after it
-
             return matmul_bias(self.node) is not None
         bias = self.node.inputs[2] if len(self.node.inputs) > 2 else None
         if self.node.op == "Gemm" and float(self.node.attrs.get("beta", 1.0)) == 0:

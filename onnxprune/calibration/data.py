@@ -11,7 +11,7 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import OnnxPruneError
-from ..validation.feeds import Feeds, check_data, load_arrays, session_inputs
+from ..runtime.feeds import Feeds, check_data, load_arrays, session_inputs
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..loading import Prepared
-from ..validation.feeds import session_inputs
-from ..validation.providers import open_session
+from ..runtime.feeds import session_inputs
+from ..runtime.providers import open_session
 from .capture import Captured, capture_model
 from .data import Calibration, Samples
 
@@ -73,6 +73,7 @@ class Activations:
         self._files = 0
 
     def close(self) -> None:
+        """Delete the stored activations."""
         shutil.rmtree(self.dir, ignore_errors=True)
         self.stored.clear()
 

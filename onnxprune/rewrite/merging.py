@@ -20,6 +20,7 @@ from ..analysis.groups import Group
 from ..errors import OnnxPruneError
 from ..loading import Prepared
 from ..scoring.slices import channel_matrix, zeroed
+from ..graph.patterns import matmul_bias
 from .relations import (APPROXIMATE, BORDER, GROUPED, LOW_SIMILARITY, NO_BIAS, NO_RULE, NOT_VISIBLE, OK, PAPER,
                         REASONS, REPEATED, RULES, SIMILARITY, SPLIT_PATHS, UNEVEN, Context, Relation, is_zero,
                         mark_inexact)
@@ -482,21 +483,6 @@ def _output_axis(node: gs.Node, ndim: int, input_axis: int) -> int:
     if node.op == "ConvTranspose":
         return 1
     return ndim - 1 if input_axis == ndim - 2 else ndim - 2  # Gemm / MatMul: the other matrix axis
-
-
-def matmul_bias(node: gs.Node) -> tuple[gs.Node, int] | None:
-    """The Add holding a MatMul's bias (nn.Linear as exported: MatMul, then Add of an [N] constant), and
-    the Add's input index of that constant; None when the MatMul's output goes anywhere else."""
-    out = node.outputs[0]
-    if node.op != "MatMul" or len(out.outputs) != 1 or not isinstance(node.inputs[1], gs.Constant):
-        return None
-    add = out.outputs[0]
-    if add.op != "Add" or len(add.inputs) != 2:
-        return None
-    i = 1 if add.inputs[0] is out else 0
-    bias, n = add.inputs[i], node.inputs[1].values.shape[-1]
-    ok = isinstance(bias, gs.Constant) and bias.values.size == n and bias.values.shape[-1:] == (n,)
-    return (add, i) if ok else None
 
 
 def takes_bias(node: gs.Node) -> bool:

@@ -25,8 +25,8 @@ from ..calibration.capture import capture_model
 from ..calibration.consumers import LinearView, linear_view
 from ..calibration.data import Calibration, Samples
 from ..calibration.frontier import BATCH_BYTES, Activations
-from ..validation.feeds import session_inputs
-from ..validation.providers import open_session
+from ..runtime.feeds import session_inputs
+from ..runtime.providers import open_session
 from ..errors import OnnxPruneError
 from ..loading import Prepared
 from ..scoring.slices import zeroed

@@ -11,7 +11,7 @@ import onnx_graphsurgeon as gs
 from ..analysis.analyze import Analysis
 from ..analysis.rules import rule_for
 from ..errors import OnnxPruneError
-from ..analysis.shapes import skeleton_model
+from ..graph.shapes import skeleton_model
 from ..analysis.builder import PRODUCER
 from ..loading import Prepared, export
 from .merging import Compensation, apply_weight_updates
@@ -31,10 +31,12 @@ class Rewriter:
         return ~self.gone_class[self.analysis.resolution.cls[elements]]
 
     def note(self, node: gs.Node) -> dict[str, Any]:
+        """What the node's rule noted during analysis ({} for a node the rewrite added)."""
         name = self.prep.names.get(id(node))  # None for a node the rewrite added
         return self.analysis.notes.get(name, {}) if name is not None else {}
 
     def fresh_name(self, base: str) -> str:
+        """A tensor name not yet in the graph, made from `base`."""
         name, k = base, 2
         while name in self.names:
             name, k = f"{base}_{k}", k + 1

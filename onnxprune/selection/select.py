@@ -34,6 +34,7 @@ class Selection:
     counts: dict[str, int] | None = None  # group id -> channels to remove (a sensitivity allocation)
 
     def check(self) -> None:
+        """Refuse contradictory or impossible settings before any work."""
         targets = [x for x in (self.ratio, self.target_macs, self.target_params) if x is not None]
         if len(targets) != 1 and self.counts is None:  # counts are a target of their own
             raise OnnxPruneError("give exactly one of --ratio, --target-macs, --target-params")

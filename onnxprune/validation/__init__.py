@@ -1,7 +1,4 @@
-"""Validation: run models in onnxruntime to vouch for a rewritten graph, measure fidelity and latency.
-
-`sensitivity` (onnxprune.validation.sensitivity) drives the whole pipeline, so it is not imported here.
-"""
+"""Validation: run models in onnxruntime to vouch for a rewritten graph, measure fidelity and latency."""
 from .bench import bench
 from .tasks import TaskOptions
 from .validate import Inputs, gate_failures, validate

@@ -7,8 +7,8 @@ from typing import Callable
 import numpy as np
 
 from ..errors import OnnxPruneError
-from .feeds import input_dims, random_inputs, session_inputs
-from .providers import Session, open_session, runtime
+from ..runtime.feeds import input_dims, random_inputs, session_inputs
+from ..runtime.providers import Session, open_session, runtime
 from .validate import ModelBytes
 
 

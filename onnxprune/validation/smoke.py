@@ -5,8 +5,8 @@ import numpy as np
 import onnx
 
 from ..errors import OnnxPruneError
-from .feeds import random_inputs
-from .providers import open_session
+from ..runtime.feeds import random_inputs
+from ..runtime.providers import open_session
 
 
 def random_feeds(model: onnx.ModelProto, dims: dict[str, tuple[int, ...]], seed: int = 0) -> dict[str, np.ndarray]:

@@ -9,8 +9,8 @@ import numpy as np
 from ..errors import OnnxPruneError
 from .compare import Accuracy, OutputAgreement, is_classifier
 from .tasks import LABELS, SHAPES, TaskOptions, task_warnings
-from .feeds import Feeds, check_data, data_batches, input_dims, load_arrays, load_labels, random_inputs, session_inputs
-from .providers import Session, open_session
+from ..runtime.feeds import Feeds, check_data, data_batches, input_dims, load_arrays, load_labels, random_inputs, session_inputs
+from ..runtime.providers import Session, open_session
 
 ModelBytes = str | bytes  # a path or serialized model, as onnxruntime takes it
 AUTO_BATCH, AUTO_BATCH_BYTES = 32, 8 << 20  # by size: at most 32 samples, at most ~8 MiB of inputs a batch

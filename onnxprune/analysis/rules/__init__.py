@@ -7,22 +7,41 @@ Adding an op means adding one rule class here or in a sibling module.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
+import numpy as np
 import onnx_graphsurgeon as gs
 
 if TYPE_CHECKING:
     from ..builder import Builder
-    from ...rewrite.rewriter import Rewriter
+
+
+class RewriteContext(Protocol):
+    """What a rule's rewrite hook may ask of the rewriter (rewrite.Rewriter implements it)."""
+
+    opset: int
+
+    def kept(self, elements: np.ndarray) -> np.ndarray:
+        """True at each position whose channel stays."""
+
+    def note(self, node: gs.Node) -> dict[str, Any]:
+        """What the rule noted about this node during analysis."""
+
+    def set_input(self, node: gs.Node, index: int, values: np.ndarray) -> None:
+        """Give this node alone a new constant input."""
+
+    def set_entry(self, node: gs.Node, index: int, position: int, value: int) -> None:
+        """Replace one entry of a 1-D int input (a shape)."""
 
 
 class Rule:
     """How the channel axis flows through one op type."""
 
     def analyze(self, node: gs.Node, b: "Builder") -> None:
+        """Declare the node's output layouts, couplings, sliced parameters and freezes in the builder."""
         raise NotImplementedError
 
-    def rewrite(self, node: gs.Node, rw: "Rewriter") -> None:
+    def rewrite(self, node: gs.Node, rw: RewriteContext) -> None:
         """Update attributes or shape constants after slicing; most ops need nothing."""
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..builder import Builder
-from . import Rule, register
+from . import RewriteContext, Rule, register
 from .common import passthrough
 
 
@@ -70,7 +70,7 @@ class AttentionRule(Rule):
             return int(node.attrs["q_num_heads"]), int(node.attrs["kv_num_heads"])
         return len(lays[0].elements), len(lays[1].elements)
 
-    def rewrite(self, node: gs.Node, rw) -> None:
+    def rewrite(self, node: gs.Node, rw: RewriteContext) -> None:
         note = rw.note(node)
         for attr, elements, size in (("q_num_heads", note["q"], note["q_size"]), ("kv_num_heads", note["kv"], note["kv_size"])):
             if attr in node.attrs:

@@ -11,10 +11,12 @@ from ..builder import Builder
 
 
 def norm_axis(axis: int, rank: int) -> int:
+    """A possibly negative axis as a non-negative one."""
     return axis + rank if axis < 0 else axis
 
 
 def static(dims: Sequence) -> bool:
+    """Every dim is a known integer."""
     return all(isinstance(d, int) for d in dims)
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..builder import Builder
-from . import Rule, register
+from . import RewriteContext, Rule, register
 from .common import attr_or_input, norm_axis, passthrough
 
 
@@ -87,7 +87,7 @@ class SplitRule(Rule):
             b.keep_some(node, part)
         b.note(node, parts=parts)
 
-    def rewrite(self, node: gs.Node, rw) -> None:
+    def rewrite(self, node: gs.Node, rw: RewriteContext) -> None:
         parts = rw.note(node).get("parts")
         if parts is None:
             return
@@ -135,7 +135,7 @@ class SliceRule(Rule):
         b.keep_some(node, lay.elements[start:stop])
         passthrough(node, b, lay.axis, lay.elements[start:stop])
 
-    def rewrite(self, node: gs.Node, rw) -> None:
+    def rewrite(self, node: gs.Node, rw: RewriteContext) -> None:
         note = rw.note(node)
         els, i = note["elements"], note["position"]
         start = _count(rw, els[:note["start"]])

@@ -10,7 +10,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..builder import CONSUMER, PRODUCER, Builder
-from . import Rule, register
+from . import RewriteContext, Rule, register
 from .common import channel_input
 
 
@@ -56,7 +56,7 @@ class ConvRule(Rule):
         if b.input(node, 2) is not None:
             b.param(node, 2, 0, out, PRODUCER, "bias")
 
-    def rewrite(self, node: gs.Node, rw) -> None:
+    def rewrite(self, node: gs.Node, rw: RewriteContext) -> None:
         group = node.attrs.get("group", 1)
         if group > 1:
             out = rw.note(node)["out"]
@@ -87,7 +87,7 @@ class ConvTransposeRule(Rule):
         if b.input(node, 2) is not None:
             b.param(node, 2, 0, out, PRODUCER, "bias")
 
-    def rewrite(self, node: gs.Node, rw) -> None:
+    def rewrite(self, node: gs.Node, rw: RewriteContext) -> None:
         group = node.attrs.get("group", 1)
         inp = rw.note(node).get("inp")
         if group > 1 and inp is not None:

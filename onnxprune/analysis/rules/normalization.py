@@ -4,7 +4,7 @@ from __future__ import annotations
 import onnx_graphsurgeon as gs
 
 from ..builder import PASS, Builder
-from . import Rule, register
+from . import RewriteContext, Rule, register
 from .common import channel_input, norm_axis, passthrough
 
 BN_PARAMS = ((1, "scale"), (2, "shift"), (3, "mean"), (4, "var"))
@@ -57,7 +57,7 @@ class GroupNormRule(Rule):
         b.note(node, elements=lay.elements, size=size)
         passthrough(node, b, 1, lay.elements)
 
-    def rewrite(self, node: gs.Node, rw) -> None:
+    def rewrite(self, node: gs.Node, rw: RewriteContext) -> None:
         note = rw.note(node)
         if note:
             node.attrs["num_groups"] = int(rw.kept(note["elements"]).sum()) // note["size"]

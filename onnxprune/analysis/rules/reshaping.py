@@ -11,8 +11,8 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..builder import Builder
-from . import Rule, register
-from ..shape_values import trace
+from . import RewriteContext, Rule, register
+from ...graph.shape_values import trace
 from .common import attr_or_input, norm_axis, passthrough, static, volume
 
 
@@ -131,7 +131,7 @@ class ReshapeRule(Rule):
             return None  # a computed target gets its entry replaced by a ScatterElements
         return f"target entry {j} ({entry}) fixes the channel count and cannot be rewritten"
 
-    def rewrite(self, node: gs.Node, rw) -> None:
+    def rewrite(self, node: gs.Node, rw: RewriteContext) -> None:
         note = rw.note(node)
         if note["entry"]:
             count = int(rw.kept(note["elements"]).sum()) * note["inner"] // note.get("per", 1)
@@ -264,7 +264,7 @@ class BroadcastShapeRule(Rule):
         else:
             b.freeze(lay.elements, f"{node.op} '{b.name(node)}' repeats along the channel axis")
 
-    def rewrite(self, node: gs.Node, rw) -> None:
+    def rewrite(self, node: gs.Node, rw: RewriteContext) -> None:
         note = rw.note(node)
         if note["entry"]:
             rw.set_entry(node, 1, note["index"], int(rw.kept(note["elements"]).sum()))

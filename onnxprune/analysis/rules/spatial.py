@@ -5,7 +5,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..builder import Builder
-from . import Rule, register
+from . import RewriteContext, Rule, register
 from .common import attr_or_input, norm_axis, passthrough
 
 
@@ -61,7 +61,7 @@ class ResizeRule(Rule):
             return
         passthrough(node, b, lay.axis, lay.elements)
 
-    def rewrite(self, node: gs.Node, rw) -> None:
+    def rewrite(self, node: gs.Node, rw: RewriteContext) -> None:
         note = rw.note(node)
         sizes = np.array(note["sizes"])
         sizes[note["axis"]] = int(rw.kept(note["elements"]).sum())

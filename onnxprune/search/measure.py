@@ -1,27 +1,26 @@
-"""`sensitivity`: prune each group alone at a ladder of ratios and measure what it costs."""
+"""Measuring pruned models against the original on fixed inputs: one Measurer per process, Workers to
+spread its calls over a process pool or Ray actors."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import onnx
 
 from ..analysis.analyze import build_analysis
 from ..calibration import Calibration
 from ..errors import OnnxPruneError
-from ..api import run_pipeline
 from ..loading import prepare
+from ..pipeline import run_pipeline
 from ..plan import make_plan
 from ..rewrite.merging import MergeOptions
 from ..scoring import score_groups
 from ..selection import Selection, select
 from ..selection.allocate import loss_in
-from .compare import Accuracy
-from .providers import open_session
-from .validate import Inputs, compare_runs, open_inputs
-
-RATIOS = (0.1, 0.3, 0.5, 0.7, 0.9)
+from ..runtime.providers import open_session
+from ..validation.compare import Accuracy
+from ..validation.validate import Inputs, compare_runs, open_inputs
 
 
 def _point(agreement: dict, accuracy: Accuracy | None) -> dict:
@@ -74,6 +73,7 @@ class Measurer:
             "top1_agreement" if "top1_agreement" in self.unpruned else "cosine"
 
     def groups(self) -> list:
+        """The prunable groups that have scores."""
         return [g for g in self.analysis.prunable if g.id in self.scores]
 
     def point(self, gid: str, ratio: float) -> dict:
@@ -139,6 +139,7 @@ class Workers:
         self.pool = None
 
     def describe(self) -> str:
+        """Where the measurements run, in words."""
         return "Ray" if self.ray else f"{self.jobs} processes" if self.jobs > 1 else "this process"
 
     def map(self, method: str, tasks: list[tuple]) -> Iterator:
@@ -175,6 +176,7 @@ class Workers:
         return self.pool
 
     def close(self) -> None:
+        """Shut a local process pool down (Ray actors are left to Ray)."""
         if self.pool is not None and not self.ray:
             self.pool.shutdown(cancel_futures=True)
         self.pool = None
@@ -186,117 +188,14 @@ class Workers:
         self.close()
 
 
-def sensitivity(model: str, ratios: tuple[float, ...] = RATIOS, criterion: str = "l1", inputs: Inputs | None = None,
-                provider: str = "auto", merge: MergeOptions | None = None,
-                progress: Callable[[str], None] = lambda _: None, threads: int | None = None,
-                calibration: Calibration | None = None, jobs: int = 1, ray: str | None = None) -> dict:
-    """Per prunable group and ratio: remove that share of the group's lowest-ranked channels, nothing else."""
-    return measure_sensitivity(model, ratios, criterion, inputs, provider, merge, progress, threads, calibration,
-                               jobs, ray)[0]
-
-
-def measure_sensitivity(model: str, ratios: tuple[float, ...] = RATIOS, criterion: str = "l1",
-                        inputs: Inputs | None = None, provider: str = "auto", merge: MergeOptions | None = None,
-                        progress: Callable[[str], None] = lambda _: None, threads: int | None = None,
-                        calibration: Calibration | None = None, jobs: int = 1,
-                        ray: str | None = None) -> tuple[dict, "Measurer"]:
-    """The sensitivity report, and the measurer that made it (it can measure a whole pruned model too).
-
-    `inputs.seed` seeds the random inputs and the `random` criterion; `threads` sets onnxruntime's CPU
-    threads; `calibration` feeds data-driven criteria and compensations. The points are independent:
-    `jobs` > 1 measures them in a local process pool, `ray` ("auto" or a cluster address) on Ray; the
-    model and data go to each worker once, and the results are the same whoever measures them.
-    """
-    if not ratios or not all(0 < r < 1 for r in ratios):
-        raise OnnxPruneError("--ratios must be fractions strictly between 0 and 1")
-    if jobs < 1:
-        raise OnnxPruneError("--jobs must be at least 1")
-    inputs, merge = inputs or Inputs(), merge or MergeOptions()
-    job = MeasureJob(model, tuple(ratios), criterion, inputs, provider, merge, threads, calibration)
-    local = Measurer(job)
-    groups = local.groups()
-    report = {"model": str(model) if not isinstance(model, bytes) else "<ModelProto>", "criterion": criterion,
-              "compensation": asdict(merge), "ratios": list(ratios),
-              "metric": local.metric, "provider": local.ref.provider,
-              "threads": local.ref.threads, "seed": inputs.seed,
-              "inputs": local.description, "groups": []}
-    if "accuracy" in local.unpruned:
-        report["baseline_accuracy"] = local.unpruned["accuracy"]
-    with Workers(local, jobs, ray) as workers:
-        progress(f"{len(groups)} prunable groups x {len(ratios)} ratios, ranked by {criterion}, on "
-                 f"{local.ref.provider} ({workers.describe()})")
-        results = workers.map("point", [(g.id, r) for g in groups for r in ratios])
-        for i, g in enumerate(groups, 1):
-            entry = {"id": g.id, "channels": g.channels, "macs_share": g.macs_share,
-                     "points": [next(results) for _ in ratios]}
-            report["groups"].append(entry)
-            progress(f"group {i}/{len(groups)} {g.id}: {report['metric']} "
-                     + " ".join(f"{p['ratio']:g}:{p[report['metric']]:.4f}" for p in entry["points"]))
-    return report, local
-
-
-def pyplot():
-    """matplotlib's pyplot on a file backend; a clear error when the optional extra is missing."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise OnnxPruneError("--plot needs matplotlib: pip install 'onnxprune[plot]'") from None
-    return plt
-
-
-def plot_sensitivity(report: dict, path: str | Path) -> None:
-    """One curve per group: the report's metric against the ratio removed (needs matplotlib)."""
-    plt = pyplot()
-    metric = report["metric"]
-    fig, ax = plt.subplots(figsize=(9, 5.5))
-    for i, g in enumerate(report["groups"]):  # colours repeat every 10 curves: change the line style with them
-        ax.plot([p["ratio"] for p in g["points"]], [p[metric] for p in g["points"]], marker="o", lw=1, ms=3,
-                ls=("-", "--", ":", "-.")[i // 10 % 4], label=g["id"][:32])
-    ax.set_xlabel("fraction of the group's channels removed")
-    ax.set_ylabel({"accuracy": "test accuracy", "top1_agreement": "top-1 agreement with the original"}.get(
-        metric, "output cosine similarity (worst output)"))
-    ax.set_title(f"{Path(report['model']).name}: per-group sensitivity ({report['criterion']})")
-    ax.grid(alpha=0.3)
-    if len(report["groups"]) <= 30:
-        ax.legend(fontsize=6, ncol=2, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def plot_allocation(allocation: dict | None, speed: dict | None, path: str | Path) -> None:
-    """The allocation (kept share of each group, in graph order) and the speed search's trade-off curve."""
-    plt = pyplot()
-    panels = [x for x in (allocation, speed) if x]
-    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.5), squeeze=False)
-    axes = list(axes[0])
-    if allocation:
-        ax = axes.pop(0)
-        groups = list(allocation["groups"].values())
-        ax.bar(range(len(groups)), [1 - g["ratio"] for g in groups], color="tab:blue")
-        ax.set_xticks(range(len(groups)))
-        ax.set_xticklabels([gid[-20:] for gid in allocation["groups"]], rotation=60, ha="right", fontsize=6)
-        ax.set_xlabel("prunable group, in graph order")
-        ax.set_ylabel("share of channels kept")
-        ax.set_ylim(0, 1.05)
-        ax.set_title(f"allocation by {allocation.get('allocation', 'sensitivity')}: predicted loss {allocation['predicted_loss']:.3f}, "
-                     f"measured {allocation.get('measured_loss', float('nan')):.3f}", fontsize=9)
-        ax.grid(axis="y", alpha=0.3)
-    if speed:
-        ax = axes.pop(0)
-        steps = sorted((st for st in speed["steps"] if "speedup" in st), key=lambda st: st["target_macs"])
-        ax.plot([st["target_macs"] for st in steps], [st["speedup"] for st in steps], marker="o", label="measured")
-        if steps and "predicted_speedup" in steps[0]:  # the latency model's rounds: what it predicted too
-            ax.plot([st["target_macs"] for st in steps], [st["predicted_speedup"] for st in steps], marker="x",
-                    ls="none", color="tab:gray", label="latency model")
-        ax.axhline(speed["target_speedup"], color="tab:red", ls="--", lw=1, label="target")
-        ax.set_xlabel("fraction of MACs removed")
-        ax.set_ylabel("measured speed-up")
-        ax.set_title(f"speed search on {speed['provider']}, batch {speed['batch']}", fontsize=9)
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+def keep_least(measurer, selection: Selection, name: str, candidates: dict[str, dict[str, int]], predicted: dict,
+                what: str, progress) -> tuple[dict[str, int], dict, dict]:
+    """Each candidate's counts pruned and measured; the least loss kept (`name`, the allocation, on a tie).
+    Returns (its counts, predicted loss, every candidate's loss and which was kept)."""
+    losses = {k: measurer.loss_at(c, selection) for k, c in candidates.items()}
+    kept = min(candidates, key=lambda k: (losses[k], k != name))
+    progress(f"measured loss at the same {what}: " + ", ".join(f"{k} {v:.4f}" for k, v in losses.items())
+             + f"; keeping {kept}")
+    if kept != name:
+        predicted = {"total": losses[kept], "per_group": lambda g, n: None}  # no curve predicts a baseline
+    return candidates[kept], predicted, {"losses": {k: round(v, 6) for k, v in losses.items()}, "kept": kept}

@@ -14,10 +14,10 @@ from ..scoring import GroupScores
 from ..selection import Selection, select
 from ..selection.allocate import legal_counts
 from ..selection.latency import MAX_SHARE, LatencyModel, curve_from_points
-from .bench import bound_runner, interleaved, own_batch
-from .feeds import input_dims, random_inputs, session_inputs
-from .providers import open_session
-from .validate import ModelBytes
+from ..validation.bench import bound_runner, interleaved, own_batch
+from ..runtime.feeds import input_dims, random_inputs, session_inputs
+from ..runtime.providers import open_session
+from ..validation.validate import ModelBytes
 
 SHARES = (0.25, 0.5, 0.75)
 MIN_SECONDS = 0.25  # each model of a timed pair runs at least this long in all (a fast model gets more runs)

@@ -8,7 +8,7 @@ import zipfile
 
 import numpy as np
 
-from ..analysis.shapes import InputSpec, check_given_dims, concrete_dims
+from ..graph.shapes import InputSpec, check_given_dims, concrete_dims
 from ..errors import OnnxPruneError
 
 Feeds = dict[str, np.ndarray]

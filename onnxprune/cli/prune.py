@@ -1,0 +1,340 @@
+"""`onnxprune prune`: plan (from a file, a criterion, an allocation or a speed target), rewrite, vouch, report."""
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+from pathlib import Path
+
+from ..analysis.builder import PRODUCER
+from ..api import default_options, replay_options, run_pipeline, sensitivity_allocation, speed_search
+from ..calibration import Calibration
+from ..errors import NothingToDo, OnnxPruneError
+from ..loading import prepare, save_model
+from ..plan import calibration_differences, calibration_record, load_plan, with_calibration
+from ..report import group_lines, prune_report, summary
+from ..scoring import CRITERIA
+from ..scoring.score import AGGREGATE, DATA_CRITERIA
+from ..search.plots import plot_allocation, pyplot
+from ..search.stopwatch import SpeedTarget
+from ..selection import Selection
+from ..selection.overrides import load_overrides
+from ..validation.bench import bench, bench_lines
+from ..validation.smoke import smoke_check
+from ..validation.validate import Inputs, validate, validation_lines
+from .files import check_output, write_text
+from .options import (CRITERION_HELP, MERGE_FLAGS, add_gate, add_inputs, add_merge_flags, add_runtime, add_task,
+                      add_timing, check_blocks, gate, inputs_from, parse_batches, parse_shapes, tasks_from)
+from .progress import progress, warn
+
+
+def add_parser(sub) -> None:
+    """Register the subcommand."""
+    r = sub.add_parser("prune", help="remove channels and write a smaller model")
+    r.add_argument("model")
+    r.add_argument("-o", "--output", required=True, help="where to write the pruned model")
+    how = r.add_mutually_exclusive_group(required=True)
+    how.add_argument("--plan", metavar="PLAN.json", help="replay this plan exactly")
+    how.add_argument("--ratio", type=float, help="fraction of channels to remove from every prunable group")
+    how.add_argument("--target-macs", type=float, metavar="F", help="fraction of MACs to remove (global ranking)")
+    how.add_argument("--target-params", type=float, metavar="F", help="fraction of parameters to remove")
+    how.add_argument("--target-speedup", type=float, metavar="X", help="run X times faster than the original, "
+                     "measured on --provider at the first --batch size (bisection over the MAC target; with "
+                     "--allocate sensitivity|iterative, a per-group latency model, corrected by timing)")
+    how.add_argument("--target-latency", type=float, metavar="MS", help="median latency to reach, in ms, measured "
+                     "as for --target-speedup")
+    r.add_argument("--criterion", default="l1", choices=CRITERIA, help=CRITERION_HELP + "; activation: mean "
+                   "|activation| on --calib data; wanda: input norm x consumer |weight| on --calib data; flap: input "
+                   "fluctuation x consumer weight^2 on --calib data, its mean folded into the bias; lasso: LASSO "
+                   "on --calib data, with re-fit (default l1)")
+    r.add_argument("--global", dest="global_rank", action="store_true", help="rank channels of all groups together")
+    r.add_argument("--allocate", choices=["score", "sensitivity", "iterative"], default="score",
+                   help="how much each group loses: score (--ratio per group, or --global's threshold); "
+                        "sensitivity: measure each group's loss alone at --sensitivity-ratios on the --calib "
+                        "inputs (else --data), then meet --target-macs/--target-params (or a speed target, "
+                        "through a measured per-group latency model) with the least predicted loss; iterative: grow the removal one measured step of one group at a "
+                        "time, each step the cheapest with everything chosen so far removed (slower, no "
+                        "additivity assumed)")
+    r.add_argument("--plot", metavar="PNG", help="with --allocate sensitivity or a speed target: draw the "
+                   "per-group kept share and the measured speed-up against the MACs removed (matplotlib)")
+    r.add_argument("--sensitivity-ratios", default="0.1,0.3,0.5,0.7,0.9", metavar="R,R,...",
+                   help="the ratios each group's curve is measured at (--allocate sensitivity)")
+    r.add_argument("--latency-ratios", default="0.25,0.5,0.75", metavar="R,R,...",
+                   help="with --allocate and a speed target: the shares of each group's channels its latency "
+                        "saving is measured at (at the nearest counts --round-to allows)")
+    r.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="measure sensitivity points (and each iterative step's trials) in N local processes "
+                        "(default 1)")
+    r.add_argument("--ray", metavar="ADDRESS", help="measure sensitivity points (and each iterative step's trials) "
+                                                   "on a Ray cluster: auto, an address, or local (start one here); "
+                                                   "needs onnxprune[ray]")
+    r.add_argument("--round-to", type=int, default=1, metavar="N", help="kept channel counts are multiples of N")
+    r.add_argument("--min-channels", type=int, default=1, metavar="N", help="never keep fewer channels per group")
+    r.add_argument("--max-ratio", type=float, default=1.0, metavar="R", help="never remove more of one group")
+    r.add_argument("--exclude", action="append", metavar="GLOB", help="leave the output channels of these nodes (globs)")
+    r.add_argument("--overrides", metavar="FILE", help="JSON or YAML: node-name glob -> ratio")
+    r.add_argument("--include-consumers", action="store_true", help="score consumers' input slices too")
+    r.add_argument("--aggregate", default="mean", choices=list(AGGREGATE), help="combine a group's members")
+    r.add_argument("--seed", type=int, default=0, help="seed of the random criterion, of calibration sampling and "
+                   "of --validate's random inputs (default 0)")
+    r.add_argument("--calib", metavar="FILE.npz|DIR", help="calibration inputs for --criterion activation|lasso and "
+                   "reconstruction: arrays named after the inputs (first axis = samples), or a folder of .npy files")
+    r.add_argument("--calib-samples", type=int, metavar="N", help="use the first N calibration samples")
+    r.add_argument("--calib-points", type=int, default=10, metavar="N",
+                   help="output positions sampled per calibration sample for reconstruction (default 10)")
+    c = add_merge_flags(r, "compensation of removed channels (neuron merging, or reconstruction on calibration "
+                            "data); with --plan, the plan's recorded options unless given here")
+    c.add_argument("--reconstruct", action=argparse.BooleanOptionalAction, default=None,
+                   help="re-fit each group's consumers by least squares on --calib data (He et al.), "
+                        "the same as --compensate reconstruct; --no-reconstruct: plain removal "
+                        "(default: reconstruct with --criterion lasso)")
+    r.add_argument("--save-plan", metavar="FILE", help="write the plan that was applied")
+    r.add_argument("--allow-noop", action="store_true",
+                   help="write the model even when nothing is removed (else exit 4, nothing written)")
+    r.add_argument("--report", metavar="FILE", help="write the before/after report as JSON")
+    r.add_argument("--shape", action="append", metavar="NAME:DIMS", help="input shape for the check run and MACs")
+    r.add_argument("--no-verify", action="store_true", help="skip the onnxruntime check run")
+    v = r.add_argument_group("validation (--validate; --data, --labels, --task, --iou-threshold, --blocks, "
+                             "--max-drop and --min-cosine imply it): fidelity and latency of the written model in "
+                             "the report; below a --max-drop / --min-cosine bar nothing is written and the exit "
+                             "code is 1")
+    v.add_argument("--validate", action="store_true", help="compare and time the pruned model against the original")
+    add_inputs(v, shape=False)
+    add_task(v)
+    add_gate(v)
+    add_runtime(v)
+    add_timing(v)
+    r.set_defaults(func=run)
+
+
+def _selection(args: argparse.Namespace) -> Selection:
+    overrides = load_overrides(args.overrides) if args.overrides else {}
+    speed = getattr(args, "target_speedup", None) is not None or getattr(args, "target_latency", None) is not None
+    macs = 0.5 if speed else args.target_macs  # a speed target searches the MAC target (see _speed_search)
+    return Selection(args.ratio, args.global_rank or (speed and args.allocate == "score"), macs, args.target_params,
+                     args.round_to, args.min_channels, args.max_ratio, list(args.exclude or []), overrides)
+
+
+
+def _say_what_was_left(analysis, removed: dict, sel: Selection | None, args, replay: bool) -> None:
+    """Warn about patterns that match nothing and groups left whole; refuse a run that removes nothing."""
+    names = {n for g in analysis.groups for n in g.nodes(PRODUCER)}
+    for flag, globs in (("--exclude", sel.exclude if sel else []), ("--overrides", list(sel.overrides) if sel else [])):
+        for glob in globs:
+            if not any(fnmatch.fnmatchcase(n, glob) for n in names):
+                warn(f"{flag} pattern '{glob}' matches no producer node")
+    prunable = analysis.prunable
+    whole = [g for g in prunable if g.id not in removed]
+    if removed and whole:
+        small = sum(g.channels <= (sel.round_to if sel else 1) for g in whole)
+        why = f"; {small} have at most --round-to {sel.round_to} channels" if sel and sel.round_to > 1 and small else ""
+        progress(f"{len(whole)} of {len(prunable)} prunable groups kept whole (guards, rounding or "
+                  f"exclusions{why})")
+    if removed or args.allow_noop:
+        return
+    if not prunable:
+        first = next((g.reason for g in analysis.groups if g.reason), "no channel groups")
+        raise NothingToDo(f"nothing to prune: none of the {len(analysis.groups)} channel groups is prunable "
+                          f"(e.g. {first}); --allow-noop writes the model anyway")
+    if replay:
+        cause = "the plan removes no channel"
+    elif sel.ratio == 0 or sel.target_macs == 0 or sel.target_params == 0:
+        cause = "a ratio or target of 0 removes nothing"
+    else:
+        cause = (f"all {len(prunable)} prunable groups stay whole under --round-to {sel.round_to}, "
+                 f"--min-channels {sel.min_channels}, --max-ratio {sel.max_ratio:g} and the exclusions")
+    raise NothingToDo(f"nothing to prune: {cause}; --allow-noop writes the model anyway")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Plan (from a file or a criterion), rewrite, vouch for the written file, report."""
+    if Path(args.output).resolve() == Path(args.model).resolve():
+        raise OnnxPruneError("the output path is the input model: the input is never overwritten")
+    check_output(args.output, "-o", make_parent=True)
+    check_output(args.save_plan, "--save-plan")
+    check_output(args.report, "--report")
+    check_output(args.plot, "--plot")
+    if args.plot:
+        if args.allocate == "score" and args.target_speedup is None and args.target_latency is None:
+            raise OnnxPruneError("--plot draws an allocation or a speed search: add --allocate sensitivity or "
+                                 "--target-speedup/--target-latency")
+        pyplot()  # the missing extra is refused before any work
+    plan = load_plan(args.plan) if args.plan else None
+    selection = None if plan else _selection(args)
+    if selection:
+        selection.check()
+    given = {k: v for k in MERGE_FLAGS if (v := getattr(args, k)) is not None}
+    if args.reconstruct is not None:
+        mode = "reconstruct" if args.reconstruct else "none"
+        if given.get("compensate", mode) != mode:
+            raise OnnxPruneError(f"--{'' if args.reconstruct else 'no-'}reconstruct contradicts --compensate "
+                                 f"{given['compensate']}")
+        given["compensate"] = mode
+    merge = replay_options(plan, **given) if plan else default_options(args.criterion, **given)
+    shapes = parse_shapes(args.shape)
+    implied = (args.data, args.labels, args.max_drop, args.min_cosine, args.task, args.iou_threshold, args.blocks)
+    args.validate = args.validate or any(x is not None for x in implied)
+    tasks = tasks_from(args)
+    batches = parse_batches(args.batch)
+    progress("loading")
+    prep = prepare(args.model)
+    check_blocks(tasks, [t.name for t in prep.graph.outputs])
+    progress(f"analyzing {len(prep.graph.nodes)} nodes, " + (f"replaying {args.plan}" if plan else
+                                                              f"scoring by {args.criterion}, rewriting"))
+    calibration = Calibration(args.calib, args.calib_samples, points=args.calib_points,
+                              seed=args.seed) if args.calib else None
+    record = None
+    if calibration is not None and merge.compensate not in ("reconstruct", "mean") and \
+            (plan or args.criterion not in DATA_CRITERIA) and args.allocate == "score":
+        warn(f"--calib is read only by --criterion {'/'.join(DATA_CRITERIA)}, --reconstruct and --compensate mean; "
+              "it is ignored here")
+    elif calibration is not None:
+        record = _calibration_record(calibration, plan)
+    allocation, measured_loss, speed = None, None, None
+    if args.allocate in ("sensitivity", "iterative") and plan is None:
+        selection, allocation, measured_loss = _allocate(args, selection, merge, calibration, shapes)
+        speed = allocation.pop("speed_target", None)
+    if plan is None and allocation is None and (args.target_speedup is not None or args.target_latency is not None):
+        r, speed = _speed_search(args, selection, merge, calibration, shapes)
+    else:
+        r = run_pipeline(prep, shapes, plan, args.criterion, selection, args.include_consumers, args.aggregate,
+                         args.seed, merge, calibration, args.provider, progress)
+    if allocation is not None:
+        allocation["measured_loss"] = round(measured_loss(r.model), 6)
+        r.plan["allocation"] = allocation
+    if speed is not None:
+        r.plan["speed_target"] = speed
+    if record is not None and plan is None:
+        r.plan = with_calibration(r.plan, record)
+    _say_what_was_left(r.analysis, r.removed, selection, args, plan is not None)
+    dims = r.analysis.cost.input_dims
+    checks: dict = {}
+
+    def verify(path: Path) -> None:
+        """Vouch for the bytes written: they load and run in onnxruntime like the original (and pass the bar).
+
+        With --validate the pruned model is also compared and timed here, before it is moved into place.
+        """
+        if args.validate:  # runs both models too, so the smoke run would repeat it
+            progress(f"validating on {args.provider}")
+            checks["validation"] = validate(str(args.model), str(path), inputs_from(args, dims), args.provider,
+                                            args.threads, tasks)
+            broken = [k for k, v in checks["validation"]["outputs"].items() if not v["finite"]]
+            if broken:
+                raise OnnxPruneError(f"the pruned model's output '{broken[0]}' is not finite")
+            gate(checks["validation"], args)
+            progress("timing both models")
+            checks["bench"] = bench([str(args.model), str(path)], batches, args.warmup, args.runs, args.provider,
+                                    args.threads, dims)
+        elif not args.no_verify:
+            progress("running the written model in onnxruntime")
+            smoke_check(str(args.model), str(path), r.model, dims)
+
+    written = save_model(r.model, args.output, external_data=prep.external_data or None, verify=verify)
+    sizes = (sum(p.stat().st_size for p in prep.files), sum(Path(p).stat().st_size for p in written))
+    report = prune_report(r.analysis, r.after, r.removed, r.scores, sizes, r.compensation)
+    if record is not None:
+        report["calibration"] = record
+    if allocation is not None:
+        report["allocation"] = allocation
+    if speed is not None:
+        report["speed_target"] = speed
+    print(summary(report))
+    if speed is not None:
+        last = speed["chosen"]
+        how = (f"latency model of {len(speed['latency_model']['points'])} timed single-group prunes predicted "
+               f"{last['predicted_speedup']:.2f}x, {len(speed['steps'])} rounds timed") \
+            if "predicted_speedup" in last else f"{len(speed.get('bisection_steps', speed['steps']))} steps timed"
+        how += f", {last['by']}" if "by" in last else ""
+        print(f"speed target {speed['target_speedup']:.2f}x on {speed['provider']} at batch {speed['batch']}: "
+              f"{last['target_macs']:.1%} fewer MACs measured {last['speedup']:.2f}x ({how})")
+    if allocation is not None:
+        print(_allocation_line(allocation))
+    print(group_lines(report))
+    if args.validate:
+        report.update(checks)
+        print(validation_lines(report["validation"]))
+        print(bench_lines(report["bench"], ["original", "pruned"]))
+    try:  # every output or none: a plan or report that cannot be written takes the model back
+        if args.save_plan:
+            write_text(args.save_plan, json.dumps(r.plan, indent=1) + "\n")
+        if args.report:
+            write_text(args.report, json.dumps(report, indent=1) + "\n")
+        if args.plot:
+            plot_allocation(allocation, speed, args.plot)
+    except BaseException:
+        for p in written:
+            Path(p).unlink(missing_ok=True)
+        raise
+    print("wrote " + ", ".join(written + [p for p in (args.save_plan, args.report, args.plot) if p]))
+    return 0
+
+
+def _allocate(args: argparse.Namespace, selection: Selection, merge, calibration, shapes):
+    """--allocate sensitivity: measure each group's curve on the --calib inputs (else --data), then allocate."""
+    if selection.target_macs is None and selection.target_params is None:
+        raise OnnxPruneError(f"--allocate {args.allocate} needs --target-macs, --target-params, --target-speedup "
+                             "or --target-latency")
+    if selection.global_rank or selection.overrides:
+        raise OnnxPruneError(f"--allocate {args.allocate} chooses every group's ratio: drop --global and "
+                             "--overrides")
+    data = args.calib if args.calib and Path(args.calib).suffix == ".npz" else args.data
+    if data is None:
+        warn("--allocate sensitivity measures on random inputs (no --calib .npz or --data): the curves say "
+              "little about real inputs")
+    labels = args.labels if data is not None and data == args.data else None
+    inputs = Inputs(shapes=shapes, data=data, labels=labels, seed=args.seed)
+    ratios = tuple(float(x) for x in args.sensitivity_ratios.split(","))
+    if args.allocate == "sensitivity":
+        progress(f"measuring each group's sensitivity at {args.sensitivity_ratios} on {data or 'random inputs'}")
+    return sensitivity_allocation(args.model, selection, args.criterion, inputs, merge, calibration,
+                                  args.provider, args.jobs, args.ray, ratios, progress,
+                                  "iterative" if args.allocate == "iterative" else "curves", _speed_target(args))
+
+
+def _speed_target(args: argparse.Namespace) -> SpeedTarget | None:
+    """--target-speedup / --target-latency with how they are timed, for the latency-model allocation."""
+    if args.target_speedup is None and args.target_latency is None:
+        return None
+    shares = tuple(float(x) for x in args.latency_ratios.split(","))
+    if not shares or not all(0 < x < 1 for x in shares):
+        raise OnnxPruneError("--latency-ratios must be fractions strictly between 0 and 1")
+    return SpeedTarget(args.target_speedup, args.target_latency, args.provider, (parse_batches(args.batch) or (None,))[0],
+                       args.threads, max(args.warmup, 3), max(args.runs, 20), shares)
+
+
+def _speed_search(args: argparse.Namespace, selection: Selection, merge, calibration, shapes):
+    """--target-speedup / --target-latency: bisect the MAC target, pruning and timing against the original."""
+    return speed_search(args.model, selection, args.target_speedup, args.target_latency, args.criterion, merge,
+                        calibration, shapes, args.provider, (parse_batches(args.batch) or (None,))[0], args.threads,
+                        max(args.warmup, 3), max(args.runs, 20), args.include_consumers, args.aggregate, args.seed,
+                        progress)
+
+
+def _allocation_line(a: dict) -> str:
+    """The allocation in a few lines: predicted and measured loss, then each group's ratio."""
+    width = max([0, *(len(g) for g in a["groups"])])
+    inputs = a["inputs"]
+    where = f"{inputs.get('samples')} samples of {inputs['source']}" if isinstance(inputs, dict) and "source" in inputs \
+        else str(inputs)
+    kept = a.get("compared", {}).get("kept", a["allocation"])
+    instead = f" (the {kept} allocation kept: it measured lower)" if kept != a["allocation"] else ""
+    lines = [f"allocation by {a['allocation']}{instead} on {where}: predicted loss {a['predicted_loss']:.4f}, "
+             f"measured {a['measured_loss']:.4f} ({a['loss']})"]
+    lines += [f"  {gid:<{width}} ratio {g['ratio']:.2f}" + (f" (predicted loss {g['predicted_loss']:.4f})"
+                                                           if g["predicted_loss"] is not None else "")
+              for gid, g in a["groups"].items()]
+    return "\n".join(lines)
+
+
+def _calibration_record(calibration: Calibration, plan: dict | None) -> dict:
+    """The record of this calibration; replaying a plan, a warning for each way it differs from the plan's."""
+    record = calibration_record(calibration)
+    if plan is not None:
+        if "calibration" not in plan:
+            progress("the plan records no calibration data, so --calib cannot be compared with it")
+        for difference in calibration_differences(plan.get("calibration"), record):
+            warn(difference)
+    return record
+
+

@@ -1,0 +1,1 @@
+"""Searches that run the pipeline many times: sensitivity ladders, allocation by measurement, speed targets."""
