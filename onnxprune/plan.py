@@ -6,7 +6,7 @@ import os
 from typing import Any
 
 from .analysis.analyze import Analysis
-from .calibration.data import Calibration, data_digest
+from .calibration.data import POINTS, Calibration, data_digest
 from .errors import OnnxPruneError
 
 FORMAT = "onnxprune-plan/1"
@@ -89,8 +89,8 @@ def calibration_record(cal: Calibration) -> dict:
     """What a plan records of the calibration it was made with: the source, the settings, a digest of the data."""
     from .rewrite.reconstruction import HOLD_OUT, RIDGE  # the re-fit's fixed settings, recorded with the rest
 
-    settings = {"samples": cal.samples, "points": cal.points, "batch": cal.batch, "seed": cal.seed,
-                "hold_out_every": HOLD_OUT, "ridge_grid": list(RIDGE)}
+    settings = {"samples": cal.samples, "points": cal.points or POINTS, "batch": cal.batch, "seed": cal.seed,
+                "mask": cal.mask, "hold_out_every": HOLD_OUT, "ridge_grid": list(RIDGE)}
     return {"source": str(cal.path), "settings": settings, "data": data_digest(cal.path)}
 
 

@@ -140,9 +140,13 @@ def summary(report: dict) -> str:
         after = f" -> {c['median_error_after']:.4f}" if "median_error_after" in c else ""
         memory = (c["target_bytes_max"] + c["statistics_bytes_max"] + c["batch_bytes_max"]) / 2**20
         what = "reconstruction" if c["mode"] == "reconstruct" else "LASSO selection without re-fit"
+        points = c["points_per_sample"]
+        points = f"{points} points" if isinstance(points, int) else points
         lines.append(f"{what}: {c['consumers_read']} consumers read on {c['calibration_samples']} "
-                     f"calibration samples x {c['points_per_sample']} points; median relative output error "
+                     f"calibration samples x {points}; median relative output error "
                      f"{c.get('median_error_before', 0):.4f}{after}; {memory:.1f} MiB of calibration data held at most")
+        if "masked_sequences" in c:
+            lines.append(f"  {c['masked_sequences']}")
         if c["consumers_not_reconstructed"]:
             lines.append(f"  {c['consumers_not_reconstructed']} consumers not reconstructed (see the report)")
     elif c and c["mode"] == "mean":
@@ -161,7 +165,8 @@ def summary(report: dict) -> str:
 
 
 def group_lines(report: dict) -> str:
-    """Channels per group, before -> after."""
+    """Channels per group, before -> after, and the share kept."""
     shown = [g for g in report["groups"] if g["removed"]]
     width = max([0, *(len(g["id"]) for g in shown)])
-    return "\n".join(f"  {g['id']:<{width}} {g['channels_before']:>5} -> {g['channels_after']:<5}" for g in shown)
+    return "\n".join(f"  {g['id']:<{width}} {g['channels_before']:>5} -> {g['channels_after']:<5} "
+                     f"({g['channels_after'] / g['channels_before']:.0%} kept)" for g in shown)

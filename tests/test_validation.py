@@ -196,7 +196,7 @@ def test_bench_fields_and_ratios(models: dict[str, str], tmp: Path) -> None:
     r = cli("bench", models["same"], models["neg"], "--batch", "1,2", "--runs", "3", "--warmup", "1",
             "--json", str(tmp / "b.json"))
     assert r.returncode == 0, r.stderr
-    assert "speed-up" in r.stdout and "threads" in r.stdout and "MACs 30 -> 30" in r.stdout
+    assert "speed-up" in r.stdout and "threads" in r.stdout and "MACs per sample at x=1x6: 30 -> 30" in r.stdout
     assert set(json.loads((tmp / "b.json").read_text())["batches"]) == {"1", "2"}
 
 

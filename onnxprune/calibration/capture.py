@@ -8,9 +8,11 @@ import onnx_graphsurgeon as gs
 
 from ..loading import Prepared, export
 from ..runtime.providers import open_session
-from .data import Calibration, calibration_batches
+from ..runtime.feeds import session_inputs
+from .data import Calibration, calibration_batches, valid_rows
 
 Captured = Iterator[tuple[int, dict[str, np.ndarray]]]  # (index of the batch's first sample, tensors)
+VALID = "\0valid"  # in a captured batch: the [N, T] mask of real (not padding) positions, when there is one
 
 
 def capture_model(prep: Prepared, tensors: list[str], new_bias: dict[int, np.ndarray] | None = None,
@@ -50,12 +52,15 @@ def stream(prep: Prepared, tensors: list[str], cal: Calibration, provider: str =
     """The tensors for each calibration batch (only one batch is held at a time), and the sample count."""
     session = open_session(capture_model(prep, tensors, new_bias, source), provider).session
     batches, samples = calibration_batches(cal, session)
+    mask = cal.mask_input(session_inputs(session)[0])
 
     def run() -> Captured:
         start = 0
         for feeds in batches:
-            values = session.run(tensors, feeds)
-            yield start, dict(zip(tensors, values))
+            values = dict(zip(tensors, session.run(tensors, feeds)))
+            if mask is not None:  # which positions are real, for the statistics to leave padding out
+                values[VALID] = feeds[mask] != 0
+            yield start, values
             start += len(next(iter(feeds.values())))
     return run(), samples
 
@@ -63,14 +68,15 @@ def stream(prep: Prepared, tensors: list[str], cal: Calibration, provider: str =
 def channel_means(prep: Prepared, axes: dict[str, int], cal: Calibration, provider: str = "auto",
                   of=(np.abs,)) -> tuple[dict[str, list[np.ndarray]], int]:
     """Per tensor, the mean of each function in `of` of its values, per position along its channel axis,
-    over the calibration set (one pass), and the sample count."""
+    over the calibration set (one pass; padding positions of a masked sequence left out), and the sample count."""
     names = list(axes)
     sums = {t: [0.0] * len(of) for t in names}
     counts = dict.fromkeys(names, 0)
     batches, samples = stream(prep, names, cal, provider)
     for _, values in batches:
-        for t, x in values.items():
-            a = np.moveaxis(x, axes[t], 0).reshape(x.shape[axes[t]], -1).astype(np.float64)
+        for t in names:
+            x, axis = valid_rows(values[t], axes[t], values.get(VALID))
+            a = np.moveaxis(x, axis, 0).reshape(x.shape[axis], -1).astype(np.float64)
             sums[t] = [total + f(a).sum(axis=1) for total, f in zip(sums[t], of)]
             counts[t] += a.shape[1]
     return {t: [total / max(counts[t], 1) for total in sums[t]] for t in names}, samples

@@ -86,6 +86,23 @@ class LinearView:
         take = min(points, volume)
         return np.stack([rng.choice(volume, take, replace=False) for _ in range(samples)]).astype(np.int64)
 
+    def sample_valid(self, valid: np.ndarray, points: int | None, rng: np.random.Generator) -> np.ndarray:
+        """[samples, points] positions among each sample's real ones (`valid`: [N, T], 0 = padding) of a
+        sequence read as [N, T, features]: `points` of them (default: T, so every real position of a full
+        sample), drawn without replacement while a sample has enough, its own positions again after that
+        (each sample weighs the same). A sample with no real position reads its first one."""
+        take = points or valid.shape[1]
+        out = np.empty((len(valid), take), np.int64)
+        for i, row in enumerate(valid):
+            real = np.flatnonzero(row) if row.any() else np.zeros(1, np.int64)
+            first = rng.choice(real, min(take, len(real)), replace=False)
+            out[i] = np.r_[first, rng.choice(real, take - len(first), replace=True)]
+        return out
+
+    def reads_sequence(self, shape: tuple[int, ...], valid: np.ndarray | None) -> bool:
+        """The input is a [N, T, features] sequence whose [N, T] the padding mask `valid` covers."""
+        return valid is not None and self.node.op == "MatMul" and len(shape) == 3 and tuple(shape[:2]) == valid.shape
+
     def rows(self, x: np.ndarray, where: np.ndarray) -> np.ndarray:
         """[samples * points, features]: the input values each sampled output position reads."""
         if self.node.op == "Gemm":

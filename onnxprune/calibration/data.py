@@ -21,12 +21,39 @@ class Calibration:
     path: str
     samples: int | None = None  # the first N samples only
     batch: int = 32
-    points: int = 10  # output positions sampled per sample for reconstruction (He et al. use 10)
+    points: int | None = None  # output positions per sample for reconstruction: None = POINTS (He et al.), or
+    #                            every position of a masked sequence (see reconstruction)
     seed: int = 0
+    mask: str | None = "auto"  # the input whose zeros mark padding (auto: one input named like *mask*; None: none)
 
     def __post_init__(self) -> None:
-        if (self.samples is not None and self.samples < 1) or self.batch < 1 or self.points < 1:
+        if (self.samples is not None and self.samples < 1) or self.batch < 1 or \
+                (self.points is not None and self.points < 1):
             raise OnnxPruneError("--calib-samples, --calib-points and the calibration batch size must be at least 1")
+
+    def mask_input(self, specs) -> str | None:
+        """The input whose zero positions are padding that no statistic may count (None: no such input)."""
+        names = [n for n, _ in specs]
+        if self.mask is None or self.mask == "none":
+            return None
+        if self.mask != "auto":
+            if self.mask not in names:
+                raise OnnxPruneError(f"--calib-mask {self.mask}: the model has no such input (it has "
+                                     f"{', '.join(names)})")
+            return self.mask
+        found = [n for n, dims in specs if "mask" in n.lower() and (dims is None or len(dims) == 2)]
+        return found[0] if len(found) == 1 else None
+
+
+POINTS = 10  # output positions sampled per calibration sample for reconstruction when nothing masks them
+
+
+def valid_rows(x: np.ndarray, axis: int, valid: np.ndarray | None) -> tuple[np.ndarray, int]:
+    """x without its padding positions: where its first two dims are the mask's [N, T] and its channel axis
+    comes after them, the positions whose mask is 0 are dropped (-> [valid, ...]); the new channel axis."""
+    if valid is not None and x.ndim >= 3 and tuple(x.shape[:2]) == valid.shape and axis >= 2:
+        return x[valid], axis - 1
+    return x, axis
 
 
 def _folder(path: Path, specs) -> dict[str, np.ndarray]:

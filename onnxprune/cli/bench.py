@@ -33,11 +33,17 @@ def run(args: argparse.Namespace) -> int:
     progress(f"timing {len(models)} model(s) on {args.provider}")
     report = bench(models, parse_batches(args.batch), args.warmup, args.runs, args.provider, args.threads,
                    parse_shapes(args.shape))
-    costs = [count_model_cost(m, parse_shapes(args.shape)) for m in models]
+    timed = next(iter(report["batches"].values()))["shapes"]
+    one = {k: (1, *v[1:]) for k, v in timed.items()}  # one sample of the shape timed
+    costs = [count_model_cost(m, one) for m in models]
     report["models"] = [{"path": m, "params": c.params, "macs_per_sample": c.macs} for m, c in zip(models, costs)]
     print(bench_lines(report, models))
+    at = ", ".join(f"{k}={'x'.join(map(str, v))}" for k, v in one.items())
     if len(costs) == 2:
-        print(f"  MACs {costs[0].macs:,} -> {costs[1].macs:,}: {costs[0].macs / max(costs[1].macs, 1):.3f}x fewer")
+        print(f"  MACs per sample at {at}: {costs[0].macs:,} -> {costs[1].macs:,}: "
+              f"{costs[0].macs / max(costs[1].macs, 1):.3f}x fewer")
+    else:
+        print(f"  MACs per sample at {at}: {costs[0].macs:,}")
     if args.json:
         write_text(args.json, json.dumps(report, indent=1) + "\n")
     return 0

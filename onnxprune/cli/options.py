@@ -6,7 +6,7 @@ from pathlib import Path
 
 from ..errors import OnnxPruneError
 from ..runtime.providers import CHOICES as PROVIDERS
-from ..validation.tasks import TASKS, TaskOptions, parse_blocks
+from ..validation.tasks import NEIGHBOURS, TASKS, TaskOptions, parse_blocks
 from ..validation.validate import GateFailed, Inputs, gate_failures
 
 MERGE_FLAGS = ("compensate", "merge_threshold", "merge_lambda", "merge_mode", "merge_order", "merge_approximate",
@@ -87,8 +87,12 @@ def add_inputs(p: argparse.ArgumentParser, shape: bool = True, labels: str = "fo
 def add_task(p: argparse.ArgumentParser) -> None:
     """Flags that say how each output is read (task-aware figures)."""
     p.add_argument("--task", choices=TASKS, help="how outputs are read, besides the plain figures: classify: "
-                   "top-1/top-5 agreement ([N, C]); dense: mask IoU ([N, C, H, W]); sequence: greedy-CTC "
-                   "text agreement ([N, T, C], blank 0); auto: per output from its shape (default)")
+                   "top-1/top-5 agreement ([N, C]); embedding: cosine per sample and nearest-neighbour agreement "
+                   "([N, D]); dense: mask IoU ([N, C, H, W]); sequence: greedy-CTC text agreement ([N, T, C], "
+                   "blank 0); auto: per output from its shape, values and name (default; [N, D] with unit-norm rows "
+                   "or named like an embedding is an embedding)")
+    p.add_argument("--neighbours", type=int, metavar="K",
+                   help=f"embedding: compare each sample's K nearest neighbours among the others (default {NEIGHBOURS})")
     p.add_argument("--iou-threshold", type=float, metavar="P",
                    help="dense: a pixel is in the mask when its probability (a sigmoid of logits) is > P "
                         "(default 0.5)")
@@ -100,7 +104,8 @@ def add_task(p: argparse.ArgumentParser) -> None:
 def tasks_from(args: argparse.Namespace) -> TaskOptions:
     """The task options from the flags (None: the defaults)."""
     threshold = 0.5 if args.iou_threshold is None else args.iou_threshold
-    return TaskOptions(args.task or "auto", threshold, parse_blocks(args.blocks))
+    k = NEIGHBOURS if args.neighbours is None else args.neighbours
+    return TaskOptions(args.task or "auto", threshold, parse_blocks(args.blocks), neighbours=k)
 
 
 def check_blocks(tasks: TaskOptions, outputs: list[str]) -> None:

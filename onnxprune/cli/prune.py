@@ -36,8 +36,10 @@ def add_parser(sub) -> None:
     how = r.add_mutually_exclusive_group(required=True)
     how.add_argument("--plan", metavar="PLAN.json", help="replay this plan exactly")
     how.add_argument("--ratio", type=float, help="fraction of channels to remove from every prunable group")
-    how.add_argument("--target-macs", type=float, metavar="F", help="fraction of MACs to remove (global ranking)")
-    how.add_argument("--target-params", type=float, metavar="F", help="fraction of parameters to remove")
+    how.add_argument("--target-macs", type=float, metavar="F", help="fraction of MACs to remove (channels of all groups "
+                     "ranked together: --global is implied)")
+    how.add_argument("--target-params", type=float, metavar="F", help="fraction of parameters to remove (ranked "
+                     "as --target-macs)")
     how.add_argument("--target-speedup", type=float, metavar="X", help="run X times faster than the original, "
                      "measured on --provider at the first --batch size (bisection over the MAC target; with "
                      "--allocate sensitivity|iterative, a per-group latency model, corrected by timing)")
@@ -47,7 +49,8 @@ def add_parser(sub) -> None:
                    "|activation| on --calib data; wanda: input norm x consumer |weight| on --calib data; flap: input "
                    "fluctuation x consumer weight^2 on --calib data, its mean folded into the bias; lasso: LASSO "
                    "on --calib data, with re-fit (default l1)")
-    r.add_argument("--global", dest="global_rank", action="store_true", help="rank channels of all groups together")
+    r.add_argument("--global", dest="global_rank", action="store_true", help="rank channels of all groups together (for "
+                   "--ratio; a target always does)")
     r.add_argument("--allocate", choices=["score", "sensitivity", "iterative"], default="score",
                    help="how much each group loses: score (--ratio per group, or --global's threshold); "
                         "sensitivity: measure each group's loss alone at --sensitivity-ratios on the --calib "
@@ -70,7 +73,8 @@ def add_parser(sub) -> None:
                                                    "needs onnxprune[ray]")
     r.add_argument("--round-to", type=int, default=1, metavar="N", help="kept channel counts are multiples of N")
     r.add_argument("--min-channels", type=int, default=1, metavar="N", help="never keep fewer channels per group")
-    r.add_argument("--max-ratio", type=float, default=1.0, metavar="R", help="never remove more of one group")
+    r.add_argument("--max-ratio", type=float, default=1.0, metavar="R", help="never remove more than this share of one group (default 1: no cap; a group left with under 10%% "
+                   "of its channels is warned about)")
     r.add_argument("--exclude", action="append", metavar="GLOB", help="leave the output channels of these nodes (globs)")
     r.add_argument("--overrides", metavar="FILE", help="JSON or YAML: node-name glob -> ratio")
     r.add_argument("--include-consumers", action="store_true", help="score consumers' input slices too")
@@ -80,8 +84,12 @@ def add_parser(sub) -> None:
     r.add_argument("--calib", metavar="FILE.npz|DIR", help="calibration inputs for --criterion activation|lasso and "
                    "reconstruction: arrays named after the inputs (first axis = samples), or a folder of .npy files")
     r.add_argument("--calib-samples", type=int, metavar="N", help="use the first N calibration samples")
-    r.add_argument("--calib-points", type=int, default=10, metavar="N",
-                   help="output positions sampled per calibration sample for reconstruction (default 10)")
+    r.add_argument("--calib-points", type=int, metavar="N",
+                   help="output positions sampled per calibration sample for reconstruction (default 10; for a "
+                        "sequence with a padding mask, every real position of a full sample)")
+    r.add_argument("--calib-mask", metavar="INPUT", default="auto",
+                   help="the input whose zeros mark padding positions, left out of every statistic, fit and loss "
+                        "(default auto: the one input named like *mask*, e.g. attention_mask; none: no masking)")
     c = add_merge_flags(r, "compensation of removed channels (neuron merging, or reconstruction on calibration "
                             "data); with --plan, the plan's recorded options unless given here")
     c.add_argument("--reconstruct", action=argparse.BooleanOptionalAction, default=None,
@@ -94,8 +102,8 @@ def add_parser(sub) -> None:
     r.add_argument("--report", metavar="FILE", help="write the before/after report as JSON")
     r.add_argument("--shape", action="append", metavar="NAME:DIMS", help="input shape for the check run and MACs")
     r.add_argument("--no-verify", action="store_true", help="skip the onnxruntime check run")
-    v = r.add_argument_group("validation (--validate; --data, --labels, --task, --iou-threshold, --blocks, "
-                             "--max-drop and --min-cosine imply it): fidelity and latency of the written model in "
+    v = r.add_argument_group("validation (--validate; --data, --labels, --task, --neighbours, --iou-threshold, "
+                             "--blocks, --max-drop and --min-cosine imply it): fidelity and latency of the written model in "
                              "the report; below a --max-drop / --min-cosine bar nothing is written and the exit "
                              "code is 1")
     v.add_argument("--validate", action="store_true", help="compare and time the pruned model against the original")
@@ -116,6 +124,21 @@ def _selection(args: argparse.Namespace) -> Selection:
 
 
 
+NEARLY_EMPTY = 0.1  # a group keeping less than this share of its channels is warned about
+
+
+def _say_what_was_emptied(prunable: list, removed: dict, sel: Selection | None) -> None:
+    """Warn when a ranking across groups leaves some group nearly empty and no --max-ratio caps it."""
+    if sel is None or sel.max_ratio < 1 or (sel.ratio is not None and not sel.global_rank):
+        return  # a uniform --ratio asks for exactly what it gets
+    thin = [(g, g.channels - len(removed[g.id])) for g in prunable if g.id in removed
+            and g.channels - len(removed[g.id]) < NEARLY_EMPTY * g.channels]
+    if thin:
+        g, kept = min(thin, key=lambda t: t[1] / t[0].channels)
+        warn(f"{len(thin)} group(s) keep under {NEARLY_EMPTY:.0%} of their channels (e.g. {g.id}: {kept} of "
+             f"{g.channels}); --max-ratio R caps what one group may lose (default 1: no cap)")
+
+
 def _say_what_was_left(analysis, removed: dict, sel: Selection | None, args, replay: bool) -> None:
     """Warn about patterns that match nothing and groups left whole; refuse a run that removes nothing."""
     names = {n for g in analysis.groups for n in g.nodes(PRODUCER)}
@@ -124,6 +147,7 @@ def _say_what_was_left(analysis, removed: dict, sel: Selection | None, args, rep
             if not any(fnmatch.fnmatchcase(n, glob) for n in names):
                 warn(f"{flag} pattern '{glob}' matches no producer node")
     prunable = analysis.prunable
+    _say_what_was_emptied(prunable, removed, sel)
     whole = [g for g in prunable if g.id not in removed]
     if removed and whole:
         small = sum(g.channels <= (sel.round_to if sel else 1) for g in whole)
@@ -163,6 +187,9 @@ def run(args: argparse.Namespace) -> int:
     selection = None if plan else _selection(args)
     if selection:
         selection.check()
+        if args.global_rank and (args.target_macs is not None or args.target_params is not None):
+            progress("note: a MAC or parameter target already ranks the channels of all groups together; --global "
+                     "changes nothing here")
     given = {k: v for k in MERGE_FLAGS if (v := getattr(args, k)) is not None}
     if args.reconstruct is not None:
         mode = "reconstruct" if args.reconstruct else "none"
@@ -172,7 +199,8 @@ def run(args: argparse.Namespace) -> int:
         given["compensate"] = mode
     merge = replay_options(plan, **given) if plan else default_options(args.criterion, **given)
     shapes = parse_shapes(args.shape)
-    implied = (args.data, args.labels, args.max_drop, args.min_cosine, args.task, args.iou_threshold, args.blocks)
+    implied = (args.data, args.labels, args.max_drop, args.min_cosine, args.task, args.iou_threshold, args.blocks,
+               args.neighbours)
     args.validate = args.validate or any(x is not None for x in implied)
     tasks = tasks_from(args)
     batches = parse_batches(args.batch)
@@ -181,8 +209,12 @@ def run(args: argparse.Namespace) -> int:
     check_blocks(tasks, [t.name for t in prep.graph.outputs])
     progress(f"analyzing {len(prep.graph.nodes)} nodes, " + (f"replaying {args.plan}" if plan else
                                                               f"scoring by {args.criterion}, rewriting"))
-    calibration = Calibration(args.calib, args.calib_samples, points=args.calib_points,
-                              seed=args.seed) if args.calib else None
+    calibration = Calibration(args.calib, args.calib_samples, points=args.calib_points, seed=args.seed,
+                              mask=args.calib_mask) if args.calib else None
+    if calibration is not None:
+        masked = calibration.mask_input([(t.name, t.shape) for t in prep.graph.inputs])
+        progress(f"calibration: padding positions where '{masked}' is 0 are left out of every statistic and fit"
+                 if masked else "calibration: no padding mask (every position counts)")
     record = None
     if calibration is not None and merge.compensate not in ("reconstruct", "mean") and \
             (plan or args.criterion not in DATA_CRITERIA) and args.allocate == "score":
@@ -192,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
         record = _calibration_record(calibration, plan)
     allocation, measured_loss, speed = None, None, None
     if args.allocate in ("sensitivity", "iterative") and plan is None:
-        selection, allocation, measured_loss = _allocate(args, selection, merge, calibration, shapes)
+        selection, allocation, measured_loss = _allocate(args, selection, merge, calibration, shapes, tasks)
         speed = allocation.pop("speed_target", None)
     if plan is None and allocation is None and (args.target_speedup is not None or args.target_latency is not None):
         r, speed = _speed_search(args, selection, merge, calibration, shapes)
@@ -270,7 +302,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _allocate(args: argparse.Namespace, selection: Selection, merge, calibration, shapes):
+def _allocate(args: argparse.Namespace, selection: Selection, merge, calibration, shapes, tasks):
     """--allocate sensitivity: measure each group's curve on the --calib inputs (else --data), then allocate."""
     if selection.target_macs is None and selection.target_params is None:
         raise OnnxPruneError(f"--allocate {args.allocate} needs --target-macs, --target-params, --target-speedup "
@@ -289,7 +321,8 @@ def _allocate(args: argparse.Namespace, selection: Selection, merge, calibration
         progress(f"measuring each group's sensitivity at {args.sensitivity_ratios} on {data or 'random inputs'}")
     return sensitivity_allocation(args.model, selection, args.criterion, inputs, merge, calibration,
                                   args.provider, args.jobs, args.ray, ratios, progress,
-                                  "iterative" if args.allocate == "iterative" else "curves", _speed_target(args))
+                                  "iterative" if args.allocate == "iterative" else "curves", _speed_target(args),
+                                  tasks)
 
 
 def _speed_target(args: argparse.Namespace) -> SpeedTarget | None:

@@ -11,7 +11,8 @@ from ..scoring.score import DATA_CRITERIA
 from ..search.plots import plot_sensitivity, pyplot
 from ..search.sensitivity import RATIOS, sensitivity
 from .files import check_output, write_text
-from .options import CRITERION_HELP, MERGE_FLAGS, add_inputs, add_merge_flags, add_runtime, inputs_from
+from .options import (CRITERION_HELP, MERGE_FLAGS, add_inputs, add_merge_flags, add_runtime, add_task, inputs_from,
+                      tasks_from)
 from .progress import progress
 
 
@@ -20,7 +21,8 @@ def add_parser(sub) -> None:
     s = sub.add_parser("sensitivity", help="prune each group alone at a ladder of ratios and measure the cost",
                        description="Prune each prunable group alone at each ratio (ranked by --criterion, "
                                    "compensated as prune does) and record the worst output's cosine, relative L2 "
-                                   "error and top-1 agreement against the original, or accuracy with --labels. "
+                                   "error, top-1 agreement (a classifier) or neighbour agreement (an embedding) "
+                                   "against the original, or accuracy with --labels. "
                                    "Progress: one line per group on stderr, with the time left.")
     s.add_argument("model")
     s.add_argument("-o", "--output", required=True, metavar="FILE.json", help="where to write the curves")
@@ -31,6 +33,7 @@ def add_parser(sub) -> None:
     s.add_argument("--criterion", default="l1", choices=[c for c in CRITERIA if c not in DATA_CRITERIA],
                    help=CRITERION_HELP + " (default l1; the data-driven ones are prune's)")
     add_inputs(s, labels="; the curves are then accuracy instead of cosine")
+    add_task(s)
     add_runtime(s)
     s.add_argument("--seed", type=int, default=0,
                    help="seed of the random inputs and of --criterion random (default 0)")
@@ -50,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
         pyplot()  # fail before the long run, not after it
     given = {k: v for k in MERGE_FLAGS if (v := getattr(args, k)) is not None}
     report = sensitivity(args.model, ratios, args.criterion, inputs_from(args), args.provider,
-                         MergeOptions.from_keywords(**given), progress=progress, threads=args.threads)
+                         MergeOptions.from_keywords(**given), progress=progress, threads=args.threads,
+                         tasks=tasks_from(args))
     write_text(args.output, json.dumps(report, indent=1) + "\n")
     metric = report["metric"]
     width = max([0, *(len(g["id"]) for g in report["groups"])])

@@ -21,7 +21,7 @@ from ..errors import OnnxPruneError
 from ..loading import Prepared
 from ..scoring.slices import channel_matrix, zeroed
 from ..graph.patterns import matmul_bias
-from .relations import (APPROXIMATE, BORDER, GROUPED, LOW_SIMILARITY, NO_BIAS, NO_RULE, NOT_VISIBLE, OK, PAPER,
+from .relations import (APPROXIMATE, BLOCK, BORDER, GROUPED, LOW_SIMILARITY, NO_BIAS, NO_RULE, NOT_VISIBLE, OK, PAPER,
                         REASONS, REPEATED, RULES, SIMILARITY, SPLIT_PATHS, UNEVEN, Context, Relation, is_zero,
                         mark_inexact)
 
@@ -181,12 +181,26 @@ class _Pairs:
         mask[:, -1] = present[self.removed]
         return mask
 
-    def _refuse_repeated(self, mixed: np.ndarray) -> None:
-        """A channel whose copies meet different parameters has no one relation: refuse its pairs."""
+    def _refuse_mixed(self, mixed: np.ndarray, member: Member) -> None:
+        """A channel whose positions meet different parameters has no one relation: refuse its pairs, saying
+        whether its positions are copies (a Concat) or one block (a head's head_dim positions)."""
         if mixed.any():
-            bad = mixed[self.removed][:, None] | mixed[self.cand][None, :]
-            bad[:, -1] = mixed[self.removed]
-            self.why[(self.why == OK) & bad] = REPEATED
+            block = self._contiguous(member)
+            for code, which in ((BLOCK, mixed & block), (REPEATED, mixed & ~block)):
+                bad = which[self.removed][:, None] | which[self.cand][None, :]
+                bad[:, -1] = which[self.removed]
+                self.why[(self.why == OK) & bad] = code
+
+    def _contiguous(self, member: Member) -> np.ndarray:
+        """Per channel: its positions on the member's axis form one unbroken run."""
+        pos, idx = self.analysis.channel_positions(member, self.g)
+        lo = np.full(self.g.channels, np.iinfo(np.int64).max)
+        hi = np.full(self.g.channels, -1)
+        count = np.zeros(self.g.channels, np.int64)
+        np.minimum.at(lo, idx, pos)
+        np.maximum.at(hi, idx, pos)
+        np.add.at(count, idx, 1)
+        return (count > 0) & (hi - lo + 1 == count)
 
     def pair_values(self, node_name: str, node: gs.Node, index: int) -> np.ndarray | None:
         """[removed, candidates, 2]: the input's value for channel n and for channel m."""
@@ -196,7 +210,7 @@ class _Pairs:
         if member is not None:
             per = self.per_channel(member)
             v = per.mean(axis=1)
-            self._refuse_repeated(~np.all(per == per[:, :1], axis=1))
+            self._refuse_mixed(~np.all(per == per[:, :1], axis=1), member)
         else:
             values = np.asarray(node.inputs[index].values, np.float64)
             if values.size != 1:

@@ -23,7 +23,7 @@ from ..analysis.builder import CONSUMER, Member
 from ..analysis.groups import Group
 from ..calibration.capture import capture_model
 from ..calibration.consumers import LinearView, linear_view
-from ..calibration.data import Calibration, Samples
+from ..calibration.data import POINTS, Calibration, Samples
 from ..calibration.frontier import BATCH_BYTES, Activations
 from ..runtime.feeds import session_inputs
 from ..runtime.providers import open_session
@@ -237,7 +237,14 @@ def _reconstruct(prep: Prepared, analysis: Analysis, removed: dict[str, list[int
                 progress(f"group {k}/{len(todo)} {g.id}: kept {keep_n}/{g.channels} by {fit.selection}"
                          + (f"; consumer error {errors}" if errors else ""))
         memory["activation_disk_bytes_max"] = acts.bytes_max
-    comp.summary = {"calibration_samples": samples, "points_per_sample": cal.points, **memory}
+    masked = memory.pop("masked_consumers", 0)
+    comp.summary = {"calibration_samples": samples,
+                    "points_per_sample": cal.points or ("the real positions" if masked else POINTS), **memory}
+    if masked:
+        comp.summary["masked_sequences"] = (f"{masked} consumers read sequences: rows at real (unmasked) positions "
+                                            "only, " + (f"{cal.points} per sample" if cal.points else
+                                                        "every one (repeated up to the padded length, so each "
+                                                        "sample weighs the same)"))
     return done, comp
 
 
@@ -269,18 +276,28 @@ def _targets(prep: Prepared, original: gs.Graph, consumers: list[_Consumer], cal
     session = open_session(capture_model(prep, tensors, source=original), provider).session
     data = Samples(cal, *session_inputs(session))
     samples = data.count
+    mask = cal.mask_input(data.specs)
     gathered = {id(c): _Gather(c.view.features, _target_rows(c, c.view.matrix(first[id(c)]), samples))
                 for c in consumers}
+    rngs = {id(c): np.random.default_rng([cal.seed, seeds[id(c)]]) for c in consumers}
     start, batch = 0, data.batch_size(1)
     while start < samples:
         stop = min(start + batch, samples)
-        values = dict(zip(tensors, session.run(tensors, data.read(start, stop))))
+        feeds = data.read(start, stop)
+        values = dict(zip(tensors, session.run(tensors, feeds)))
+        valid = feeds[mask] != 0 if mask is not None else None
         size = sum(v.nbytes for v in values.values())
         memory["batch_bytes_max"] = max(memory["batch_bytes_max"], size)
         for c in consumers:
             x = values[c.view.data]
-            if c.where is None:
-                c.where = c.view.sample(x.shape, samples, cal.points, np.random.default_rng([cal.seed, seeds[id(c)]]))
+            if c.view.reads_sequence(x.shape, valid):  # rows at real positions only, drawn batch by batch
+                drawn = c.view.sample_valid(valid, cal.points, rngs[id(c)])
+                if c.where is None:
+                    c.where = np.empty((samples, drawn.shape[1]), np.int64)
+                c.where[start:stop] = drawn
+                memory["masked_consumers"] = memory.get("masked_consumers", 0) + (start == 0)
+            elif c.where is None:
+                c.where = c.view.sample(x.shape, samples, cal.points or POINTS, rngs[id(c)])
             gathered[id(c)].add(start, stop, c.view.rows(x, c.where[start:stop]))
         del values
         if start == 0:

@@ -14,7 +14,7 @@ from scipy.special import erf
 
 # why a pair (n, m) cannot be merged; 0 = it can
 OK, LOW_SIMILARITY, NEGATIVE_SCALE, NO_RULE, SPLIT_PATHS, SCALES_DISAGREE, NOT_VISIBLE, DEAD_TARGET, \
-    NO_BIAS, GROUPED, REPEATED = range(11)
+    NO_BIAS, GROUPED, REPEATED, BLOCK = range(12)
 REASONS = {
     LOW_SIMILARITY: "no kept filter similar enough", NEGATIVE_SCALE: "scale <= 0 through an activation",
     NO_RULE: "an op on the way has no merge rule", SPLIT_PATHS: "the two channels reach the consumer along "
@@ -22,6 +22,8 @@ REASONS = {
     NOT_VISIBLE: "a consumer sees the channel but not its match", DEAD_TARGET: "the match is a dead channel",
     NO_BIAS: "a consumer has no bias to take the residual", GROUPED: "a grouped convolution in the group",
     REPEATED: "the channel is repeated (Concat) with different per-channel parameters on the copies",
+    BLOCK: "the channel is a block of several positions (an attention head, say) with different parameters at "
+    "each: merging relates one value per channel",
 }
 
 # why a merge or fold is approximate; 0 = exact. Each refuses merges unless --merge-approximate (a

@@ -28,7 +28,7 @@ def runtime():
         raise OnnxPruneError("onnxruntime is not installed: pip install 'onnxprune[cpu]' "
                              "(or 'onnxprune[gpu]' for CUDA)") from None
     if not VERBOSE:
-        onnxruntime.set_default_logger_severity(3)  # errors only: what matters is reported by onnxprune
+        onnxruntime.set_default_logger_severity(4)  # fatal only: its errors come back as exceptions, one line each
     return onnxruntime
 
 
@@ -78,7 +78,7 @@ def open_session(model: str | bytes, choice: str = "auto", threads: int | None =
     ort = runtime()
     wanted = wanted_provider(choice, ort.get_available_providers())
     opts = ort.SessionOptions()
-    opts.log_severity_level = 0 if VERBOSE else 3
+    opts.log_severity_level = 0 if VERBOSE else 4
     opts.intra_op_num_threads = threads or cpu_threads()
     opts.enable_cpu_mem_arena = arena
     if not spin:

@@ -10,6 +10,7 @@ from ..rewrite.merging import MergeOptions
 from ..selection import Selection, select
 from ..selection.allocate import allocate, allocate_iteratively, cost_measure, curves_from_sensitivity, \
     predicted_loss, uniform_counts
+from ..validation.tasks import TaskOptions
 from .measure import MeasureJob, Measurer, Workers, keep_least
 from .sensitivity import RATIOS, measure_sensitivity
 from .speed import against_bisection, meet_speed
@@ -19,7 +20,7 @@ def sensitivity_allocation(model: str | bytes, selection: Selection, criterion: 
                            calibration: Calibration | None = None, provider: str = "auto", jobs: int = 1,
                            ray: str | None = None, ratios: tuple[float, ...] | None = None,
                            progress: Callable[[str], None] | None = None, method: str = "curves",
-                           speed=None):
+                           speed=None, tasks: TaskOptions | None = None):
     """Measure every group's curve (it alone pruned at each ratio), then choose per-group counts that meet
     the selection's target with the least predicted loss (`method="iterative"`: grow the counts one
     measured step at a time instead, see allocate_iteratively).
@@ -29,17 +30,19 @@ def sensitivity_allocation(model: str | bytes, selection: Selection, criterion: 
     timed, the model's target moved by what the timing missed (record["speed_target"]).
     Either way the result is measured against simpler allocations reaching the same target (uniform and
     global; for a speed target, the MAC bisection's global threshold) and the least loss is kept
-    (record["compared"]). Returns (selection with the counts, the allocation's record, a function giving the measured loss
-    of a pruned model on the same inputs)."""
+    (record["compared"]). `tasks` says how outputs are read, and so what the loss is (an embedding's lost
+    neighbours, a classifier's top-1 disagreement...). Returns (selection with the counts, the allocation's
+    record, a function giving the measured loss of a pruned model on the same inputs)."""
     progress = progress or (lambda _: None)
     if method == "iterative":
-        measurer = Measurer(MeasureJob(model, (0.5,), criterion, inputs, provider, merge, None, calibration))
+        measurer = Measurer(MeasureJob(model, (0.5,), criterion, inputs, provider, merge, None, calibration, tasks))
         workers = Workers(measurer, jobs, ray)
-        progress(f"iterative allocation by {criterion}: each step's trials measured in {workers.describe()}")
+        progress(f"iterative allocation by {criterion}: each step's trials measured in {workers.describe()}, in "
+                 f"{measurer.metric}; outputs read as " + "; ".join(f"'{k}' {v}" for k, v in measurer.read_as.items()))
         choose, record = _iterative_chooser(measurer, selection, workers, progress), {"allocation": "iterative"}
     else:
         report, measurer = measure_sensitivity(model, ratios or RATIOS, criterion, inputs, provider, merge, progress,
-                                               None, calibration, jobs, ray)
+                                               None, calibration, jobs, ray, tasks)
         choose, record = _curve_chooser(measurer, report, selection), {"allocation": "sensitivity",
                                                                        "ratios": report["ratios"]}
     try:
@@ -59,7 +62,8 @@ def sensitivity_allocation(model: str | bytes, selection: Selection, criterion: 
         if method == "iterative":
             workers.close()
     metric = measurer.metric
-    record.update({"metric": metric, "loss": _LOSS[metric], "inputs": measurer.description, **predicted.pop("record", {}),
+    record.update({"metric": metric, "loss": _LOSS[metric], "inputs": measurer.description,
+                   "outputs": measurer.read_as, **predicted.pop("record", {}),
                    "predicted_loss": round(predicted["total"], 6),
                    "groups": {g.id: {"channels": g.channels, "removed": counts.get(g.id, 0),
                                      "ratio": round(counts.get(g.id, 0) / g.channels, 4),
@@ -118,4 +122,5 @@ def _iterative_chooser(measurer, selection: Selection, workers, progress):
 
 
 _LOSS = {"cosine": "1 - cosine of the worst output", "accuracy": "accuracy drop",
-         "top1_agreement": "top-1 disagreement with the original"}
+         "top1_agreement": "top-1 disagreement with the original",
+         "neighbour_agreement": "share of each sample's nearest neighbours lost"}

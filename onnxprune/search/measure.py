@@ -20,16 +20,19 @@ from ..selection import Selection, select
 from ..selection.allocate import loss_in
 from ..runtime.providers import open_session
 from ..validation.compare import Accuracy
+from ..validation.tasks import TaskOptions
 from ..validation.validate import Inputs, compare_runs, open_inputs
 
 
 def _point(agreement: dict, accuracy: Accuracy | None) -> dict:
-    """One ladder point: the worst output's cosine / rel L2 / top-1 agreement, and accuracy with labels."""
+    """One ladder point: the worst output's cosine / rel L2 / top-1 agreement / embedding figures, and
+    accuracy with labels."""
     outs = [a.to_json() for a in agreement.values()]
     point = {"cosine": min(o["cosine"] for o in outs), "rel_l2": max(o["rel_l2"] for o in outs)}
-    top1 = [o["top1_agreement"] for o in outs if "top1_agreement" in o]
-    if top1:
-        point["top1_agreement"] = min(top1)
+    for key in ("top1_agreement", "neighbour_agreement", "mean_cosine"):
+        values = [o[key] for o in outs if key in o]
+        if values:
+            point[key] = min(values)
     if accuracy is not None:
         point["accuracy"] = accuracy.to_json()["pruned"]
     return point
@@ -47,6 +50,7 @@ class MeasureJob:
     merge: MergeOptions
     threads: int | None
     calibration: Calibration | None
+    tasks: TaskOptions | None = None  # how outputs are read (--task): an embedding's loss is its neighbours
 
 
 class Measurer:
@@ -65,12 +69,15 @@ class Measurer:
         inputs = open_inputs(job.inputs, self.ref.session)
         self.description = inputs.description
         self.reference = [self.ref.session.run(None, f) for f in inputs.batches]
-        self.unpruned = _point(*compare_runs(self.ref, None, open_inputs(job.inputs, self.ref.session),
-                                             self.reference))
+        agreement, accuracy = compare_runs(self.ref, None, open_inputs(job.inputs, self.ref.session),
+                                           self.reference, job.tasks)
+        self.unpruned = _point(agreement, accuracy)
+        self.read_as = {name: f"{a.task} ({a.why})" for name, a in agreement.items()}  # said in the output
         # what a loss is counted in: the accuracy with labels; a classifier's top-1 agreement with the
-        # original (it follows accuracy where the cosine of the logits does not); else the outputs' cosine
-        self.metric = "accuracy" if job.inputs.labels else \
-            "top1_agreement" if "top1_agreement" in self.unpruned else "cosine"
+        # original (it follows accuracy where the cosine of the logits does not); an embedding's
+        # neighbour agreement (an argmax over its dimensions means nothing); else the outputs' cosine
+        self.metric = "accuracy" if job.inputs.labels else next(
+            (m for m in ("top1_agreement", "neighbour_agreement") if m in self.unpruned), "cosine")
 
     def groups(self) -> list:
         """The prunable groups that have scores."""
@@ -102,7 +109,8 @@ class Measurer:
     def measure(self, model: onnx.ModelProto) -> dict:
         """The figures of a whole pruned model on the same inputs, against the same reference."""
         got = open_session(model.SerializeToString(), self.job.provider, self.job.threads)
-        return _point(*compare_runs(self.ref, got, open_inputs(self.job.inputs, self.ref.session), self.reference))
+        return _point(*compare_runs(self.ref, got, open_inputs(self.job.inputs, self.ref.session), self.reference,
+                                    self.job.tasks))
 
 
 _WORKER: Measurer | None = None

@@ -46,7 +46,7 @@ class Stopwatch:
         ref = open_session(original, speed.provider, speed.threads, spin=False)  # runs alternate: no spinning
         self.provider = ref.provider
         specs, dtypes = session_inputs(ref.session)
-        self.batch = speed.batch or own_batch(specs)
+        self.batch = speed.batch or own_batch(specs, shapes)
         self.feeds = random_inputs(dtypes, input_dims(specs, shapes, self.batch))
         self.reference = bound_runner(ref, self.feeds)
         self.base_ms: list[float] = []

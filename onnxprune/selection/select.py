@@ -78,11 +78,23 @@ def _counts(groups: list[Group], sel: Selection, wanted: Callable[[Group], int])
 
 
 def _normalised(scores: dict[str, GroupScores], raw: bool) -> dict[str, GroupScores]:
-    """For global ranking, groups compare on scores scaled to mean 1 (BN gammas stay raw, as in the paper)."""
+    """For global ranking, groups compare on scores scaled to mean 1 (BN gammas stay raw, as in the paper).
+
+    FLAP's fluctuations differ by orders of magnitude between groups (attention heads against FFN units, one
+    layer against another), so a raw threshold empties some groups and leaves others whole: they are
+    standardised per group (mean 0, deviation 1), as its authors standardise per layer. Measured on a trained
+    sentence transformer at 30 % fewer MACs (docs/allocation.md): 46.0 % of each sentence's 10 nearest
+    neighbours kept, against 40.0 % raw and 41.0 % standardised over all groups of one kind of unit.
+    """
     if raw:
         return scores
-    return {k: GroupScores(v.scores / max(float(v.scores.mean()), 1e-30), v.criterion, v.note)
+    return {k: GroupScores(_standardised(v.scores) if v.criterion == "flap" else
+                           v.scores / max(float(v.scores.mean()), 1e-30), v.criterion, v.note)
             for k, v in scores.items()}
+
+
+def _standardised(x: np.ndarray) -> np.ndarray:
+    return (x - x.mean()) / max(float(x.std()), 1e-30)
 
 
 def _removed(analysis: Analysis, groups: list[Group], scores: dict[str, GroupScores], counts: dict[str, int],

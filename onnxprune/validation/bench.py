@@ -45,10 +45,25 @@ def stats(times_s: list[float], batch: int) -> dict:
             "mean_ms": float(t.mean()), "throughput": batch * 1000 / median if median > 0 else float("inf")}
 
 
-def own_batch(specs) -> int:
-    """The model's static batch size (its first input's first dim), else 1."""
+def own_batch(specs, shapes: dict[str, tuple[int, ...]] | None = None) -> int:
+    """The model's static batch size (its first input's first dim), else the batch of a given shape
+    (--shape), else 1."""
     declared = next((d for _, d in specs if d), None)
-    return declared[0] if declared and isinstance(declared[0], int) and declared[0] > 0 else 1
+    if declared and isinstance(declared[0], int) and declared[0] > 0:
+        return declared[0]
+    given = next((shapes[name] for name, _ in specs if shapes and shapes.get(name)), None)
+    return given[0] if given else 1
+
+
+def _first_run(model: ModelBytes, run: Callable[[], None], dims: dict[str, tuple[int, ...]]) -> None:
+    """One untimed run; a model that does not run at these shapes is one line, not a traceback."""
+    try:
+        run()
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises many types
+        name = "the model" if isinstance(model, bytes) else str(model)
+        at = ", ".join(f"{k}={'x'.join(map(str, v))}" for k, v in dims.items())
+        raise OnnxPruneError(f"{name} does not run at {at}: {str(exc).splitlines()[0][:300]} (give every input's "
+                             "shape with --shape)") from None
 
 
 def bench(models: list[ModelBytes], batches: tuple[int, ...] = (), warmup: int = 10, runs: int = 50,
@@ -57,25 +72,28 @@ def bench(models: list[ModelBytes], batches: tuple[int, ...] = (), warmup: int =
     """Time each model at each batch size; runs alternate between the models so drift hits both alike.
 
     With two models, `speedup` is the first's median latency over the second's. No batch sizes: the
-    model's own (its static batch, else 1).
+    model's own (its static batch, else the batch of a `shapes` entry, else 1). Each batch's entry says
+    the input shapes it ran at.
     """
     if runs < 1 or warmup < 0:
         raise OnnxPruneError(f"--runs must be at least 1 and --warmup at least 0 (got {runs} and {warmup})")
     sessions = [open_session(m, provider, threads, spin=False) for m in models]  # runs alternate: no spinning
     specs, dtypes = session_inputs(sessions[0].session)
-    batches = batches or (own_batch(specs),)
+    batches = batches or (own_batch(specs, shapes),)
     out = {"provider": sessions[0].provider, "threads": sessions[0].threads, "warmup": warmup, "runs": runs,
            "batches": {}}
     if sessions[0].note:
         out["provider_note"] = sessions[0].note
     for batch in batches:
-        feeds = random_inputs(dtypes, input_dims(specs, shapes, batch))
+        dims = input_dims(specs, shapes, batch)
+        feeds = random_inputs(dtypes, dims)
         runners = [bound_runner(s, feeds) for s in sessions]
-        for run in runners:
+        for model, run in zip(models, runners):
+            _first_run(model, run, dims)
             for _ in range(warmup):
                 run()
         times = interleaved(runners, runs)
-        entry = {"models": [stats(t, batch) for t in times]}
+        entry = {"shapes": {k: list(v) for k, v in dims.items()}, "models": [stats(t, batch) for t in times]}
         if len(times) == 2:
             entry["speedup"] = entry["models"][0]["median_ms"] / entry["models"][1]["median_ms"]
             # each run of one model beside the other's next run: the median of those ratios cancels the
@@ -91,6 +109,8 @@ def bench_lines(report: dict, names: list[str]) -> str:
              f"{report['runs']} timed runs, interleaved"]
     lines += [f"note: {report['provider_note']}"] if "provider_note" in report else []
     for batch, entry in report["batches"].items():
+        lines.append(f"  batch {batch:>3} at " + ", ".join(f"{k}={'x'.join(map(str, v))}"
+                                                      for k, v in entry["shapes"].items()))
         for name, s in zip(names, entry["models"]):
             lines.append(f"  batch {batch:>3} {name[-40:]:<40} min {s['min_ms']:8.3f} ms  median {s['median_ms']:8.3f} ms  "
                          f"p90 {s['p90_ms']:8.3f} ms  {s['throughput']:10.1f} samples/s")

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .tasks import METRICS, Classify, Dense, Sequence, TaskOptions, pick
+from .tasks import METRICS, Classify, Dense, Embedding, Sequence, TaskOptions, pick
 
 
 def is_classifier(shape: tuple[int, ...], dtype: np.dtype) -> bool:
@@ -61,11 +61,12 @@ class OutputAgreement:
 
     options: TaskOptions = field(default_factory=TaskOptions)
     blocks: tuple[int, ...] = ()  # sizes along axis 1 (--blocks)
+    name: str = ""  # the output's name (auto reads embeddings from it too)
     figures: Figures = field(default_factory=Figures)
     task: str | None = None
     why: str = ""
     shape: tuple[int, ...] = ()  # of the first batch
-    metric: Classify | Dense | Sequence | None = None
+    metric: Classify | Embedding | Dense | Sequence | None = None
     block_figures: list[Figures] = field(default_factory=list)
 
     def add(self, ref: np.ndarray, got: np.ndarray) -> None:
@@ -84,7 +85,7 @@ class OutputAgreement:
 
     def _start(self, ref: np.ndarray) -> None:
         """Pick the task from the first batch; check the blocks against the channel axis."""
-        self.task, self.why = pick(ref, self.options.task)
+        self.task, self.why = pick(ref, self.options.task, self.name)
         self.shape = tuple(ref.shape)
         self.metric = METRICS[self.task]() if self.task in METRICS else None
         if self.blocks:

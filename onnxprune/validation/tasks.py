@@ -1,8 +1,11 @@
-"""Task-aware agreement of one output: top-k for classifiers, mask IoU for dense maps, CTC text for sequences.
+"""Task-aware agreement of one output: top-k for classifiers, neighbours for embeddings, mask IoU for dense
+maps, CTC text for sequences.
 
-`auto` picks per output from the first batch of the original's output:
-[N, C] (or [N, C, 1, 1]) -> classify; [N, C, H, W] with H, W > 1 -> dense; [N, T, C] whose last axis
-is a probability distribution (softmax, or log-softmax) -> sequence; anything else: plain figures only.
+`auto` picks per output from the first batch of the original's output and the output's name:
+[N, D] whose rows have unit L2 norm, or named like an embedding (embed, hidden, feature, pool, vector,
+encod) -> embedding; other [N, C] (or [N, C, 1, 1]) -> classify; [N, C, H, W] with H, W > 1 -> dense;
+[N, T, C] whose last axis is a probability distribution (softmax, or log-softmax) -> sequence; anything
+else: plain figures only.
 """
 from __future__ import annotations
 
@@ -13,13 +16,17 @@ import numpy as np
 
 from ..errors import OnnxPruneError
 
-TASKS = ("auto", "classify", "dense", "sequence")
+TASKS = ("auto", "classify", "embedding", "dense", "sequence")
 # with no gate set, a task figure below its bar gets a warning (as a cosine below WARN_COSINE does)
-WARN_BELOW = {"top1_agreement": 0.9, "iou": 0.5, "sequence_agreement": 0.5}
-LABELS = {"top1_agreement": "top-1 agreement", "iou": "mask IoU", "sequence_agreement": "sequence agreement"}
-RESULTS = {"top1_agreement": "predicted classes", "iou": "masks", "sequence_agreement": "decoded sequences"}
-SHAPES = {"classify": "[N, C] (or [N, C, 1, 1])", "dense": "[N, C, H, W] with H, W > 1",
+WARN_BELOW = {"top1_agreement": 0.9, "neighbour_agreement": 0.9, "iou": 0.5, "sequence_agreement": 0.5}
+LABELS = {"top1_agreement": "top-1 agreement", "neighbour_agreement": "neighbour agreement", "iou": "mask IoU",
+          "sequence_agreement": "sequence agreement"}
+RESULTS = {"top1_agreement": "predicted classes", "neighbour_agreement": "nearest neighbours", "iou": "masks",
+           "sequence_agreement": "decoded sequences"}
+SHAPES = {"classify": "[N, C] (or [N, C, 1, 1])", "embedding": "[N, D]", "dense": "[N, C, H, W] with H, W > 1",
           "sequence": "[N, T, C]"}
+EMBEDDING_NAMES = ("embed", "hidden", "feature", "pool", "vector", "encod")
+NEIGHBOURS = 10
 
 
 @dataclass(frozen=True)
@@ -30,10 +37,13 @@ class TaskOptions:
     iou_threshold: float = 0.5  # a dense map's mask: probability > this (after a sigmoid for logits)
     blocks: dict[str, tuple[int, ...]] = field(default_factory=dict)  # output -> sizes along axis 1
     blank: int = 0  # the CTC blank class
+    neighbours: int = NEIGHBOURS  # embedding: how many nearest neighbours of each sample are compared
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise OnnxPruneError(f"--task {self.task!r}: expected one of {', '.join(TASKS)}")
+        if self.neighbours < 1:
+            raise OnnxPruneError(f"--neighbours {self.neighbours}: expected at least 1")
         if not 0 < self.iou_threshold < 1:
             raise OnnxPruneError(f"--iou-threshold {self.iou_threshold}: expected a probability between 0 and 1")
         for name, sizes in self.blocks.items():
@@ -59,6 +69,8 @@ def fits(task: str, shape: tuple[int, ...]) -> bool:
     """Whether an output of this shape can be read as `task`."""
     if task == "classify":
         return len(shape) >= 2 and shape[1] >= 2 and all(d == 1 for d in shape[2:])
+    if task == "embedding":
+        return len(shape) == 2 and shape[1] >= 2
     if task == "dense":
         return len(shape) == 4 and shape[2] > 1 and shape[3] > 1
     if task == "sequence":
@@ -78,7 +90,13 @@ def is_distribution(ref: np.ndarray, axis: int = -1) -> bool:
     return False
 
 
-def pick(ref: np.ndarray, asked: str) -> tuple[str, str]:
+def unit_rows(ref: np.ndarray) -> bool:
+    """Every row of a 2-D output has L2 norm 1 (an L2-normalised embedding)."""
+    x = ref.astype(np.float64)
+    return bool(x.size and np.isfinite(x).all() and np.abs(np.linalg.norm(x, axis=1) - 1).max() < 1e-3)
+
+
+def pick(ref: np.ndarray, asked: str, name: str = "") -> tuple[str, str]:
     """(task, why) for this output: the one asked for if it fits, else auto's choice ("none": plain only)."""
     shape = tuple(ref.shape)
     if not np.issubdtype(ref.dtype, np.floating):
@@ -87,6 +105,12 @@ def pick(ref: np.ndarray, asked: str) -> tuple[str, str]:
         return asked, f"--task {asked}"
     why = "auto" if asked == "auto" else f"auto (--task {asked} reads {SHAPES[asked]})"
     dims = "x".join(map(str, shape))
+    if fits("embedding", shape):
+        if unit_rows(ref):
+            return "embedding", f"{why}: the rows of {dims} have unit L2 norm, an embedding"
+        hint = next((w for w in EMBEDDING_NAMES if w in name.lower()), None)
+        if hint:
+            return "embedding", f"{why}: {dims} is named '{name}', an embedding"
     if fits("classify", shape):
         return "classify", f"{why}: {dims} is [N, classes]"
     if fits("dense", shape):
@@ -164,6 +188,53 @@ class Dense:
         return out
 
 
+def unit(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (zero rows stay zero)."""
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def neighbour_agreement(a: np.ndarray, b: np.ndarray, k: int, chunk: int = 1024) -> float:
+    """Share of each sample's k nearest neighbours by cosine among the others (rows of unit `a`) that are
+    among its k nearest in `b` too."""
+    n, hits = len(a), 0
+    for lo in range(0, n, chunk):
+        rows = np.arange(lo, min(lo + chunk, n))
+        near = []
+        for x in (a, b):
+            sim = x[rows] @ x.T
+            sim[np.arange(len(rows)), rows] = -np.inf  # a sample is not its own neighbour
+            near.append(np.argpartition(-sim, k - 1, axis=1)[:, :k])
+        mine = np.zeros((len(rows), n), bool)
+        mine[np.arange(len(rows))[:, None], near[0]] = True
+        hits += int(mine[np.arange(len(rows))[:, None], near[1]].sum())
+    return hits / (n * k)
+
+
+@dataclass
+class Embedding:
+    """Cosine of each sample's two embeddings, and neighbour agreement: the share of each sample's k nearest
+    neighbours (by cosine, among the other samples) that stay its nearest."""
+
+    ref: list = field(default_factory=list)
+    got: list = field(default_factory=list)
+    k: int = NEIGHBOURS
+
+    def add(self, ref: np.ndarray, got: np.ndarray, options: TaskOptions) -> None:
+        """Fold in one batch (neighbours are over all samples, so the rows are kept)."""
+        self.k = options.neighbours
+        self.ref.append(ref.reshape(len(ref), -1).astype(np.float32))
+        self.got.append(got.reshape(len(got), -1).astype(np.float32))
+
+    def to_json(self) -> dict:
+        a, b = unit(np.concatenate(self.ref)), unit(np.concatenate(self.got))
+        cos = (a * b).sum(1)
+        out = {"mean_cosine": float(cos.mean()), "min_cosine": float(cos.min()), "samples": len(a)}
+        k = min(self.k, len(a) - 1)
+        if k >= 1:
+            out.update(neighbour_agreement=neighbour_agreement(a, b, k), neighbours=k)
+        return out
+
+
 def ctc_decode(best: np.ndarray, blank: int = 0) -> list[tuple[int, ...]]:
     """Greedy CTC of [N, T] class ids: repeats merged, then blanks dropped."""
     keep = np.ones(best.shape, bool)
@@ -199,7 +270,7 @@ class Sequence:
                 "empty_original": self.empty_original, "sequences": self.samples}
 
 
-METRICS = {"classify": Classify, "dense": Dense, "sequence": Sequence}
+METRICS = {"classify": Classify, "embedding": Embedding, "dense": Dense, "sequence": Sequence}
 
 
 def task_warnings(name: str, out: dict) -> list[str]:
@@ -212,6 +283,9 @@ def task_warnings(name: str, out: dict) -> list[str]:
     if out.get("task") == "dense" and out["mask_share_original"] == 0:
         said.append(f"output '{name}': the original's mask is empty on every sample at this threshold, so its "
                     "IoU says nothing (give --data with real inputs, or another --iou-threshold)")
+    if out.get("task") == "embedding" and "neighbour_agreement" not in out:
+        said.append(f"output '{name}': one sample has no neighbours, so only the cosine compares the embeddings "
+                    "(give --data with more samples)")
     if out.get("task") == "sequence" and out["empty_original"] == out["sequences"]:
         said.append(f"output '{name}': the original decodes every sample to an empty sequence, so the "
                     "sequence agreement says nothing (give --data with real inputs)")

@@ -90,7 +90,7 @@ def compare_runs(original: Session, pruned: Session | None, source: Source,
     if unknown:
         raise OnnxPruneError(f"--blocks names output '{unknown[0]}', which the model does not have "
                              f"(it has {', '.join(names)})")
-    agreement = {n: OutputAgreement(tasks, tasks.blocks.get(n, ())) for n in names}
+    agreement = {n: OutputAgreement(tasks, tasks.blocks.get(n, ()), n) for n in names}
     accuracy = Accuracy() if source.labels is not None else None
     start = 0
     for k, feeds in enumerate(source.batches):
@@ -168,7 +168,7 @@ def gate_failures(report: dict, max_drop: float | None = None, min_cosine: float
     """Why the pruned model is below the bar ([] when it passes or no bar is set).
 
     --max-drop is in percentage points: of accuracy against labels when there are labels, else of
-    top-1 agreement with the original (100 - agreement %).
+    top-1 agreement with the original (100 - agreement %), or for an embedding of neighbour agreement.
     """
     fails = []
     if max_drop is None and min_cosine is None:
@@ -184,11 +184,13 @@ def gate_failures(report: dict, max_drop: float | None = None, min_cosine: float
             if drop > max_drop:
                 fails.append(f"accuracy drop {drop:.2f} points > {max_drop}")
         else:
-            top1 = {k: v["top1_agreement"] for k, v in outputs.items() if "top1_agreement" in v}
-            if not top1:
-                raise OnnxPruneError("--max-drop needs --labels or a classifier-shaped output ([batch, classes])")
-            fails += [f"output '{k}' top-1 agreement {a:.2%} is {100 - a * 100:.2f} points below 100% (> {max_drop})"
-                      for k, a in top1.items() if (1 - a) * 100 > max_drop]
+            agree = {(k, key): v[key] for k, v in outputs.items() for key in ("top1_agreement", "neighbour_agreement")
+                     if key in v}
+            if not agree:
+                raise OnnxPruneError("--max-drop needs --labels, a classifier-shaped output ([batch, classes]) or an "
+                                     "embedding ([batch, D], --task embedding) of more than one sample")
+            fails += [f"output '{k}' {LABELS[key]} {a:.2%} is {100 - a * 100:.2f} points below 100% (> {max_drop})"
+                      for (k, key), a in agree.items() if (1 - a) * 100 > max_drop]
     return fails
 
 
@@ -197,6 +199,9 @@ def _task_figures(v: dict) -> str:
     shown = {**LABELS, "top5_agreement": "top-5 agreement", "position_agreement": "per-position argmax agreement",
              "pixel_argmax_agreement": "per-pixel argmax agreement"}
     parts = [f"{label} {v[key]:.2%}" for key, label in shown.items() if key in v]
+    if v["task"] == "embedding":
+        parts.append(f"cosine per sample mean {v['mean_cosine']:.4f}, min {v['min_cosine']:.4f}"
+                     + (f"; the {v['neighbours']} nearest of {v['samples']} samples" if "neighbours" in v else ""))
     if v["task"] == "dense":
         parts.append(f"mask at > {v['iou_threshold']:g} on {v['values']}, {v['mask_share_original']:.1%} of the "
                      "original's values in it")
