@@ -18,7 +18,7 @@ from .search.speed import speed_search
 from .search.stopwatch import SpeedTarget
 from .selection import Selection
 
-__all__ = ["Pruned", "SpeedTarget", "analyze", "apply_plan", "default_options", "prune", "replay_options",
+__all__ = ["Pruned", "SpeedTarget", "analyze", "apply_plan", "default_options", "prune", "recover", "replay_options",
            "run_pipeline", "sensitivity", "sensitivity_allocation", "speed_search"]
 
 
@@ -68,3 +68,21 @@ def prune(model: ModelSource, ratio: float | None = None, criterion: str = "l1",
     r = run_pipeline(prepare(model), input_shapes, None, criterion, selection, include_consumers, aggregate, seed,
                      options, calibration, provider, progress)
     return r.model, r.plan, prune_report(r.analysis, r.after, r.removed, r.scores, compensation=r.compensation)
+
+
+def recover(original: ModelSource, pruned: ModelSource, calibration: Calibration | str,
+            progress: Callable[[str], None] | None = None, **settings: Any) -> tuple[onnx.ModelProto, dict]:
+    """Tune a pruned model's remaining weights so it reproduces the original on calibration inputs (block-wise
+    distillation, Adam on MSE, padding positions left out, a held-out guard per block); returns (the model,
+    differing from `pruned` only in initializer values, and the record). Settings: epochs, lr, end_to_end,
+    batch, hold_out, seed, device, threads. Needs PyTorch (onnxprune[recover])."""
+    from .loading import read_model
+    from .recovery.run import recover_from, teacher_of
+
+    if isinstance(calibration, str):
+        calibration = Calibration(calibration)
+    student, _, files = read_model(pruned)
+    if files:
+        from onnx.external_data_helper import load_external_data_for_model
+        load_external_data_for_model(student, str(files[0].parent))
+    return recover_from(teacher_of(original), student, calibration, settings, progress or (lambda _: None))

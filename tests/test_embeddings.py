@@ -97,10 +97,11 @@ def test_validate_reads_an_embedding_as_one(embedder: tuple[Path, Path], tmp_pat
     out = json.loads((tmp_path / "v.json").read_text())["outputs"]["out"]
     assert out["task"] == "embedding" and "unit L2 norm" in out["task_why"] and "top1_agreement" not in out
     assert 0 <= out["neighbour_agreement"] < 1 and out["neighbours"] == 10 and out["samples"] == 96
-    assert out["mean_cosine"] == pytest.approx(out["mean_cosine"]) and out["min_cosine"] <= out["mean_cosine"]
+    assert 0 < out["mean_cosine"] < 1 and out["min_cosine"] <= out["mean_cosine"]
     assert "neighbour agreement" in r.stdout
     same = cli("validate", str(model), str(model), "--data", str(data), "--neighbours", "5", "--json",
                str(tmp_path / "s.json"))
+    assert same.returncode == 0, same.stderr
     out = json.loads((tmp_path / "s.json").read_text())["outputs"]["out"]
     assert out["neighbour_agreement"] == 1.0 and out["neighbours"] == 5 and out["mean_cosine"] == pytest.approx(1)
     gate = cli("validate", str(model), str(pruned), "--data", str(data), "--max-drop", "0.5")

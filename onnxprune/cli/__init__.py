@@ -1,4 +1,4 @@
-"""Command line: `onnxprune analyze | prune | validate | bench | sensitivity`, one module per command."""
+"""Command line: `onnxprune analyze | prune | recover | validate | bench | sensitivity`, one module per command."""
 from __future__ import annotations
 
 import argparse
@@ -9,11 +9,11 @@ from .. import __version__
 from ..errors import NothingToDo, OnnxPruneError
 from ..runtime import providers
 from ..validation.validate import GateFailed
-from . import analyze, bench, progress, prune, sensitivity, validate
+from . import analyze, bench, progress, prune, recover, sensitivity, validate
 from .files import check_paths
 
 EXIT_GATE, EXIT_REFUSED, EXIT_INTERNAL, EXIT_NOOP, EXIT_INTERRUPTED = 1, 2, 3, 4, 130
-COMMANDS = (analyze, prune, validate, bench, sensitivity)
+COMMANDS = (analyze, prune, recover, validate, bench, sensitivity)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -163,3 +163,33 @@ def add_merge_flags(r: argparse.ArgumentParser, title: str, calibrated: bool = T
     return c
 
 
+
+
+def add_recover_flags(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """Flags of recovery (prune --recover, recover): how the remaining weights are tuned (None: the default)."""
+    g = p.add_argument_group("recovery: the remaining weights (Conv/Gemm/MatMul weights and biases, normalisation "
+                             "scales) tuned by Adam so that each block of the pruned model, fed its own output of "
+                             "the block before, reproduces the original's output of that block on --calib inputs "
+                             "(padding positions of --calib-mask left out); a block whose error on the held-out "
+                             "samples rises keeps its weights. Needs PyTorch: onnxprune[recover]")
+    g.add_argument("--recover-epochs", type=int, metavar="N", help="passes over the training samples per block "
+                   "(default 4)")
+    g.add_argument("--recover-lr", type=float, metavar="LR", help="Adam's learning rate (default 1e-4)")
+    g.add_argument("--recover-end-to-end", type=int, metavar="N", help="then N epochs on the final outputs, all "
+                   "blocks at once (default 0)")
+    g.add_argument("--recover-batch", type=int, metavar="N", help="samples per step (default 16)")
+    g.add_argument("--recover-hold-out", type=float, metavar="F", help="share of the samples held out to check "
+                   "each block (default 0.2)")
+    g.add_argument("--recover-device", choices=["auto", "cpu", "cuda"], help="where to train (default auto: CUDA "
+                   "when PyTorch sees a GPU)")
+    return g
+
+
+RECOVER_FLAGS = {"recover_epochs": "epochs", "recover_lr": "lr", "recover_end_to_end": "end_to_end",
+                 "recover_batch": "batch", "recover_hold_out": "hold_out", "recover_device": "device"}
+
+
+def recover_settings(args: argparse.Namespace, recorded: dict | None = None) -> dict:
+    """RecoverOptions fields: a plan's recorded ones, then the flags given, the seed and --threads."""
+    given = {field: v for flag, field in RECOVER_FLAGS.items() if (v := getattr(args, flag, None)) is not None}
+    return {**(recorded or {}), **given, "seed": args.seed, "threads": getattr(args, "threads", None)}

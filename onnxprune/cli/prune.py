@@ -23,8 +23,9 @@ from ..validation.bench import bench, bench_lines
 from ..validation.smoke import smoke_check
 from ..validation.validate import Inputs, validate, validation_lines
 from .files import check_output, write_text
-from .options import (CRITERION_HELP, MERGE_FLAGS, add_gate, add_inputs, add_merge_flags, add_runtime, add_task,
-                      add_timing, check_blocks, gate, inputs_from, parse_batches, parse_shapes, tasks_from)
+from .options import (CRITERION_HELP, MERGE_FLAGS, add_gate, add_inputs, add_merge_flags, add_recover_flags,
+                      add_runtime, add_task, add_timing, check_blocks, gate, inputs_from, parse_batches, parse_shapes,
+                      recover_settings, tasks_from)
 from .progress import progress, warn
 
 
@@ -96,6 +97,10 @@ def add_parser(sub) -> None:
                    help="re-fit each group's consumers by least squares on --calib data (He et al.), "
                         "the same as --compensate reconstruct; --no-reconstruct: plain removal "
                         "(default: reconstruct with --criterion lasso)")
+    r.add_argument("--recover", action="store_true", help="after pruning, tune the remaining weights to reproduce "
+                   "the original on the --calib inputs (block-wise distillation; with --plan, the plan's recorded "
+                   "recovery settings unless given here)")
+    add_recover_flags(r)
     r.add_argument("--save-plan", metavar="FILE", help="write the plan that was applied")
     r.add_argument("--allow-noop", action="store_true",
                    help="write the model even when nothing is removed (else exit 4, nothing written)")
@@ -217,9 +222,9 @@ def run(args: argparse.Namespace) -> int:
                  if masked else "calibration: no padding mask (every position counts)")
     record = None
     if calibration is not None and merge.compensate not in ("reconstruct", "mean") and \
-            (plan or args.criterion not in DATA_CRITERIA) and args.allocate == "score":
-        warn(f"--calib is read only by --criterion {'/'.join(DATA_CRITERIA)}, --reconstruct and --compensate mean; "
-              "it is ignored here")
+            (plan or args.criterion not in DATA_CRITERIA) and args.allocate == "score" and not args.recover:
+        warn(f"--calib is read only by --criterion {'/'.join(DATA_CRITERIA)}, --reconstruct, --compensate mean and "
+             "--recover; it is ignored here")
     elif calibration is not None:
         record = _calibration_record(calibration, plan)
     allocation, measured_loss, speed = None, None, None
@@ -239,6 +244,7 @@ def run(args: argparse.Namespace) -> int:
     if record is not None and plan is None:
         r.plan = with_calibration(r.plan, record)
     _say_what_was_left(r.analysis, r.removed, selection, args, plan is not None)
+    recovery = _recover(args, r, calibration, plan) if args.recover else None
     dims = r.analysis.cost.input_dims
     checks: dict = {}
 
@@ -271,6 +277,8 @@ def run(args: argparse.Namespace) -> int:
         report["allocation"] = allocation
     if speed is not None:
         report["speed_target"] = speed
+    if recovery is not None:
+        report["recovery"] = recovery
     print(summary(report))
     if speed is not None:
         last = speed["chosen"]
@@ -283,6 +291,10 @@ def run(args: argparse.Namespace) -> int:
     if allocation is not None:
         print(_allocation_line(allocation))
     print(group_lines(report))
+    if recovery is not None:
+        from ..recovery.run import recovery_lines
+
+        print(recovery_lines(recovery))
     if args.validate:
         report.update(checks)
         print(validation_lines(report["validation"]))
@@ -300,6 +312,21 @@ def run(args: argparse.Namespace) -> int:
         raise
     print("wrote " + ", ".join(written + [p for p in (args.save_plan, args.report, args.plot) if p]))
     return 0
+
+
+def _recover(args: argparse.Namespace, r, calibration: Calibration | None, plan: dict | None) -> dict:
+    """--recover: distill the pruned model from the original on the --calib inputs; the plan records how."""
+    from ..recovery.run import recover_from, teacher_of
+
+    if calibration is None:
+        raise OnnxPruneError("--recover needs --calib: the inputs on which the pruned model learns to reproduce the "
+                             "original")
+    recorded = (plan or {}).get("recovery", {}).get("settings")
+    progress("recovering: each block of the pruned model trained to reproduce the original's output of it")
+    r.model, record = recover_from(teacher_of(args.model), r.model, calibration, recover_settings(args, recorded),
+                                   progress)
+    r.plan["recovery"] = {"settings": record["settings"], "calibration": record["calibration"]}
+    return record
 
 
 def _allocate(args: argparse.Namespace, selection: Selection, merge, calibration, shapes, tasks):

@@ -1,0 +1,354 @@
+"""Recovery by block-wise distillation: tune the pruned model's weights to reproduce the original.
+
+Block by block (see blocks.py), the pruned model runs from its own values at the block's start cut
+(computed with the blocks already recovered) and learns, with Adam on the mean squared error, the
+original's values at the block's end cut on unlabeled calibration samples. A held-out share of
+the samples guards every step: weights that do not lower its error are thrown away.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from ..errors import OnnxPruneError
+from ..runtime.feeds import check_data
+from .blocks import Block, Layout, find_blocks, graph_inputs, layout, static_batch
+from .torch_graph import NO_TORCH, TorchGraph, torch
+
+__all__ = ["Block", "RecoverOptions", "find_blocks", "masked_sse", "recover"]
+
+RECOVERED, RESTORED, UNTRAINED = "recovered", "original weights (held-out error rose)", "nothing to train"
+
+
+@dataclass
+class RecoverOptions:
+    """How recovery trains."""
+
+    epochs: int = 4  # passes over the training samples per block
+    lr: float = 1e-4  # Adam learning rate
+    end_to_end: int = 0  # extra epochs on the final outputs after the blocks (0: none)
+    batch: int = 16
+    hold_out: float = 0.2  # share of the samples held out for the never-worse guard (at least 1 sample)
+    seed: int = 0
+    mask: str | None = None  # name of the input whose zeros mark padding positions (attention_mask)
+    device: str = "auto"  # auto: cuda when torch sees one, else cpu
+    threads: int | None = None  # torch CPU threads
+
+
+@dataclass
+class _Stage:
+    """What one training step fits: stored tensors fed, targets, the weights it moves."""
+
+    name: str
+    inputs: list[str]
+    outputs: list[str]
+    params: list[str]
+
+
+def masked_sse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, int]:
+    """Sum of squared errors and the element count, leaving out positions where a [N, T] mask is 0.
+
+    Only a tensor whose first two dims are the mask's is masked; others count whole.
+    """
+    if pred.shape != target.shape:
+        raise OnnxPruneError(f"recovery target has shape {list(target.shape)}, the pruned model computes "
+                             f"{list(pred.shape)}")
+    error = (pred.float() - target.float()) ** 2
+    if mask is None or pred.dim() < 2 or tuple(pred.shape[:2]) != tuple(mask.shape):
+        return error.sum(), error.numel()
+    keep = (mask != 0).reshape(*mask.shape, *[1] * (pred.dim() - 2)).expand_as(error)
+    # where, not a product: a padded position may hold inf or NaN
+    return torch.where(keep, error, torch.zeros((), dtype=error.dtype, device=error.device)).sum(), int(keep.sum())
+
+
+class _Samples:
+    """The samples in runs (one sample, or the static batch), their stored tensors and targets on the CPU."""
+
+    def __init__(self, arrays: dict[str, np.ndarray], lay: Layout, mask: str | None) -> None:
+        """Group the graph inputs' arrays as the model runs them."""
+        self.batched, self.group, self.mask_name = lay.batched, lay.group, mask
+        first = next(iter(arrays.values()))
+        self.groups = len(first) // lay.group
+        self.values = {k: torch.from_numpy(np.ascontiguousarray(a).reshape(self.groups, lay.group, *a.shape[1:]))
+                       for k, a in arrays.items()}
+        self.dtypes: dict[str, torch.dtype] = {}  # a stored tensor's type in the model (kept as float32)
+        self.targets: dict[str, torch.Tensor] = {}
+
+    def take(self, table: dict[str, torch.Tensor], name: str, idx: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """The runs `idx` of one tensor, shaped as the model computes it for them (stored ones in its type)."""
+        part = table[name][idx]
+        part = part.reshape(-1, *part.shape[2:]) if self.batched else part[0]
+        dtype = self.dtypes.get(name, part.dtype) if table is self.values else part.dtype
+        return part.to(device, dtype)
+
+    def feeds(self, names: list[str], idx: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
+        """Inputs for a run: the stored tensors named."""
+        return {n: self.take(self.values, n, idx, device) for n in names}
+
+    def mask(self, idx: torch.Tensor, device: torch.device) -> torch.Tensor | None:
+        """The padding mask of the runs, if there is one."""
+        return None if self.mask_name is None else self.take(self.values, self.mask_name, idx, device)
+
+    def store(self, table: dict[str, torch.Tensor], name: str, pieces: list[torch.Tensor]) -> None:
+        """Keep a tensor computed run by run (floats as float32)."""
+        value = torch.cat(pieces)
+        if value.is_floating_point():
+            if table is self.values:
+                self.dtypes[name] = value.dtype
+            value = value.float()
+        table[name] = value
+
+    def back(self, value: torch.Tensor, runs: int) -> torch.Tensor:
+        """A computed tensor reshaped to [runs, per-run ...] on the CPU."""
+        value = value.detach().cpu()
+        return value.reshape(runs, value.shape[0] // runs, *value.shape[1:]) if self.batched else value.unsqueeze(0)
+
+    def chunks(self, idx: torch.Tensor, batch: int) -> list[torch.Tensor]:
+        """The runs in forward passes: `batch` samples at once when batches vary, else one run each."""
+        size = batch if self.batched else 1
+        return [idx[i:i + size] for i in range(0, len(idx), size)]
+
+
+def _device(choice: str) -> torch.device:
+    """The torch device to train on."""
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(choice)
+    except RuntimeError:
+        raise OnnxPruneError(f"unknown recovery device '{choice}' (auto, cpu, cuda, cuda:N)") from None
+    if device.type not in ("cpu", "cuda"):
+        raise OnnxPruneError(f"recovery runs on cpu or cuda, not '{choice}'")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise OnnxPruneError("recovery device cuda: PyTorch sees no CUDA device")
+    return device
+
+
+def _arrays(model: onnx.ModelProto, arrays: dict[str, np.ndarray], mask: str | None) -> dict[str, np.ndarray]:
+    """The graph inputs' arrays, checked and in the types the model declares."""
+    inputs = graph_inputs(model)
+    specs = [(v.name, tuple(d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim)
+              if v.type.tensor_type.HasField("shape") else None) for v in inputs]
+    dtypes = {v.name: np.dtype(helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type)) for v in inputs}
+    check_data(arrays, specs, dtypes)
+    if mask is not None and mask not in dtypes:
+        raise OnnxPruneError(f"mask '{mask}' is not an input of the model (inputs: {', '.join(dtypes)})")
+    if mask is not None and np.ndim(arrays[mask]) != 2:
+        raise OnnxPruneError(f"mask '{mask}' must be [samples, positions], got {list(np.shape(arrays[mask]))}")
+    return {k: np.asarray(arrays[k], dtype=dtypes[k]) for k in dtypes}
+
+
+def _split(groups: int, options: RecoverOptions) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded training and held-out run indices (at least one held out, at least one trained on)."""
+    held = min(max(1, round(options.hold_out * groups)), groups - 1)
+    order = torch.from_numpy(np.random.default_rng(options.seed).permutation(groups))
+    return order[held:].sort().values, order[:held].sort().values
+
+
+def _compute(graph: TorchGraph, data: _Samples, fed: list[str], names: list[str], table: dict,
+             device: torch.device, batch: int) -> None:
+    """Run the graph over every run and keep the named tensors in `table`."""
+    if not names:
+        return
+    pieces: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+    with torch.no_grad():
+        for idx in data.chunks(torch.arange(data.groups), batch):
+            out = graph(data.feeds(fed, idx, device), names)
+            for n in names:
+                pieces[n].append(data.back(out[n], len(idx)))
+    for n in names:
+        data.store(table, n, pieces[n])
+
+
+def _loss(student: TorchGraph, stage: _Stage, data: _Samples, idx: torch.Tensor,
+          device: torch.device) -> tuple[torch.Tensor, int]:
+    """The stage's summed squared error over the runs `idx`, and its element count."""
+    out = student(data.feeds(stage.inputs, idx, device), stage.outputs)
+    mask = data.mask(idx, device)
+    parts = [masked_sse(out[n], data.take(data.targets, n, idx, device), mask) for n in stage.outputs]
+    return sum(p[0] for p in parts), sum(p[1] for p in parts)
+
+
+def _mse(student: TorchGraph, stage: _Stage, data: _Samples, idx: torch.Tensor, device: torch.device,
+         batch: int) -> float:
+    """The stage's mean squared error over the runs `idx`."""
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for chunk in data.chunks(idx, batch):
+            sse, n = _loss(student, stage, data, chunk, device)
+            total, count = total + float(sse), count + n
+    return total / count if count else 0.0
+
+
+def _fit(student: TorchGraph, params: list, stage: _Stage, data: _Samples, train: torch.Tensor,
+         options: RecoverOptions, epochs: int, device: torch.device, generator: torch.Generator) -> None:
+    """Adam on the stage's MSE: `epochs` passes over the training runs in mini-batches of `batch` samples."""
+    optimizer = torch.optim.Adam(params, lr=options.lr)
+    step = options.batch if data.batched else max(1, options.batch // data.group)  # runs per Adam step
+    for _ in range(epochs):
+        order = train[torch.randperm(len(train), generator=generator)]
+        for start in range(0, len(order), step):
+            optimizer.zero_grad(set_to_none=True)
+            count = 0
+            for idx in data.chunks(order[start:start + step], options.batch):
+                sse, n = _loss(student, stage, data, idx, device)
+                if n:
+                    sse.backward()
+                count += n
+            if count:
+                for p in params:
+                    if p.grad is not None:
+                        p.grad /= count  # the mean over the whole mini-batch, however many passes it took
+                optimizer.step()
+
+
+def _run_stage(student: TorchGraph, stage: _Stage, data: _Samples, split: tuple[torch.Tensor, torch.Tensor],
+               options: RecoverOptions, epochs: int, device: torch.device, generator: torch.Generator) -> dict:
+    """Train one stage; keep the new weights only when the held-out error went down."""
+    start = time.perf_counter()
+    params = student.trainable(stage.params)
+    train, held = split
+
+    def errors() -> tuple[float, float]:
+        return (_mse(student, stage, data, train, device, options.batch),
+                _mse(student, stage, data, held, device, options.batch))
+
+    train_before, held_before = errors()
+    snapshot = {k: p.detach().clone() for k, p in params.items()}
+    if params and epochs > 0:
+        _fit(student, list(params.values()), stage, data, train, options, epochs, device, generator)
+    train_after, held_after = errors()
+    kept = RECOVERED if held_after < held_before else RESTORED if params and epochs > 0 else UNTRAINED
+    if kept != RECOVERED:
+        with torch.no_grad():
+            for k, p in params.items():
+                p.copy_(snapshot[k])
+    student.trainable([])
+    return {"params": len(params), "values": sum(p.numel() for p in params.values()),
+            "train_mse_before": train_before, "train_mse_after": train_after,
+            "held_out_mse_before": held_before, "held_out_mse_after": held_after, "kept": kept,
+            "seconds": round(time.perf_counter() - start, 3)}
+
+
+def _line(head: str, rec: dict) -> str:
+    """A progress line for a stage."""
+    note = "" if rec["kept"] == RECOVERED else f", {rec['kept']}"
+    return f"{head}: held-out MSE {rec['held_out_mse_before']:.3g} -> {rec['held_out_mse_after']:.3g}{note}"
+
+
+def _check(options: RecoverOptions) -> None:
+    """One-line errors for options recovery cannot train with."""
+    if options.epochs < 0 or options.end_to_end < 0:
+        raise OnnxPruneError("recovery epochs must be 0 or more")
+    if options.batch < 1:
+        raise OnnxPruneError(f"recovery batch must be at least 1, got {options.batch}")
+    if not options.lr > 0:
+        raise OnnxPruneError(f"recovery learning rate must be positive, got {options.lr}")
+    if not 0 <= options.hold_out < 1:
+        raise OnnxPruneError(f"recovery hold-out share must be in [0, 1), got {options.hold_out}")
+    if options.threads is not None and options.threads < 1:
+        raise OnnxPruneError(f"recovery threads must be at least 1, got {options.threads}")
+
+
+def _blocks_pass(student: TorchGraph, blocks: list[Block], data: _Samples, split, options: RecoverOptions,
+                 device: torch.device, progress: Callable[[str], None]) -> list[dict]:
+    """Recover the blocks in order, each from the pruned model's values at its start cut."""
+    fed = list(student.graph_inputs)
+    generator = torch.Generator().manual_seed(options.seed)
+    records = []
+    for k, block in enumerate(blocks, 1):
+        stored = [t for t in block.inputs if t not in block.fixed]
+        stage = _Stage(block.name, fed + stored, block.outputs, block.params)
+        rec = _run_stage(student, stage, data, split, options, options.epochs, device, generator)
+        records.append({"name": block.name, "inputs": block.inputs, "outputs": block.outputs,
+                        "params": rec.pop("params"), "nodes": block.nodes, **rec})
+        progress(_line(f"group {k}/{len(blocks)} block {block.name}", rec))
+        after = blocks[k] if k < len(blocks) else None
+        wanted = [] if after is None else [t for t in after.inputs if t not in after.fixed]
+        _compute(student, data, fed + stored, [t for t in wanted if t not in data.values], data.values, device,
+                 options.batch)
+        for name in [t for t in stored if t not in wanted]:
+            del data.values[name]
+    return records
+
+
+def _end_to_end(student: TorchGraph, trainable: list[str], data: _Samples, split, options: RecoverOptions,
+                device: torch.device, progress: Callable[[str], None]) -> dict:
+    """Train every weight recovery tunes on the final outputs, under the same held-out guard."""
+    outputs = [t for t in student.graph_outputs if t in data.targets]
+    stage = _Stage("end to end", list(student.graph_inputs), outputs, trainable)
+    generator = torch.Generator().manual_seed(options.seed + 1)
+    rec = _run_stage(student, stage, data, split, options, options.end_to_end, device, generator)
+    progress(_line("end to end", rec))
+    return {"outputs": outputs, **rec, "epochs": options.end_to_end}
+
+
+def _checked_arrays(original: onnx.ModelProto, pruned: onnx.ModelProto, arrays: dict[str, np.ndarray],
+                   options: RecoverOptions) -> dict[str, np.ndarray]:
+    """The samples, checked against both models and counted before anything runs."""
+    arrays = _arrays(pruned, arrays, options.mask)
+    missing = [v.name for v in graph_inputs(original) if v.name not in arrays]
+    if missing:
+        raise OnnxPruneError(f"the original model's input '{missing[0]}' is not an input of the pruned model")
+    n, group = len(next(iter(arrays.values()))), static_batch(pruned) or 1
+    if n % group:
+        raise OnnxPruneError(f"{n} samples do not fill batches of the model's static batch size {group}")
+    if n < 2 * group:
+        runs = "samples" if group == 1 else f"batches of the model's static batch size {group}"
+        raise OnnxPruneError(f"recovery needs at least 2 {runs} (one is held out), got {n} samples")
+    return arrays
+
+
+def recover(original: onnx.ModelProto, pruned: onnx.ModelProto, arrays: dict[str, np.ndarray],
+            options: RecoverOptions | None = None, progress: Callable[[str], None] = lambda _: None
+            ) -> tuple[onnx.ModelProto, dict]:
+    """Tune the pruned model's weights to reproduce the original on the samples; (model, record).
+
+    The model differs from `pruned` in initializer values only; the record (JSON-serialisable)
+    holds each block's errors before and after and whether its new weights were kept.
+    """
+    options = options or RecoverOptions()
+    _check(options)
+    if torch is None:
+        raise OnnxPruneError(NO_TORCH)
+    threads = torch.get_num_threads()
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    try:
+        return _recover(original, pruned, arrays, options, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _recover(original: onnx.ModelProto, pruned: onnx.ModelProto, arrays: dict[str, np.ndarray],
+             options: RecoverOptions, progress: Callable[[str], None]) -> tuple[onnx.ModelProto, dict]:
+    """recover, with the thread count set."""
+    start = time.perf_counter()
+    torch.manual_seed(options.seed)
+    device = _device(options.device)
+    arrays = _checked_arrays(original, pruned, arrays, options)
+    teacher, student = TorchGraph(original), TorchGraph(pruned)
+    lay = layout(original, pruned, arrays, (teacher, student))
+    data = _Samples(arrays, lay, options.mask)
+    split = _split(data.groups, options)
+    progress(f"recover: {len(lay.blocks)} blocks on {device.type}, {len(split[0]) * lay.group} training and "
+             f"{len(split[1]) * lay.group} held-out samples")
+    targets = list(dict.fromkeys(t for b in lay.blocks for t in b.outputs))
+    _compute(teacher.to(device), data, list(teacher.graph_inputs), targets, data.targets, device, options.batch)
+    del teacher  # the original's weights are not needed any more
+    student.to(device)
+    blocks = _blocks_pass(student, lay.blocks, data, split, options, device, progress)
+    e2e = _end_to_end(student, lay.trainable, data, split, options, device, progress) \
+        if options.end_to_end > 0 and lay.blocks else None
+    mask = arrays.get(options.mask) if options.mask else None
+    record = {"blocks": blocks, "end_to_end": e2e,
+              "samples": {"train": len(split[0]) * lay.group, "held_out": len(split[1]) * lay.group},
+              "options": asdict(options), "device": str(device),
+              "masked_positions": None if mask is None else float(np.mean(mask == 0)),
+              "seconds": round(time.perf_counter() - start, 3)}
+    return student.write_back(pruned), record
