@@ -29,8 +29,8 @@ RECOVERED, RESTORED, UNTRAINED = "recovered", "original weights (held-out error 
 class RecoverOptions:
     """How recovery trains."""
 
-    epochs: int = 4  # passes over the training samples per block
-    lr: float = 1e-4  # Adam learning rate
+    epochs: int = 8  # passes over the training samples per block
+    lr: float = 1e-3  # Adam learning rate
     end_to_end: int = 0  # extra epochs on the final outputs after the blocks (0: none)
     batch: int = 16
     hold_out: float = 0.2  # share of the samples held out for the never-worse guard (at least 1 sample)
