@@ -91,6 +91,8 @@ def test_recover_needs_calibration_data(tmp_path: Path) -> None:
     r = cli("prune", str(model), "-o", str(tmp_path / "p.onnx"), "--ratio", "0.5", "--recover")
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--recover needs --calib" in r.stderr
     assert not (tmp_path / "p.onnx").exists()
+    r = cli("prune", str(model), "-o", str(tmp_path / "p.onnx"), "--ratio", "0.5", "--recover-epochs", "1")
+    assert r.returncode == 2 and "--recover needs --calib" in r.stderr  # a --recover-* flag implies --recover
 
 
 def test_api_recover(tmp_path: Path) -> None:

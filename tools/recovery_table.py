@@ -150,10 +150,8 @@ def main() -> None:
                 got = figures(json.loads((tmp / "v.json").read_text()))
                 if name.startswith("minilm"):
                     got += spearman(case["model"], out, MINI / "eval500.npz")
-                macs = report["cost"]["macs_after"] / max(report["cost"]["macs_before"], 1) \
-                    if "cost" in report else float("nan")
                 rows.append(f"| {name} | {variant} | {got}{extra} | {wall:.0f} s | {rss:.0f} MiB |")
-                print(rows[-1], f"(MACs kept {macs:.2f})", flush=True)
+                print(rows[-1], flush=True)
     text = ["| case | compensation | fidelity on held-out inputs | wall | peak memory |", "|---|---|---|---:|---:|",
             *rows]
     print("\n".join(text))

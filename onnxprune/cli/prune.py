@@ -25,7 +25,7 @@ from ..validation.validate import Inputs, validate, validation_lines
 from .files import check_output, write_text
 from .options import (CRITERION_HELP, MERGE_FLAGS, add_gate, add_inputs, add_merge_flags, add_recover_flags,
                       add_runtime, add_task, add_timing, check_blocks, gate, inputs_from, parse_batches, parse_shapes,
-                      recover_settings, tasks_from)
+                      RECOVER_FLAGS, recover_settings, tasks_from)
 from .progress import progress, warn
 
 
@@ -99,7 +99,7 @@ def add_parser(sub) -> None:
                         "(default: reconstruct with --criterion lasso)")
     r.add_argument("--recover", action="store_true", help="after pruning, tune the remaining weights to reproduce "
                    "the original on the --calib inputs (block-wise distillation; with --plan, the plan's recorded "
-                   "recovery settings unless given here)")
+                   "recovery settings unless given here; any --recover-* flag implies it)")
     add_recover_flags(r)
     r.add_argument("--save-plan", metavar="FILE", help="write the plan that was applied")
     r.add_argument("--allow-noop", action="store_true",
@@ -207,6 +207,7 @@ def run(args: argparse.Namespace) -> int:
     implied = (args.data, args.labels, args.max_drop, args.min_cosine, args.task, args.iou_threshold, args.blocks,
                args.neighbours)
     args.validate = args.validate or any(x is not None for x in implied)
+    args.recover = args.recover or any(getattr(args, flag) is not None for flag in RECOVER_FLAGS)
     tasks = tasks_from(args)
     batches = parse_batches(args.batch)
     progress("loading")
