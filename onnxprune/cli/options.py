@@ -92,7 +92,8 @@ def add_task(p: argparse.ArgumentParser) -> None:
                    "blank 0); auto: per output from its shape, values and name (default; [N, D] with unit-norm rows "
                    "or named like an embedding is an embedding)")
     p.add_argument("--neighbours", type=int, metavar="K",
-                   help=f"embedding: compare each sample's K nearest neighbours among the others (default {NEIGHBOURS})")
+                   help=f"embedding: compare each sample's K nearest neighbours among the others (default "
+                        f"{NEIGHBOURS})")
     p.add_argument("--iou-threshold", type=float, metavar="P",
                    help="dense: a pixel is in the mask when its probability (a sigmoid of logits) is > P "
                         "(default 0.5)")
@@ -193,3 +194,10 @@ def recover_settings(args: argparse.Namespace, recorded: dict | None = None) -> 
     """RecoverOptions fields: a plan's recorded ones, then the flags given, the seed and --threads."""
     given = {field: v for flag, field in RECOVER_FLAGS.items() if (v := getattr(args, flag, None)) is not None}
     return {**(recorded or {}), **given, "seed": args.seed, "threads": getattr(args, "threads", None)}
+
+
+def add_calib_mask(p) -> None:
+    """--calib-mask: which input marks padding (prune and recover)."""
+    p.add_argument("--calib-mask", metavar="INPUT", default="auto",
+                   help="the input whose zeros mark padding positions, left out of every statistic, fit and loss "
+                        "(default auto: the one input named like *mask*, e.g. attention_mask; none: no masking)")

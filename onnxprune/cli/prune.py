@@ -23,9 +23,9 @@ from ..validation.bench import bench, bench_lines
 from ..validation.smoke import smoke_check
 from ..validation.validate import Inputs, validate, validation_lines
 from .files import check_output, write_text
-from .options import (CRITERION_HELP, MERGE_FLAGS, add_gate, add_inputs, add_merge_flags, add_recover_flags,
-                      add_runtime, add_task, add_timing, check_blocks, gate, inputs_from, parse_batches, parse_shapes,
-                      RECOVER_FLAGS, recover_settings, tasks_from)
+from .options import (CRITERION_HELP, MERGE_FLAGS, RECOVER_FLAGS, add_calib_mask, add_gate, add_inputs,
+                      add_merge_flags, add_recover_flags, add_runtime, add_task, add_timing, check_blocks, gate,
+                      inputs_from, parse_batches, parse_shapes, recover_settings, tasks_from)
 from .progress import progress, warn
 
 
@@ -50,8 +50,8 @@ def add_parser(sub) -> None:
                    "|activation| on --calib data; wanda: input norm x consumer |weight| on --calib data; flap: input "
                    "fluctuation x consumer weight^2 on --calib data, its mean folded into the bias; lasso: LASSO "
                    "on --calib data, with re-fit (default l1)")
-    r.add_argument("--global", dest="global_rank", action="store_true", help="rank channels of all groups together (for "
-                   "--ratio; a target always does)")
+    r.add_argument("--global", dest="global_rank", action="store_true",
+                   help="rank channels of all groups together (for --ratio; a target always does)")
     r.add_argument("--allocate", choices=["score", "sensitivity", "iterative"], default="score",
                    help="how much each group loses: score (--ratio per group, or --global's threshold); "
                         "sensitivity: measure each group's loss alone at --sensitivity-ratios on the --calib "
@@ -88,9 +88,7 @@ def add_parser(sub) -> None:
     r.add_argument("--calib-points", type=int, metavar="N",
                    help="output positions sampled per calibration sample for reconstruction (default 10; for a "
                         "sequence with a padding mask, every real position of a full sample)")
-    r.add_argument("--calib-mask", metavar="INPUT", default="auto",
-                   help="the input whose zeros mark padding positions, left out of every statistic, fit and loss "
-                        "(default auto: the one input named like *mask*, e.g. attention_mask; none: no masking)")
+    add_calib_mask(r)
     c = add_merge_flags(r, "compensation of removed channels (neuron merging, or reconstruction on calibration "
                             "data); with --plan, the plan's recorded options unless given here")
     c.add_argument("--reconstruct", action=argparse.BooleanOptionalAction, default=None,

@@ -13,7 +13,7 @@ from ..errors import OnnxPruneError
 from ..loading import read_model, save_model
 from ..validation.smoke import smoke_check
 from .files import check_output, write_text
-from .options import add_recover_flags, recover_settings
+from .options import add_calib_mask, add_recover_flags, recover_settings
 from .progress import progress
 
 
@@ -29,9 +29,7 @@ def add_parser(sub) -> None:
     r.add_argument("--calib", required=True, metavar="FILE.npz|DIR", help="calibration inputs: arrays named after "
                    "the inputs (first axis = samples), or a folder of .npy files")
     r.add_argument("--calib-samples", type=int, metavar="N", help="use the first N calibration samples")
-    r.add_argument("--calib-mask", metavar="INPUT", default="auto",
-                   help="the input whose zeros mark padding positions, left out of the losses (default auto: the "
-                        "one input named like *mask*; none: no masking)")
+    add_calib_mask(r)
     r.add_argument("--seed", type=int, default=0, help="seed of the held-out split and the training order")
     r.add_argument("--threads", type=int, metavar="N", help="PyTorch CPU threads (default: its own)")
     r.add_argument("--report", metavar="FILE", help="write the recovery record as JSON")
