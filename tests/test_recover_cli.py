@@ -110,31 +110,26 @@ FAMILIES = ["yolo/yolov8n_w0.0625_nc10_160_ul.onnx", "keras/mobilenet_v2_a0.35_9
 
 @pytest.mark.parametrize("name", FAMILIES)
 def test_recover_every_family(tmp_path: Path, name: str) -> None:
-    """prune --recover on one model of each family: blocks found, the guard held, only initializer values
-    changed against the same prune without recovery."""
+    """Recovery on one model of each family (through the API; the CLI path is the chain's above): blocks
+    found, the guard held, only initializer values changed."""
     from conftest import ROOT
 
     path = ROOT / "models" / name
     model = onnx.load(path)
     rng = np.random.default_rng(0)
-    arrays, shapes = {}, []
+    arrays, shapes = {}, {}
     for i in model.graph.input:
         size = SIZES.get(name, (1, 8, 8, 8, 8))  # a dynamic dim's size: batch 1, else 8
         dims = [d.dim_value if d.dim_value > 0 else size[k] for k, d in enumerate(i.type.tensor_type.shape.dim)]
-        shapes += ["--shape", f"{i.name}:{'x'.join(map(str, dims))}"]
+        shapes[i.name] = tuple(dims)
         if i.type.tensor_type.elem_type == onnx.TensorProto.FLOAT:
             arrays[i.name] = rng.standard_normal((6, *dims[1:])).astype(np.float32)
         else:
             arrays[i.name] = rng.integers(0, 50, (6, *dims[1:])).astype(np.int64)
     np.savez(tmp_path / "calib.npz", **arrays)
-    plain, recovered = tmp_path / "p.onnx", tmp_path / "r.onnx"
-    common = ["--ratio", "0.3", *shapes]
-    assert cli("prune", str(path), "-o", str(plain), *common).returncode == 0
-    r = cli("prune", str(path), "-o", str(recovered), *common, "--recover", "--calib", str(tmp_path / "calib.npz"),
-            "--recover-epochs", "1", "--recover-batch", "2", "--report", str(tmp_path / "rep.json"))
-    assert r.returncode == 0, r.stderr
-    blocks = json.loads((tmp_path / "rep.json").read_text())["recovery"]["blocks"]
+    pruned, _, _ = onnxprune.prune(str(path), ratio=0.3, input_shapes=shapes)
+    got, record = onnxprune.recover(str(path), pruned, str(tmp_path / "calib.npz"), epochs=1, batch=2)
+    blocks = record["blocks"]
     assert blocks and all(b["held_out_mse_after"] < b["held_out_mse_before"] or b["kept"] != "recovered"
                           for b in blocks)
-    assert _same_but_initializer_values(onnx.load(plain), onnx.load(recovered)) or \
-        all(b["kept"] != "recovered" for b in blocks)
+    assert _same_but_initializer_values(pruned, got) or all(b["kept"] != "recovered" for b in blocks)
