@@ -7,3 +7,7 @@ class OnnxPruneError(Exception):
 
 class NothingToDo(OnnxPruneError):
     """The run would write a model identical in structure to its input (exit 4 unless --allow-noop)."""
+
+
+class TargetMissed(OnnxPruneError):
+    """A speed target the measured results do not reach (exit 5: not bad input, a fact about the model)."""

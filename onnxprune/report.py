@@ -64,7 +64,7 @@ def analysis_table(analysis: "Analysis", show_frozen: bool = True) -> str:
         status = "prunable" if g.prunable else f"frozen: {g.reason}"
         rows.append(f"{g.id:<{width}} {g.channels:>5} {g.params_share:>6.1%} {g.macs_share:>6.1%}  {flow:<60} {status}")
     p = analysis.prunable
-    rows.append(f"{len(analysis.groups)} groups, {len(p)} prunable; {analysis.cost.params:,} parameters, "
+    rows.append(f"{_count(len(analysis.groups), 'group')}, {len(p)} prunable; {analysis.cost.params:,} parameters, "
                 f"{analysis.cost.macs:,} MACs at {_shapes(analysis)}; prunable channels reach "
                 f"{prunable_macs_share(analysis):.0%} of MACs")
     return "\n".join(rows)
@@ -130,7 +130,7 @@ def _compensation_totals(comp) -> dict:
 def summary(report: dict) -> str:
     """The before/after lines the CLI prints."""
     t = report["total"]
-    lines = [f"removed {t['channels_removed']} channels in {t['groups_pruned']} groups",
+    lines = [f"removed {_count(t['channels_removed'], 'channel')} in {_count(t['groups_pruned'], 'group')}",
              f"parameters {t['params_before']:,} -> {t['params_after']:,} ({t['params_removed']:.1%} fewer)",
              f"MACs       {t['macs_before']:,} -> {t['macs_after']:,} ({t['macs_removed']:.1%} fewer)"]
     if "bytes_before" in t:
@@ -150,18 +150,28 @@ def summary(report: dict) -> str:
         if c["consumers_not_reconstructed"]:
             lines.append(f"  {c['consumers_not_reconstructed']} consumers not reconstructed (see the report)")
     elif c and c["mode"] == "mean":
-        lines.append(f"compensation (mean): the calibration means of {c['folded']} removed channels folded into "
-                     f"their consumers' biases ({c['folded_exact']} exact: constant channels), "
+        lines.append(f"compensation (mean): the calibration means of {_count(c['folded'], 'removed channel')} "
+                     f"folded into their consumers' biases ({c['folded_exact']} exact: constant channels), "
                      f"{c['pruned_only']} only pruned")
     elif c and c["mode"] != "none":
-        lines.append(f"compensation ({c['mode']}, {c['merge_mode']}): {c['merged']} channels merged "
-                     f"({c['merged_exact']} exact, {c['merged'] - c['merged_exact']} approximate), "
-                     f"{c['folded']} folded as constants ({c['folded_exact']} exact, "
-                     f"{c['folded'] - c['folded_exact']} approximate), {c['pruned_only']} only pruned")
+        lines.append(f"compensation: {c['mode']} (BN factor: {c['merge_mode']} mode): "
+                     f"{_tally(c['merged'], c['merged_exact'], 'merged')}; "
+                     f"{_tally(c['folded'], c['folded_exact'], 'folded as constants')}; {c['pruned_only']} only pruned")
         lines += [f"  approximate: {n} because {why}" for why, n in c["approximate_because"].items()]
     notes = sorted({g["note"] for g in report["groups"] if g.get("note")})
-    return "\n".join(lines + [f"note: {n} ({sum(g.get('note') == n for g in report['groups'])} groups)"
+    return "\n".join(lines + [f"note: {n} ({_count(sum(g.get('note') == n for g in report['groups']), 'group')})"
                               for n in notes])
+
+
+def _count(n: int, noun: str) -> str:
+    """'1 channel', '3 channels'."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _tally(n: int, exact: int, done: str) -> str:
+    """'3 channels merged, 2 of them exactly, 1 approximately' ('0 channels merged' alone)."""
+    text = f"{_count(n, 'channel')} {done}"
+    return f"{text}, {exact} of them exactly, {n - exact} approximately" if n else text
 
 
 def group_lines(report: dict) -> str:

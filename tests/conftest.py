@@ -35,8 +35,11 @@ def tmp(tmp_path: Path) -> Path:
 
 
 def cli(*args: str, quiet: bool = True, **run) -> subprocess.CompletedProcess:
-    """`onnxprune ARGS` in a subprocess; `quiet` adds -q after the command, so stderr holds only errors."""
+    """`onnxprune ARGS` in a subprocess; `quiet` adds -q after the command, so stderr holds only errors; a
+    prune is not timed unless the test asks for it with --time-budget."""
     argv = [args[0], "-q", *args[1:]] if quiet and args and not args[0].startswith("-") else list(args)
+    if argv and argv[0] == "prune" and "--time-budget" not in argv:
+        argv.append("--no-time")  # prune's timing has its own tests (test_honest_speed.py); it costs seconds
     return subprocess.run([sys.executable, "-m", "onnxprune", *argv], capture_output=True, text=True, **run)
 
 

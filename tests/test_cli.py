@@ -174,29 +174,29 @@ def test_external_data_model_through_cli(tmp: Path) -> None:
 
 def test_prune_compensation_flags_and_report(model_file: Path, tmp: Path) -> None:
     out, report = tmp / "merged.onnx", tmp / "report.json"
-    r = cli("prune", str(model_file), "-o", str(out), "--ratio", "0.5", "--compensate", "merge",
+    r = cli("prune", str(model_file), "-o", str(out), "--ratio", "0.5", "--round-to", "1", "--compensate", "merge",
             "--merge-threshold", "0", "--merge-order", "sequential", "--report", str(report))
     assert r.returncode == 0, r.stderr
-    assert "compensation (merge, exact):" in r.stdout
+    assert "compensation: merge (BN factor: exact mode):" in r.stdout
     data = json.loads(report.read_text())
     total = data["total"]["compensation"]
     assert total["merged"] + total["folded"] + total["pruned_only"] == data["total"]["channels_removed"]
     assert all("compensation" in g for g in data["groups"] if g["removed"])
     for bad, message in ((["--compensate", "blend"], "invalid choice"), (["--merge-threshold", "1.5"], "[0, 1]")):
-        r = cli("prune", str(model_file), "-o", str(tmp / "bad.onnx"), "--ratio", "0.5", *bad)
+        r = cli("prune", str(model_file), "-o", str(tmp / "bad.onnx"), "--ratio", "0.5", "--round-to", "1", *bad)
         assert r.returncode == 2 and message in r.stderr and not (tmp / "bad.onnx").exists()
 
 
 def test_plan_replay_keeps_the_recorded_compensation(model_file: Path, tmp: Path) -> None:
     first, plan = tmp / "first.onnx", tmp / "plan.json"
-    r = cli("prune", str(model_file), "-o", str(first), "--ratio", "0.5", "--compensate", "none", "--save-plan", str(plan))
+    r = cli("prune", str(model_file), "-o", str(first), "--ratio", "0.5", "--round-to", "1", "--compensate", "none", "--save-plan", str(plan))
     assert r.returncode == 0, r.stderr
     again, merged = tmp / "again.onnx", tmp / "merged.onnx"
     assert cli("prune", str(model_file), "-o", str(again), "--plan", str(plan)).returncode == 0
     assert sha(again) == sha(first)
     r = cli("prune", str(model_file), "-o", str(merged), "--plan", str(plan), "--compensate", "merge",
             "--merge-threshold", "0", "--merge-approximate")
-    assert r.returncode == 0 and "compensation (merge, exact)" in r.stdout and sha(merged) != sha(first)
+    assert r.returncode == 0 and "compensation: merge (BN factor: exact mode)" in r.stdout and sha(merged) != sha(first)
 
 
 def test_shape_that_contradicts_a_static_dim_is_refused(model_file: Path, tmp: Path) -> None:

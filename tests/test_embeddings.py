@@ -163,7 +163,7 @@ def test_head_groups_name_blocks_not_concat(tmp_path: Path) -> None:
     a channel really concatenated twice still gets the Concat reason."""
     model = tmp_path / "bert.onnx"
     onnx.save(transformer_graphs.bert_block(), model)
-    assert cli("prune", str(model), "-o", str(tmp_path / "p.onnx"), "--ratio", "0.5", "--report",
+    assert cli("prune", str(model), "-o", str(tmp_path / "p.onnx"), "--ratio", "0.5", "--round-to", "1", "--report",
                str(tmp_path / "r.json"), "--no-verify").returncode == 0
     reasons = {k for g in json.loads((tmp_path / "r.json").read_text())["groups"]
                for k in g.get("compensation", {}).get("pruned_because", {})}
@@ -174,7 +174,7 @@ def test_head_groups_name_blocks_not_concat(tmp_path: Path) -> None:
     cat = b.op("Concat", [h, b.conv(h, 4, 4, 1, bias=False)], axis=1)
     b.head(b.bn(b.op("Concat", [cat, cat], axis=1), 16), 16, 3)
     onnx.save(b.model("repeated_channel_bn", [1, 1, 8, 8], opset=11), tmp_path / "rep.onnx")
-    assert cli("prune", str(tmp_path / "rep.onnx"), "-o", str(tmp_path / "q.onnx"), "--ratio", "0.5", "--report",
+    assert cli("prune", str(tmp_path / "rep.onnx"), "-o", str(tmp_path / "q.onnx"), "--ratio", "0.5", "--round-to", "1", "--report",
                str(tmp_path / "q.json"), "--no-verify").returncode == 0
     reasons = {k for g in json.loads((tmp_path / "q.json").read_text())["groups"]
                for k in g.get("compensation", {}).get("pruned_because", {})}
@@ -214,10 +214,10 @@ def test_global_with_a_target_says_it_changes_nothing(tmp_path: Path) -> None:
 def test_a_nearly_emptied_group_is_warned_about(tmp_path: Path) -> None:
     model = tmp_path / "m.onnx"
     onnx.save(handmade.conv_bn_relu_chain(0), model)
-    r = cli("prune", str(model), "-o", str(tmp_path / "p.onnx"), "--ratio", "0.9", "--global")
+    r = cli("prune", str(model), "-o", str(tmp_path / "p.onnx"), "--ratio", "0.9", "--round-to", "1", "--global")
     assert r.returncode == 0 and "keep under 10% of their channels" in r.stderr and "--max-ratio" in r.stderr
-    r = cli("prune", str(model), "-o", str(tmp_path / "p.onnx"), "--ratio", "0.9", "--global", "--max-ratio", "0.8")
+    r = cli("prune", str(model), "-o", str(tmp_path / "p.onnx"), "--ratio", "0.9", "--round-to", "1", "--global", "--max-ratio", "0.8")
     assert r.returncode == 0 and "keep under" not in r.stderr
-    r = cli("prune", str(model), "-o", str(tmp_path / "p.onnx"), "--ratio", "0.95")  # uniform: what was asked
+    r = cli("prune", str(model), "-o", str(tmp_path / "p.onnx"), "--ratio", "0.95", "--round-to", "1")  # uniform: what was asked
     assert "keep under" not in r.stderr
     assert "% kept)" in r.stdout

@@ -16,7 +16,8 @@ LENET = ROOT / "models" / "fashion" / "lenet300.onnx"
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
     """The CLI in this process, quiet: exit code, stdout, stderr (warnings only)."""
-    code = main([argv[0], "-q", *argv[1:]])
+    untimed = ["--no-time"] if argv[0] == "prune" else []  # prune's timing is tested in test_honest_speed.py
+    code = main([argv[0], "-q", *argv[1:], *untimed])
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -31,7 +32,7 @@ def made(tmp_path_factory) -> tuple[Path, Path, dict]:
     tmp = tmp_path_factory.mktemp("made")
     calib, plan = tmp / "calib.npz", tmp / "plan.json"
     np.savez(calib, image=images(0))
-    code = main(["prune", "-q", str(LENET), "-o", str(tmp / "made.onnx"), "--ratio", "0.5", "--reconstruct",
+    code = main(["prune", "-q", "--no-time", str(LENET), "-o", str(tmp / "made.onnx"), "--ratio", "0.5", "--reconstruct",
                  "--calib", str(calib), "--calib-samples", "16", "--save-plan", str(plan),
                  "--report", str(tmp / "r.json")])
     assert code == 0

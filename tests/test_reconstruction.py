@@ -190,7 +190,7 @@ def test_cli_lasso_report_plan_replay_and_errors(tmp: Path, calib: Path) -> None
     def cli(*args: str):
         return run_cli("prune", str(path), *args)
 
-    r = cli("-o", str(out), "--ratio", "0.375", "--criterion", "lasso", "--calib", str(calib),
+    r = cli("-o", str(out), "--ratio", "0.375", "--round-to", "1", "--criterion", "lasso", "--calib", str(calib),
             "--save-plan", str(tmp / "plan.json"), "--report", str(tmp / "r.json"))
     assert r.returncode == 0, r.stderr
     assert "reconstruction: 1 consumers read on 40 calibration samples x 10 points" in r.stdout

@@ -68,7 +68,7 @@ def test_prune_llama_with_token_calibration(tmp_path) -> None:
     calib = tmp_path / "ids.npz"
     np.savez(calib, input_ids=rng.integers(0, 500, (8, 32)).astype(np.int64),
              attention_mask=np.ones((8, 32), np.int64))
-    r = cli("prune", str(src), "-o", str(out), "--criterion", "wanda", "--ratio", "0.5", "--calib", str(calib),
+    r = cli("prune", str(src), "-o", str(out), "--criterion", "wanda", "--ratio", "0.5", "--round-to", "1", "--calib", str(calib),
             "--validate", "--data", str(calib), "--report", str(report))
     assert r.returncode == 0, r.stderr
     groups = {g["id"]: g for g in json.loads(report.read_text())["groups"]}

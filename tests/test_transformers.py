@@ -70,7 +70,7 @@ def test_fused_qkv_pruned_by_whole_heads(tmp_path) -> None:
     """prune --ratio on a fused-QKV block through the CLI removes whole heads, checked in onnxruntime."""
     src, out = tmp_path / "qkv.onnx", tmp_path / "out.onnx"
     onnx.save(tg.fused_qkv_block(0), src)
-    r = cli("prune", str(src), "-o", str(out), "--ratio", "0.5", "--criterion", "l2")
+    r = cli("prune", str(src), "-o", str(out), "--ratio", "0.5", "--round-to", "1", "--criterion", "l2")
     assert r.returncode == 0, r.stderr
     dims = {t.name: list(t.dims) for t in onnx.load(out).graph.initializer}
     assert dims["linear1.weight"] == [tg.C, 3 * 2 * tg.D]

@@ -4,7 +4,9 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from ..errors import OnnxPruneError
 
@@ -36,7 +38,10 @@ def check_paths(args: argparse.Namespace) -> None:
 
 
 def check_output(path: str | None, what: str, make_parent: bool = False) -> None:
-    """Refuse, before any work, an output that cannot be written: a directory, a missing or read-only folder."""
+    """Refuse, before any work, an output that cannot be written: a directory, a missing or read-only folder.
+
+    With `make_parent` a missing folder is not refused: the model's writer creates it (see undo_new_folders).
+    """
     if path is None:
         return
     target = Path(path)
@@ -61,6 +66,28 @@ def check_output(path: str | None, what: str, make_parent: bool = False) -> None
         os.unlink(probe)
     except OSError as exc:
         raise OnnxPruneError(f"{what} {path}: cannot write in folder {parent} ({exc.strerror})") from None
+
+
+def _missing_folders(path: str | None) -> list[Path]:
+    """The folders above `path` that do not exist yet, deepest first: what writing it would create."""
+    if path is None:
+        return []
+    return [p for p in Path(path).absolute().parents if not p.exists()]
+
+
+@contextmanager
+def undo_new_folders(path: str | None) -> Iterator[None]:
+    """A run that fails leaves no folder behind: those that writing `path` created are removed (when empty)."""
+    missing = _missing_folders(path)
+    try:
+        yield
+    except BaseException:
+        for folder in missing:
+            try:
+                folder.rmdir()
+            except OSError:  # not created after all, or something else was put in it
+                break
+        raise
 
 
 def _umask() -> int:

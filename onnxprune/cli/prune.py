@@ -10,6 +10,7 @@ from ..analysis.builder import PRODUCER
 from ..api import default_options, replay_options, run_pipeline, sensitivity_allocation, speed_search
 from ..calibration import Calibration
 from ..errors import NothingToDo, OnnxPruneError
+from ..runtime.providers import KERNEL_MULTIPLE, likely_provider
 from ..loading import prepare, save_model
 from ..plan import calibration_differences, calibration_record, load_plan, with_calibration
 from ..report import group_lines, prune_report, summary
@@ -21,10 +22,11 @@ from ..selection import Selection
 from ..selection.overrides import load_overrides
 from ..validation.bench import bench, bench_lines
 from ..validation.smoke import smoke_check
-from ..validation.validate import Inputs, validate, validation_lines
+from ..validation.speed_check import provider_name, quick_speedup, speed_line, speed_warnings
+from ..validation.validate import GateFailed, Inputs, gate_failures, validate, validation_lines
 from .files import check_output, write_text
 from .options import (CRITERION_HELP, MERGE_FLAGS, RECOVER_FLAGS, add_calib_mask, add_gate, add_inputs,
-                      add_merge_flags, add_recover_flags, add_runtime, add_task, add_timing, check_blocks, gate,
+                      add_merge_flags, add_recover_flags, add_runtime, add_task, add_timing, check_blocks,
                       inputs_from, parse_batches, parse_shapes, recover_settings, tasks_from)
 from .progress import progress, warn
 
@@ -72,7 +74,10 @@ def add_parser(sub) -> None:
     r.add_argument("--ray", metavar="ADDRESS", help="measure sensitivity points (and each iterative step's trials) "
                                                    "on a Ray cluster: auto, an address, or local (start one here); "
                                                    "needs onnxprune[ray]")
-    r.add_argument("--round-to", type=int, default=1, metavar="N", help="kept channel counts are multiples of N")
+    r.add_argument("--round-to", type=int, metavar="N",
+                   help="kept channel counts are multiples of N; groups of at most N channels stay whole (default: "
+                        "the provider's kernel multiple, " + ", ".join(f"{k} {v}" for k, v in KERNEL_MULTIPLE.items())
+                        + ", so the result does not run slower off the kernels' multiples; 1: no rounding)")
     r.add_argument("--min-channels", type=int, default=1, metavar="N", help="never keep fewer channels per group")
     r.add_argument("--max-ratio", type=float, default=1.0, metavar="R", help="never remove more than this share of one group (default 1: no cap; a group left with under 10%% "
                    "of its channels is warned about)")
@@ -104,7 +109,11 @@ def add_parser(sub) -> None:
                    help="write the model even when nothing is removed (else exit 4, nothing written)")
     r.add_argument("--report", metavar="FILE", help="write the before/after report as JSON")
     r.add_argument("--shape", action="append", metavar="NAME:DIMS", help="input shape for the check run and MACs")
-    r.add_argument("--no-verify", action="store_true", help="skip the onnxruntime check run")
+    r.add_argument("--no-verify", action="store_true", help="skip the onnxruntime check run (and the timing)")
+    r.add_argument("--no-time", action="store_true", help="skip the timing of the result against the original")
+    r.add_argument("--time-budget", type=float, default=3.0, metavar="S",
+                   help="seconds the result is timed against the original, interleaved, at the first --batch on "
+                        "--provider (default 3; with an A/A control: the original against itself)")
     v = r.add_argument_group("validation (--validate; --data, --labels, --task, --neighbours, --iou-threshold, "
                              "--blocks, --max-drop and --min-cosine imply it): fidelity and latency of the written model in "
                              "the report; below a --max-drop / --min-cosine bar nothing is written and the exit "
@@ -186,7 +195,11 @@ def run(args: argparse.Namespace) -> int:
             raise OnnxPruneError("--plot draws an allocation or a speed search: add --allocate sensitivity or "
                                  "--target-speedup/--target-latency")
         pyplot()  # the missing extra is refused before any work
+    if args.time_budget <= 0:
+        raise OnnxPruneError(f"--time-budget {args.time_budget:g}: give a positive number of seconds (or --no-time)")
     plan = load_plan(args.plan) if args.plan else None
+    rounding = None if plan else _rounding(args)
+    _say_what_is_ignored(args, plan)
     selection = None if plan else _selection(args)
     if selection:
         selection.check()
@@ -253,32 +266,45 @@ def run(args: argparse.Namespace) -> int:
         With --validate the pruned model is also compared and timed here, before it is moved into place.
         """
         if args.validate:  # runs both models too, so the smoke run would repeat it
-            progress(f"validating on {args.provider}")
+            progress(f"validating on {provider_name(likely_provider(args.provider))}")
             checks["validation"] = validate(str(args.model), str(path), inputs_from(args, dims), args.provider,
                                             args.threads, tasks)
             broken = [k for k, v in checks["validation"]["outputs"].items() if not v["finite"]]
             if broken:
                 raise OnnxPruneError(f"the pruned model's output '{broken[0]}' is not finite")
-            gate(checks["validation"], args)
+            checks["gate"] = _gate(checks["validation"], args)
             progress("timing both models")
             checks["bench"] = bench([str(args.model), str(path)], batches, args.warmup, args.runs, args.provider,
                                     args.threads, dims)
         elif not args.no_verify:
             progress("running the written model in onnxruntime")
             smoke_check(str(args.model), str(path), r.model, dims)
+        if not (args.no_time or args.no_verify):
+            progress(f"timing the result against the original ({args.time_budget:g} s)")
+            checks["speed"] = quick_speedup(str(args.model), str(path), args.provider,
+                                            (parse_batches(args.batch) or (None,))[0], args.threads, dims,
+                                            args.time_budget)
 
-    written = save_model(r.model, args.output, external_data=prep.external_data or None, verify=verify)
+    extras = {"calibration": record, "allocation": allocation, "speed_target": speed, "recovery": recovery}
+    try:
+        written = save_model(r.model, args.output, external_data=prep.external_data or None, verify=verify)
+    except GateFailed:  # below the bar: the figures and the report still, the model not
+        _failed_gate(args, prune_report(r.analysis, r.after, r.removed, r.scores, None, r.compensation), extras,
+                     checks)
+        raise
     sizes = (sum(p.stat().st_size for p in prep.files), sum(Path(p).stat().st_size for p in written))
     report = prune_report(r.analysis, r.after, r.removed, r.scores, sizes, r.compensation)
-    if record is not None:
-        report["calibration"] = record
-    if allocation is not None:
-        report["allocation"] = allocation
-    if speed is not None:
-        report["speed_target"] = speed
-    if recovery is not None:
-        report["recovery"] = recovery
+    report.update({k: v for k, v in extras.items() if v is not None})
+    if rounding is not None:
+        report["rounding"] = rounding
     print(summary(report))
+    if rounding is not None:
+        print(f"rounding: kept channel counts are multiples of {rounding['round_to']} ({rounding['why']})")
+    if "speed" in checks:
+        report["speed"] = checks.pop("speed")
+        print(speed_line(report["speed"]))
+        for line in speed_warnings(report["speed"], args.round_to or 1):
+            warn(line)
     if speed is not None:
         last = speed["chosen"]
         how = (f"latency model of {len(speed['latency_model']['points'])} timed single-group prunes predicted "
@@ -298,6 +324,8 @@ def run(args: argparse.Namespace) -> int:
         report.update(checks)
         print(validation_lines(report["validation"]))
         print(bench_lines(report["bench"], ["original", "pruned"]))
+        if report["gate"] is not None:
+            print("gate: passed (" + ", ".join(report["gate"]["bars"]) + ")")
     try:  # every output or none: a plan or report that cannot be written takes the model back
         if args.save_plan:
             write_text(args.save_plan, json.dumps(r.plan, indent=1) + "\n")
@@ -376,10 +404,16 @@ def _allocation_line(a: dict) -> str:
     inputs = a["inputs"]
     where = f"{inputs.get('samples')} samples of {inputs['source']}" if isinstance(inputs, dict) and "source" in inputs \
         else str(inputs)
-    kept = a.get("compared", {}).get("kept", a["allocation"])
-    instead = f" (the {kept} allocation kept: it measured lower)" if kept != a["allocation"] else ""
-    lines = [f"allocation by {a['allocation']}{instead} on {where}: predicted loss {a['predicted_loss']:.4f}, "
-             f"measured {a['measured_loss']:.4f} ({a['loss']})"]
+    compared = a.get("compared", {})
+    kept = compared.get("kept", a["allocation"])
+    if kept != a["allocation"]:  # the other candidate won: there is no prediction of its loss to show
+        losses = compared.get("losses", {})
+        lines = [f"allocation: {kept}, kept over the {a['allocation']} allocation because it measured lower ("
+                 + ", ".join(f"{k} {v:.4f}" for k, v in losses.items()) + f") on {where}; measured "
+                 f"{a['measured_loss']:.4f} ({a['loss']})"]
+    else:
+        lines = [f"allocation by {a['allocation']} on {where}: predicted loss {a['predicted_loss']:.4f}, "
+                 f"measured {a['measured_loss']:.4f} ({a['loss']})"]
     lines += [f"  {gid:<{width}} ratio {g['ratio']:.2f}" + (f" (predicted loss {g['predicted_loss']:.4f})"
                                                            if g["predicted_loss"] is not None else "")
               for gid, g in a["groups"].items()]
@@ -397,3 +431,52 @@ def _calibration_record(calibration: Calibration, plan: dict | None) -> dict:
     return record
 
 
+def _rounding(args: argparse.Namespace) -> dict:
+    """--round-to, or the provider's kernel multiple by default; sets args.round_to."""
+    if args.round_to is not None:
+        return {"round_to": args.round_to, "why": "--round-to" if args.round_to > 1 else "--round-to 1: none"}
+    provider = likely_provider(args.provider)
+    args.round_to = KERNEL_MULTIPLE[provider]
+    return {"round_to": args.round_to, "why": f"the default on {provider_name(provider)}; --round-to 1 turns it off",
+            "default": True}
+
+
+def _say_what_is_ignored(args: argparse.Namespace, plan: dict | None) -> None:
+    """Warn about flags this run does not read."""
+    if args.allocate == "score" or plan is not None:
+        for flag, value, default in (("--jobs", args.jobs, 1), ("--ray", args.ray, None)):
+            if value != default:
+                warn(f"{flag} is read only by --allocate sensitivity|iterative; it is ignored here")
+    if plan is not None and args.round_to is not None:
+        warn("--round-to is ignored with --plan: the plan names the channels")
+
+
+def _bars(args: argparse.Namespace) -> list[str]:
+    """The bars set, as given: ['--max-drop 1', ...]."""
+    return [f"{flag} {v:g}" for flag, v in (("--max-drop", args.max_drop), ("--min-cosine", args.min_cosine))
+            if v is not None]
+
+
+def _gate(validation: dict, args: argparse.Namespace) -> dict | None:
+    """The --max-drop / --min-cosine verdict (None without a bar); GateFailed when below it."""
+    if args.max_drop is None and args.min_cosine is None:
+        return None
+    bars = _bars(args)
+    fails = gate_failures(validation, args.max_drop, args.min_cosine)
+    if fails:
+        raise GateFailed("below the bar: " + "; ".join(fails) + "; nothing written")
+    return {"passed": True, "bars": bars, "failures": []}
+
+
+def _failed_gate(args: argparse.Namespace, report: dict, extras: dict, checks: dict) -> None:
+    """A run below the bar prints what validate prints and writes --report (marked failed); no model."""
+    report.update({k: v for k, v in extras.items() if v is not None})
+    fails = gate_failures(checks["validation"], args.max_drop, args.min_cosine)
+    report["validation"] = checks["validation"]
+    report["gate"] = {"passed": False, "bars": _bars(args), "failures": fails}
+    report["written"] = False
+    print(summary(report))
+    print(validation_lines(report["validation"]))
+    if args.report:
+        write_text(args.report, json.dumps(report, indent=1) + "\n")
+        print(f"wrote {args.report} (the model was not written: below the bar)")

@@ -13,7 +13,7 @@ from ..search.sensitivity import RATIOS, sensitivity
 from .files import check_output, write_text
 from .options import (CRITERION_HELP, MERGE_FLAGS, add_inputs, add_merge_flags, add_runtime, add_task, inputs_from,
                       tasks_from)
-from .progress import progress
+from .progress import progress, warn
 
 
 def add_parser(sub) -> None:
@@ -56,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
                          MergeOptions.from_keywords(**given), progress=progress, threads=args.threads,
                          tasks=tasks_from(args))
     write_text(args.output, json.dumps(report, indent=1) + "\n")
+    for w in report["warnings"]:
+        warn(w)
     metric = report["metric"]
     width = max([0, *(len(g["id"]) for g in report["groups"])])
     for g in report["groups"]:

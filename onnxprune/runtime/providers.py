@@ -15,6 +15,9 @@ CHAINS = {  # what each choice asks onnxruntime for, fallbacks last
     "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
 }
 SHORT = {"CPUExecutionProvider": "cpu", "CUDAExecutionProvider": "cuda", "TensorrtExecutionProvider": "tensorrt"}
+# channel counts the providers' kernels run fastest at multiples of (CPU: MLAS's blocked NCHWc layout and
+# vector widths; GPUs: tensor-core tiles; TensorRT's int8 tiles want 16). Measured in docs/rounding.md.
+KERNEL_MULTIPLE = {"cpu": 8, "cuda": 8, "tensorrt": 16}
 
 
 VERBOSE = False  # --verbose: let onnxruntime's own warnings through
@@ -30,6 +33,15 @@ def runtime():
     if not VERBOSE:
         onnxruntime.set_default_logger_severity(4)  # fatal only: its errors come back as exceptions, one line each
     return onnxruntime
+
+
+def likely_provider(choice: str) -> str:
+    """The provider a choice will run on, without opening a session (cpu when onnxruntime is missing)."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return "cpu"
+    return wanted_provider(choice, onnxruntime.get_available_providers())
 
 
 def cpu_threads() -> int:

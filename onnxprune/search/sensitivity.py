@@ -12,6 +12,13 @@ from ..validation.validate import Inputs
 from .measure import MeasureJob, Measurer, Workers
 
 RATIOS = (0.1, 0.3, 0.5, 0.7, 0.9)
+RANDOM_INPUTS = ("these curves come from random-noise inputs and say little about what pruning each group does on "
+                 "real inputs: give --data (real inputs from your domain) for curves that mean something")
+
+
+def input_warnings(description: dict) -> list[str]:
+    """What the curves cannot vouch for because of the inputs they were measured on."""
+    return [RANDOM_INPUTS] if description.get("source") == "random" else []
 
 
 def sensitivity(model: str, ratios: tuple[float, ...] = RATIOS, criterion: str = "l1", inputs: Inputs | None = None,
@@ -50,7 +57,8 @@ def measure_sensitivity(model: str, ratios: tuple[float, ...] = RATIOS, criterio
               "compensation": asdict(merge), "ratios": list(ratios),
               "metric": local.metric, "provider": local.ref.provider,
               "threads": local.ref.threads, "seed": inputs.seed,
-              "inputs": local.description, "outputs": local.read_as, "groups": []}
+              "inputs": local.description, "outputs": local.read_as, "warnings": input_warnings(local.description),
+              "groups": []}
     if "accuracy" in local.unpruned:
         report["baseline_accuracy"] = local.unpruned["accuracy"]
     with Workers(local, jobs, ray) as workers:

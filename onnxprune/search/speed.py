@@ -6,7 +6,7 @@ from typing import Callable
 
 from ..analysis.estimates import removal_estimator
 from ..calibration import Calibration
-from ..errors import OnnxPruneError
+from ..errors import OnnxPruneError, TargetMissed
 from ..loading import prepare
 from ..pipeline import Pruned, Shapes, default_options, run_pipeline
 from ..rewrite.merging import MergeOptions
@@ -14,8 +14,29 @@ from ..selection import Selection, select
 from ..selection.latency import meet_speedup
 from ..selection.speed import search_speedup
 from ..validation.bench import bench
+from ..validation.speed_check import NOISY, provider_name
 from .measure import keep_least
 from .stopwatch import Stopwatch, measure_latency_model
+
+
+def asked(speedup: float | None, latency_ms: float | None, base_ms: float | None, target: float) -> str:
+    """The target as the user gave it, for the error when it is missed."""
+    if latency_ms is None:
+        return f"--target-speedup {target:.2f}x"
+    return f"--target-latency {latency_ms:g} ms (the original runs {base_ms:.3f} ms: a {target:.2f}x speed-up)"
+
+
+def noise_note(control: float) -> str:
+    """What a missed target must add when the timing's own A/A control was noisy ('' when it was not)."""
+    if abs(control - 1) <= NOISY:
+        return ""
+    return (f"; the timing was noisy (the original against itself ran {control:.2f}x), so the miss may be the "
+            "machine's load: retry on a quiet machine or time longer (--runs)")
+
+
+def _missed(exc: TargetMissed, control: float) -> TargetMissed:
+    """The same miss, with the control's verdict when the timing was noisy."""
+    return TargetMissed(f"{exc}{noise_note(control)}")
 
 
 def against_bisection(model, measurer, selection: Selection, calibration: Calibration | None, shapes: Shapes,
@@ -62,13 +83,18 @@ def meet_speed(measurer, selection: Selection, shapes: Shapes, speed, choose, pr
         removed = select(analysis, measurer.scores, replace(selection, counts=counts))
         return watch.speedup(measurer.prune(removed).SerializeToString()), None
 
-    counts, _, rounds = meet_speedup(target, allocate_at, latency, speedup_of, progress=progress)
+    try:
+        counts, _, rounds = meet_speedup(target, allocate_at, latency, speedup_of, progress=progress,
+                                         asked=asked(speed.speedup, speed.latency_ms, watch.base_ms[0], target))
+    except TargetMissed as exc:
+        raise _missed(exc, latency.control) from None
     estimate = removal_estimator(analysis)
     for r in (r for r in rounds if "counts" in r):  # the MACs each round removed, for the record and the plot
         removed = select(analysis, measurer.scores, replace(selection, counts=r.pop("counts")))
         r["target_macs"] = round(estimate(removed)[0], 4)
     record = {"target_speedup": round(target, 4), "method": "latency model", "steps": rounds,
-              "chosen": next(r for r in rounds if r.get("chosen")), "provider": watch.provider, "batch": watch.batch,
+              "chosen": next(r for r in rounds if r.get("chosen")), "provider": provider_name(watch.provider),
+              "batch": watch.batch,
               "latency_model": latency.to_json(),
               **({"target_latency_ms": speed.latency_ms} if speed.latency_ms is not None else {})}
     return counts, predictions[tuple(sorted(counts.items()))], record
@@ -86,14 +112,15 @@ def speed_search(model: str, selection: Selection, target_speedup: float | None 
     batches = (batch,) if batch else ()
     timing = dict(warmup=warmup, runs=runs, provider=provider, threads=threads, shapes=input_shapes)
     merge = merge or default_options(criterion)
-    target = target_speedup
-    if target is None:
-        if target_latency is None:
-            raise OnnxPruneError("a speed target needs target_speedup or target_latency")
-        entry = next(iter(bench([str(model)], batches, **timing)["batches"].values()))
-        target = entry["models"][0]["median_ms"] / target_latency
-        progress(f"the original runs {entry['models'][0]['median_ms']:.3f} ms: a latency of "
-                 f"{target_latency} ms is a {target:.2f}x speed-up")
+    if target_speedup is None and target_latency is None:
+        raise OnnxPruneError("a speed target needs target_speedup or target_latency")
+    control = bench([str(model), str(model)], batches, **timing)  # A/A: the timing's own noise
+    entry = next(iter(control["batches"].values()))
+    base_ms, ran = entry["models"][0]["median_ms"], provider_name(control["provider"])
+    progress(f"timing on {ran}: the original runs {base_ms:.3f} ms, against itself {entry['speedup']:.3f}x")
+    target = target_speedup if target_speedup is not None else base_ms / target_latency
+    if target_speedup is None:
+        progress(f"a latency of {target_latency:g} ms is a {target:.2f}x speed-up")
 
     def prune_at(t: float) -> Pruned:
         return run_pipeline(prepare(model), input_shapes, None, criterion, replace(selection, target_macs=t),
@@ -103,7 +130,12 @@ def speed_search(model: str, selection: Selection, target_speedup: float | None 
         report = bench([str(model), r.model.SerializeToString()], batches, **timing)
         return float(next(iter(report["batches"].values()))["speedup"])
 
-    t, r, record = search_speedup(target, prune_at, speedup_of, progress=progress)
+    try:
+        t, r, record = search_speedup(target, prune_at, speedup_of, progress=progress,
+                                      asked=asked(target_speedup, target_latency, base_ms, target))
+    except TargetMissed as exc:
+        raise _missed(exc, entry["speedup"]) from None
     chosen = next(st for st in record.steps if st["target_macs"] == round(t, 4))
-    return r, {**record.to_json(), "chosen": chosen, "provider": provider, "batch": batch or "the model's own",
+    return r, {**record.to_json(), "chosen": chosen, "provider": ran, "batch": batch or "the model's own",
+               "control": round(entry["speedup"], 4),
                **({"target_latency_ms": target_latency} if target_latency is not None else {})}

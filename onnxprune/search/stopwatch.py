@@ -95,7 +95,7 @@ def measure_latency_model(watch: Stopwatch, analysis: Analysis, scores: dict[str
             points.append({"group": g.id, "removed": n, "speedup": round(got, 4)})
         if counts:
             curves[g.id] = curve_from_points(counts, saved)
-        progress(f"latency {i}/{len(groups)} {g.id}: " + " ".join(
-            f"{n}:{s:+.3f}ms" for n, s in zip(counts, saved)))
+        progress(f"latency {i}/{len(groups)} {g.id}: " + ", ".join(
+            f"{n} removed {'saves' if s >= 0 else 'costs'} {abs(s):.3f} ms" for n, s in zip(counts, saved)))
     return LatencyModel(float(np.median(watch.base_ms)), curves, watch.provider, watch.batch, points,
                         round(control, 4))

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import OnnxPruneError
+from ..errors import OnnxPruneError, TargetMissed
 from .allocate import Curve, Measure
 
 MAX_SHARE = 0.95  # no allocation is asked to save more than this share of the latency
@@ -59,14 +59,15 @@ def curve_from_points(counts: list[int], saved_ms: list[float]) -> Curve:
 
 def meet_speedup(target: float, allocate_at: Callable[[float], dict[str, int]], model: LatencyModel,
                  speedup_of: Callable[[dict[str, int]], tuple[float, Any]], rounds: int = 6, slack: float = 0.1,
-                 progress: Callable[[str], None] = lambda _: None) -> tuple[dict[str, int], Any, list[dict]]:
+                 progress: Callable[[str], None] = lambda _: None,
+                 asked: str | None = None) -> tuple[dict[str, int], Any, list[dict]]:
     """(counts, their pruned result, the rounds) for the least allocation measured to reach `target` x.
 
     `allocate_at(share)` allocates to a predicted latency share; `speedup_of(counts)` prunes and times.
     Each round corrects the asked share by what the timings so far say (secant through the last two
     rounds, proportional after the first; bisecting between the asks known to miss and to reach when
     that leaves them), until one lands within `slack` above the target;
-    of the rounds that reached it, the one asked for least wins.
+    of the rounds that reached it, the one asked for least wins. `asked` names the target in the error.
     """
     if target <= 1:
         raise OnnxPruneError(f"a speed-up of {target:.2f}x is no speed-up: it must be above 1 (a latency target "
@@ -115,7 +116,7 @@ def meet_speedup(target: float, allocate_at: Callable[[float], dict[str, int]], 
             break
         ask = nxt
     if best is None:
-        raise OnnxPruneError(f"--target-speedup {target:.2f}x is not reached: the best allocation measured "
+        raise TargetMissed(f"{asked or f'--target-speedup {target:.2f}x'} is not reached: the best allocation measured "
                              f"{max((h['speedup'] for h in history if 'speedup' in h), default=1.0):.2f}x on "
                              "this provider and batch (--allocate score bisects on measured speed-ups instead)")
     history[best[3]]["chosen"] = True

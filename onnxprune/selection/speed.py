@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..errors import OnnxPruneError
+from ..errors import OnnxPruneError, TargetMissed
 
 MAX_CUT = 0.95
 
@@ -28,10 +28,11 @@ class SpeedSearch:
 
 def search_speedup(target: float, prune_at: Callable[[float], Any], speedup_of: Callable[[Any], float],
                    steps: int = 6, progress: Callable[[str], None] = lambda _: None,
-                   tolerance: float = 0.02) -> tuple[float, Any, SpeedSearch]:
+                   tolerance: float = 0.02, asked: str | None = None) -> tuple[float, Any, SpeedSearch]:
     """(MAC target, its pruned result, the record) for the least cut measured to reach `target` x.
 
-    `prune_at(t)` prunes to a MAC reduction of t; `speedup_of(result)` times it against the original.
+    `prune_at(t)` prunes to a MAC reduction of t; `speedup_of(result)` times it against the original;
+    `asked` names the target in the error when it is missed (default: --target-speedup X).
     """
     if target <= 1:
         raise OnnxPruneError(f"a speed-up of {target:.2f}x is no speed-up: it must be above 1 (a latency target "
@@ -56,7 +57,7 @@ def search_speedup(target: float, prune_at: Callable[[float], Any], speedup_of: 
         got = speedup_of(result)
         record.steps.append({"target_macs": round(hi, 4), "speedup": round(got, 4)})
         if got < target:
-            raise OnnxPruneError(f"--target-speedup {target:.2f}x is not reached: {hi:.0%} fewer MACs ran "
-                                 f"{got:.2f}x on this provider and batch")
+            raise TargetMissed(f"{asked or f'--target-speedup {target:.2f}x'} is not reached: {hi:.0%} fewer "
+                               f"MACs ran {got:.2f}x on this provider and batch")
         best = (hi, result)
     return best[0], best[1], record

@@ -1,6 +1,7 @@
 """`bench`: latency and throughput of one or two models, interleaved in one process, per batch size."""
 from __future__ import annotations
 
+import os
 import time
 from typing import Callable
 
@@ -103,16 +104,45 @@ def bench(models: list[ModelBytes], batches: tuple[int, ...] = (), warmup: int =
     return out
 
 
+ELLIPSIS = "..."  # ASCII: stdout may not take a Unicode ellipsis
+
+
+def short_path(path: str, width: int = 40) -> str:
+    """`path` in `width` characters: the file name whole (even if longer), the folders cut in the middle."""
+    if len(path) <= width:
+        return path
+    cut = max(path.rfind("/"), path.rfind(os.sep))
+    if cut < 0:
+        return path
+    folder, name = path[:cut], path[cut:]  # the name keeps its separator
+    room = max(width - len(name) - len(ELLIPSIS), 0)
+    head = room // 3  # the end of the folders tells more models apart than their root
+    return folder[:head] + ELLIPSIS + folder[len(folder) - (room - head):] + name
+
+
+def short_paths(paths: list[str], width: int = 40) -> list[str]:
+    """Each path by short_path; where two would then read alike, their common leading folders go first."""
+    shown = [short_path(p, width) for p in paths]
+    if len(set(shown)) == len(set(paths)):
+        return shown
+    try:
+        common = os.path.commonpath(paths)
+    except ValueError:  # absolute and relative paths mixed
+        return shown
+    return [short_path(ELLIPSIS + os.sep + os.path.relpath(p, common), width) for p in paths]
+
+
 def bench_lines(report: dict, names: list[str]) -> str:
-    """What the CLI prints for a bench report."""
+    """What the CLI prints for a bench report (model paths shortened to 40 characters, told apart)."""
+    labels = short_paths(names)
     lines = [f"latency on {report['provider']} ({report['threads']} threads), {report['warmup']} warm-up + "
              f"{report['runs']} timed runs, interleaved"]
     lines += [f"note: {report['provider_note']}"] if "provider_note" in report else []
     for batch, entry in report["batches"].items():
         lines.append(f"  batch {batch:>3} at " + ", ".join(f"{k}={'x'.join(map(str, v))}"
                                                       for k, v in entry["shapes"].items()))
-        for name, s in zip(names, entry["models"]):
-            lines.append(f"  batch {batch:>3} {name[-40:]:<40} min {s['min_ms']:8.3f} ms  median {s['median_ms']:8.3f} ms  "
+        for label, s in zip(labels, entry["models"]):
+            lines.append(f"  batch {batch:>3} {label:<40} min {s['min_ms']:8.3f} ms  median {s['median_ms']:8.3f} ms  "
                          f"p90 {s['p90_ms']:8.3f} ms  {s['throughput']:10.1f} samples/s")
         if "speedup" in entry:
             lines.append(f"  batch {batch:>3} speed-up {entry['speedup']:.3f}x (median latency, first / second)")

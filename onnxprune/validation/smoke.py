@@ -6,7 +6,10 @@ import onnx
 
 from ..errors import OnnxPruneError
 from ..runtime.feeds import random_inputs
-from ..runtime.providers import open_session
+from ..runtime.providers import open_session, runtime
+
+NO_RUNTIME = ("the check run needs onnxruntime, which is not installed: pip install 'onnxprune[cpu]', or "
+              "--no-verify to write without the check")
 
 
 def random_feeds(model: onnx.ModelProto, dims: dict[str, tuple[int, ...]], seed: int = 0) -> dict[str, np.ndarray]:
@@ -23,6 +26,10 @@ def smoke_check(original: str, pruned: str, header: onnx.ModelProto,
     `header` is any proto with the pruned model's inputs and outputs (the in-memory model, so a
     written file is not parsed twice).
     """
+    try:  # a missing runtime is not a model that fails to run: say what is missing and how to go without
+        runtime()
+    except OnnxPruneError:
+        raise OnnxPruneError(NO_RUNTIME) from None
     feeds = random_feeds(header, dims)
     try:
         want = open_session(original, "cpu").session.run(None, feeds)

@@ -226,7 +226,8 @@ def validation_lines(report: dict) -> str:
                   for b, f in v.get("blocks", {}).items()]
     if "accuracy" in report:
         a = report["accuracy"]
-        lines.append(f"  accuracy {a['original']:.2%} -> {a['pruned']:.2%} ({a['drop_points']:+.2f} points drop, "
+        change = round(-a["drop_points"], 2) + 0.0  # signed as accuracy moved (-0.80: a drop); + 0.0: no "-0.00"
+        lines.append(f"  accuracy {a['original']:.2%} -> {a['pruned']:.2%} ({change:+.2f} points, "
                      f"{a['samples']} labelled samples)")
     lines += [f"warning: {w}" for w in report.get("warnings", [])]
     return "\n".join(lines)
