@@ -65,7 +65,11 @@ def test_speed_warnings_for_a_noisy_control_and_a_slow_down() -> None:
     assert noisy(record) and "noisy" in speed_warnings(record, 8)[0]
     record.update(speedup=0.9, control=[1.0, 1.0])
     assert speed_warnings(record, 16) == [speed_warnings(record, 16)[0]] and "--round-to 32" in speed_warnings(record, 16)[0]
-    assert speed_line(record).startswith("speed-up 0.90x at batch 1 on cpu (A/A control 1.00-1.00x")
+    assert "runs SLOWER than the original (0.90x at batch 1 on cpu)" in speed_warnings(record, 8)[0]
+    record["control"] = [0.85, 1.02]  # inside the noise: no faster, said as such
+    assert "runs no faster than the original (0.90x at batch 1 on cpu, inside the timing's own noise 0.85-1.02x)" \
+        in speed_warnings(record, 8)[1]
+    assert speed_line(record).startswith("speed-up 0.90x at batch 1 on cpu (A/A control 0.85-1.02x")
 
 
 def test_rounding_defaults_to_the_providers_kernel_multiple(capsys, tmp_path: Path) -> None:

@@ -75,7 +75,10 @@ def speed_warnings(record: dict, round_to: int) -> list[str]:
                    "the machine? The speed-up is uncertain; `onnxprune bench` times longer")
     if record["speedup"] < 1:
         bigger = 16 if round_to < 16 else 2 * round_to
-        out.append(f"the pruned model runs SLOWER than the original ({record['speedup']:.2f}x at batch "
-                   f"{record['batch']} on {record['provider']}): channel counts off the kernels' multiples are the "
-                   f"usual cause; try --round-to {bigger}, or a speed target (--target-speedup 1.2)")
+        low, high = record["control"]
+        where = f"{record['speedup']:.2f}x at batch {record['batch']} on {record['provider']}"
+        how = (f"no faster than the original ({where}, inside the timing's own noise {low:.2f}-{high:.2f}x)"
+               if record["speedup"] >= low else f"SLOWER than the original ({where})")
+        out.append(f"the pruned model runs {how}: channel counts off the kernels' multiples are the usual cause; "
+                   f"try --round-to {bigger}, or a speed target (--target-speedup 1.2)")
     return out
