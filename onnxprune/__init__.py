@@ -8,7 +8,7 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-_WHERE = {"analyze": "api", "apply_plan": "api", "prune": "api", "recover": "api", "make_plan": "plan",
+_WHERE = {"analyze": "api", "apply_plan": "api", "prune": "api", "recover": "api", "drop_blocks": "api", "make_plan": "plan",
           "load_plan": "plan", "save_plan": "plan", "analysis_json": "report", "OnnxPruneError": "errors"}
 __all__ = list(_WHERE)
 __version__ = "0.1.0"

@@ -2,24 +2,28 @@
 meet a speed target. Inputs are never modified."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable
 
 import onnx
 
 from .analysis.analyze import Analysis, build_analysis
 from .calibration import Calibration
+from .errors import OnnxPruneError
 from .loading import ModelSource, prepare
 from .pipeline import Pruned, Shapes, default_options, replay_options, run_pipeline
-from .plan import Plan
+from .plan import Plan, is_depth_plan
 from .report import prune_report
+from .search.depth import depth_prune
 from .search.allocation import sensitivity_allocation
 from .search.sensitivity import sensitivity
 from .search.speed import speed_search
 from .search.stopwatch import SpeedTarget
 from .selection import Selection
+from .validation.validate import Inputs
 
-__all__ = ["Pruned", "SpeedTarget", "analyze", "apply_plan", "default_options", "prune", "recover", "replay_options",
-           "run_pipeline", "sensitivity", "sensitivity_allocation", "speed_search"]
+__all__ = ["Pruned", "SpeedTarget", "analyze", "apply_plan", "default_options", "drop_blocks", "prune", "recover",
+           "replay_options", "run_pipeline", "sensitivity", "sensitivity_allocation", "speed_search"]
 
 
 def analyze(model: ModelSource, input_shapes: Shapes = None) -> Analysis:
@@ -34,6 +38,8 @@ def apply_plan(model: ModelSource, plan: Plan, input_shapes: Shapes = None,
     Channels are compensated as the plan records (as `prune` made it); keywords of `prune`'s merge
     options given here take precedence. A plan made with reconstruction re-fits on `calibration`.
     """
+    if is_depth_plan(plan):  # residual blocks removed whole (drop_blocks made it)
+        return depth_prune(prepare(model), model, plan=plan, input_shapes=input_shapes)[0].model
     if isinstance(calibration, str):
         calibration = Calibration(calibration)
     return run_pipeline(prepare(model), input_shapes, plan=plan, merge=replay_options(plan, **merge),
@@ -86,3 +92,20 @@ def recover(original: ModelSource, pruned: ModelSource, calibration: Calibration
         from onnx.external_data_helper import load_external_data_for_model
         load_external_data_for_model(student, str(files[0].parent))
     return recover_from(teacher_of(original), student, calibration, settings, progress or (lambda _: None))
+
+
+def drop_blocks(model: ModelSource, n: int, calibration: Calibration | str | None = None, input_shapes: Shapes = None,
+                provider: str = "auto") -> tuple[onnx.ModelProto, Plan, dict[str, Any]]:
+    """Depth pruning: remove the n residual blocks (x + f(x) becomes x) whose removal alone changes the outputs
+    least, measured in onnxruntime on `provider` over the calibration inputs (an .npz, or a Calibration of one;
+    else random inputs at input_shapes); returns (model, plan, report). With n=0, or no removable block, the
+    model comes back unchanged; apply_plan replays the plan."""
+    path = calibration.path if isinstance(calibration, Calibration) else calibration
+    if path is not None and Path(path).is_dir():
+        raise OnnxPruneError(f"{path}: drop_blocks measures on an .npz of inputs; a folder of .npy files is not read")
+    inputs = Inputs(shapes=input_shapes, data=str(path) if path is not None else None)
+    r, measured = depth_prune(prepare(model), model, n, inputs=inputs, input_shapes=input_shapes, provider=provider,
+                              allow_noop=True)
+    report = prune_report(r.analysis, r.after, r.removed)
+    report.update(blocks_removed=r.plan["blocks_removed"], block_importance=measured)
+    return r.model, r.plan, report

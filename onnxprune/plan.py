@@ -133,3 +133,30 @@ def _arrays(data: dict) -> str:
         return "unknown"
     return ", ".join(f"{k or '(npy)'} {'x'.join(map(str, v.get('shape', [])))} {v.get('dtype', '?')}"
                      for k, v in arrays.items() if isinstance(v, dict)) or "none"
+
+
+def make_depth_plan(sha256: str, blocks_removed: list[str], **extra: Any) -> Plan:
+    """A depth plan: the residual blocks removed whole (ids as analyze --blocks lists them), no channel."""
+    return {"format": FORMAT, "model_sha256": sha256, **extra, "blocks_removed": list(blocks_removed), "groups": {}}
+
+
+def is_depth_plan(plan: Plan) -> bool:
+    """The plan removes residual blocks (it has 'blocks_removed')."""
+    return "blocks_removed" in plan
+
+
+def check_depth_plan(plan: Plan, sha256: str) -> list[str]:
+    """The block ids a depth plan removes, checked against the hash of its model (the ids are checked on removal)."""
+    if plan.get("format") != FORMAT:
+        raise OnnxPruneError(f"plan format is {plan.get('format')!r}, expected {FORMAT!r}")
+    if plan.get("model_sha256") != sha256:
+        raise OnnxPruneError(f"plan is for another model (sha256 {str(plan.get('model_sha256'))[:12]}..., "
+                             f"this model is {sha256[:12]}...)")
+    ids = plan.get("blocks_removed")
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise OnnxPruneError("plan 'blocks_removed' must be a list of residual block ids")
+    if len(set(ids)) != len(ids):
+        raise OnnxPruneError("plan 'blocks_removed' lists a block twice")
+    if plan.get("groups"):
+        raise OnnxPruneError("the plan removes blocks and channels: depth and width together are not supported yet")
+    return ids

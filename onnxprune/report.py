@@ -13,6 +13,7 @@ from .analysis.estimates import prunable_macs_share
 if TYPE_CHECKING:
     from .analysis.analyze import Analysis
     from .analysis.groups import Group
+    from .analysis.residual import ResidualBlock
 
 
 def _member_json(analysis: "Analysis", group: "Group", m) -> dict:
@@ -180,3 +181,56 @@ def group_lines(report: dict) -> str:
     width = max([0, *(len(g["id"]) for g in shown)])
     return "\n".join(f"  {g['id']:<{width}} {g['channels_before']:>5} -> {g['channels_after']:<5} "
                      f"({g['channels_after'] / g['channels_before']:.0%} kept)" for g in shown)
+
+
+def block_macs(analysis: "Analysis", block: "ResidualBlock") -> int:
+    """MACs of a residual block's branch: what removing it saves (at the analysis's input shapes)."""
+    return int(sum(analysis.cost.node_macs.get(n, 0) for n in block.nodes))
+
+
+def blocks_json(analysis: "Analysis", blocks: list["ResidualBlock"]) -> list[dict]:
+    """Every residual block: id, kind, params, branch MACs and share, removable or why not, nodes, inner blocks."""
+    total = max(analysis.cost.macs, 1)
+    return [{"id": b.id, "kind": b.kind, "params": b.params, "macs": block_macs(analysis, b),
+             "macs_share": round(block_macs(analysis, b) / total, 6), "removable": b.removable, "reason": b.reason,
+             "add": b.add, "x": b.x, "branch_output": b.branch_output, "nodes": list(b.nodes), "inner": list(b.inner)}
+            for b in blocks]
+
+
+def blocks_table(rows: list[dict]) -> str:
+    """A fixed-width table of residual blocks (rows of blocks_json), then totals."""
+    if not rows:
+        return "no residual blocks (no x + f(x) sum whose branch holds a weighted op)"
+    width = max(len("block"), *(len(r["id"]) for r in rows))
+    lines = [f"{'block':<{width}} {'kind':<9} {'params':>11} {'branch MACs':>15} {'share':>6}  status"]
+    for r in rows:
+        status = "removable" if r["removable"] else f"frozen: {r['reason']}"
+        inner = f" (holds {_count(len(r['inner']), 'block')})" if r["inner"] else ""
+        lines.append(f"{r['id']:<{width}} {r['kind']:<9} {r['params']:>11,} {r['macs']:>15,} {r['macs_share']:>6.1%}  "
+                     f"{status}{inner}")
+    removable = [r for r in rows if r["removable"]]
+    lines.append(f"{_count(len(rows), 'residual block')}, {len(removable)} removable; their branches hold "
+                 f"{sum(r['macs_share'] for r in removable):.0%} of MACs")
+    return "\n".join(lines)
+
+
+def depth_lines(report: dict) -> str:
+    """What prune prints for a depth prune: blocks removed, totals, then each measured block's importance."""
+    gone = report.get("blocks_removed", [])
+    lines = [f"removed {_count(len(gone), 'residual block')}" + (": " + ", ".join(gone) if gone else "")]
+    lines += summary(report).splitlines()[1:]  # parameters, MACs, file size
+    measured = report.get("block_importance")
+    if not measured:
+        return "\n".join(lines)
+    rows = measured["blocks"]
+    agreement = any("top1_agreement" in r for r in rows)
+    width = max(len("block"), *(len(r["id"]) for r in rows))
+    lines.append(f"block importance on {measured['inputs']}: 1 - the worst output's cosine with the block alone "
+                 "removed; proxy: 1 - cosine(x, x + f(x)) per sample")
+    lines.append(f"  {'block':<{width}} {'kind':<9} {'params':>11} {'branch MACs':>15} {'importance':>10} "
+                 f"{'proxy':>8}" + (f" {'top-1':>7}" if agreement else ""))
+    for r in rows:
+        top1 = f" {r['top1_agreement']:>7.2%}" if "top1_agreement" in r else (" " * 8 if agreement else "")
+        lines.append(f"  {r['id']:<{width}} {r['kind']:<9} {r['params']:>11,} {r.get('macs', 0):>15,} "
+                     f"{r['importance']:>10.4g} {r['proxy']:>8.4g}{top1}" + ("  removed" if r["id"] in gone else ""))
+    return "\n".join(lines)

@@ -12,10 +12,11 @@ from ..calibration import Calibration
 from ..errors import NothingToDo, OnnxPruneError
 from ..runtime.providers import KERNEL_MULTIPLE, likely_provider
 from ..loading import prepare, save_model
-from ..plan import calibration_differences, calibration_record, load_plan, with_calibration
-from ..report import group_lines, prune_report, summary
+from ..plan import calibration_differences, calibration_record, is_depth_plan, load_plan, with_calibration
+from ..report import depth_lines, group_lines, prune_report, summary
 from ..scoring import CRITERIA
 from ..scoring.score import AGGREGATE, DATA_CRITERIA
+from ..search.depth import depth_prune
 from ..search.plots import plot_allocation, pyplot
 from ..search.stopwatch import SpeedTarget
 from ..selection import Selection
@@ -48,6 +49,9 @@ def add_parser(sub) -> None:
                      "--allocate sensitivity|iterative, a per-group latency model, corrected by timing)")
     how.add_argument("--target-latency", type=float, metavar="MS", help="median latency to reach, in ms, measured "
                      "as for --target-speedup")
+    how.add_argument("--drop-blocks", type=int, metavar="N", help="depth pruning: remove the N residual blocks "
+                     "(x + f(x) -> x) whose removal alone changes the outputs least, measured on the --calib .npz "
+                     "(else --data, else random inputs at --shape); analyze --blocks lists the blocks")
     r.add_argument("--criterion", default="l1", choices=CRITERIA, help=CRITERION_HELP + "; activation: mean "
                    "|activation| on --calib data; wanda: input norm x consumer |weight| on --calib data; flap: input "
                    "fluctuation x consumer weight^2 on --calib data, its mean folded into the bias; lasso: LASSO "
@@ -198,9 +202,12 @@ def run(args: argparse.Namespace) -> int:
     if args.time_budget <= 0:
         raise OnnxPruneError(f"--time-budget {args.time_budget:g}: give a positive number of seconds (or --no-time)")
     plan = load_plan(args.plan) if args.plan else None
-    rounding = None if plan else _rounding(args)
+    depth = args.drop_blocks is not None or (plan is not None and is_depth_plan(plan))
+    if depth:
+        _depth_alone(args)
+    rounding = None if plan or depth else _rounding(args)
     _say_what_is_ignored(args, plan)
-    selection = None if plan else _selection(args)
+    selection = None if plan or depth else _selection(args)
     if selection:
         selection.check()
         if args.global_rank and (args.target_macs is not None or args.target_params is not None):
@@ -225,6 +232,7 @@ def run(args: argparse.Namespace) -> int:
     prep = prepare(args.model)
     check_blocks(tasks, [t.name for t in prep.graph.outputs])
     progress(f"analyzing {len(prep.graph.nodes)} nodes, " + (f"replaying {args.plan}" if plan else
+                                                              "measuring residual blocks" if depth else
                                                               f"scoring by {args.criterion}, rewriting"))
     calibration = Calibration(args.calib, args.calib_samples, points=args.calib_points, seed=args.seed,
                               mask=args.calib_mask) if args.calib else None
@@ -233,7 +241,7 @@ def run(args: argparse.Namespace) -> int:
         progress(f"calibration: padding positions where '{masked}' is 0 are left out of every statistic and fit"
                  if masked else "calibration: no padding mask (every position counts)")
     record = None
-    if calibration is not None and merge.compensate not in ("reconstruct", "mean") and \
+    if calibration is not None and not depth and merge.compensate not in ("reconstruct", "mean") and \
             (plan or args.criterion not in DATA_CRITERIA) and args.allocate == "score" and not args.recover:
         warn(f"--calib is read only by --criterion {'/'.join(DATA_CRITERIA)}, --reconstruct, --compensate mean and "
              "--recover; it is ignored here")
@@ -243,7 +251,10 @@ def run(args: argparse.Namespace) -> int:
     if args.allocate in ("sensitivity", "iterative") and plan is None:
         selection, allocation, measured_loss = _allocate(args, selection, merge, calibration, shapes, tasks)
         speed = allocation.pop("speed_target", None)
-    if plan is None and allocation is None and (args.target_speedup is not None or args.target_latency is not None):
+    depth_record = None
+    if depth:
+        r, depth_record = _depth(args, prep, plan, shapes, tasks)
+    elif plan is None and allocation is None and (args.target_speedup is not None or args.target_latency is not None):
         r, speed = _speed_search(args, selection, merge, calibration, shapes)
     else:
         r = run_pipeline(prep, shapes, plan, args.criterion, selection, args.include_consumers, args.aggregate,
@@ -255,7 +266,8 @@ def run(args: argparse.Namespace) -> int:
         r.plan["speed_target"] = speed
     if record is not None and plan is None:
         r.plan = with_calibration(r.plan, record)
-    _say_what_was_left(r.analysis, r.removed, selection, args, plan is not None)
+    if not depth:
+        _say_what_was_left(r.analysis, r.removed, selection, args, plan is not None)
     recovery = _recover(args, r, calibration, plan) if args.recover else None
     dims = r.analysis.cost.input_dims
     checks: dict = {}
@@ -285,7 +297,8 @@ def run(args: argparse.Namespace) -> int:
                                             (parse_batches(args.batch) or (None,))[0], args.threads, dims,
                                             args.time_budget)
 
-    extras = {"calibration": record, "allocation": allocation, "speed_target": speed, "recovery": recovery}
+    extras = {"calibration": record, "allocation": allocation, "speed_target": speed, "recovery": recovery,
+              "blocks_removed": r.plan["blocks_removed"] if depth else None, "block_importance": depth_record}
     try:
         written = save_model(r.model, args.output, external_data=prep.external_data or None, verify=verify)
     except GateFailed:  # below the bar: the figures and the report still, the model not
@@ -297,14 +310,14 @@ def run(args: argparse.Namespace) -> int:
     report.update({k: v for k, v in extras.items() if v is not None})
     if rounding is not None:
         report["rounding"] = rounding
-    print(summary(report))
+    print(depth_lines(report) if depth else summary(report))
     if rounding is not None:
         print(f"rounding: kept channel counts are multiples of {rounding['round_to']} ({rounding['why']})")
     if "speed" in checks:
         report["speed"] = checks.pop("speed")
         print(speed_line(report["speed"]))
         for line in speed_warnings(report["speed"], args.round_to or 1):
-            warn(line)
+            warn(line.split(": channel counts")[0] if depth else line)  # that advice is about channels
     if speed is not None:
         last = speed["chosen"]
         how = (f"latency model of {len(speed['latency_model']['points'])} timed single-group prunes predicted "
@@ -315,7 +328,8 @@ def run(args: argparse.Namespace) -> int:
               f"{last['target_macs']:.1%} fewer MACs measured {last['speedup']:.2f}x ({how})")
     if allocation is not None:
         print(_allocation_line(allocation))
-    print(group_lines(report))
+    if not depth:
+        print(group_lines(report))
     if recovery is not None:
         from ..recovery.run import recovery_lines
 
@@ -354,6 +368,34 @@ def _recover(args: argparse.Namespace, r, calibration: Calibration | None, plan:
                                    progress)
     r.plan["recovery"] = {"settings": record["settings"], "calibration": record["calibration"]}
     return record
+
+
+DEPTH_ALONE = (("--criterion", "criterion", "l1"), ("--allocate", "allocate", "score"), ("--global", "global_rank", False),
+               ("--round-to", "round_to", None), ("--min-channels", "min_channels", 1), ("--max-ratio", "max_ratio", 1.0),
+               ("--exclude", "exclude", None), ("--overrides", "overrides", None), ("--plot", "plot", None),
+               ("--reconstruct", "reconstruct", None), ("--include-consumers", "include_consumers", False),
+               *((f"--{k.replace('_', '-')}", k, None) for k in MERGE_FLAGS))
+
+
+def _depth_alone(args: argparse.Namespace) -> None:
+    """Depth pruning does not mix with the channel flags yet: refuse the first one given."""
+    given = [flag for flag, key, default in DEPTH_ALONE if getattr(args, key) != default]
+    if given:
+        raise OnnxPruneError(f"{given[0]} is a channel-pruning option, and --drop-blocks (or a plan with "
+                             "'blocks_removed') removes whole residual blocks: depth and width together are not "
+                             "supported yet")
+
+
+def _depth(args: argparse.Namespace, prep, plan: dict | None, shapes, tasks):
+    """--drop-blocks N: measure each removable block alone on --calib (.npz), else --data, else random inputs, and
+    remove the N least important; or replay a plan's blocks_removed."""
+    data = args.calib if args.calib and Path(args.calib).suffix == ".npz" else args.data
+    if args.calib and data != args.calib and plan is None and not args.recover:
+        warn("--drop-blocks measures on an .npz: the --calib folder is read only by --recover; it is ignored here")
+    inputs = Inputs(shapes=shapes, data=data, batch=args.batch_size, random_batches=args.random_batches,
+                    seed=args.seed)
+    return depth_prune(prep, args.model, args.drop_blocks, plan, inputs, shapes, args.provider, args.threads, tasks,
+                       args.allow_noop, progress, warn)
 
 
 def _allocate(args: argparse.Namespace, selection: Selection, merge, calibration, shapes, tasks):
@@ -475,7 +517,7 @@ def _failed_gate(args: argparse.Namespace, report: dict, extras: dict, checks: d
     report["validation"] = checks["validation"]
     report["gate"] = {"passed": False, "bars": _bars(args), "failures": fails}
     report["written"] = False
-    print(summary(report))
+    print(depth_lines(report) if "blocks_removed" in report else summary(report))
     print(validation_lines(report["validation"]))
     if args.report:
         write_text(args.report, json.dumps(report, indent=1) + "\n")
