@@ -102,29 +102,23 @@ def _is_sum(node: gs.Node) -> bool:
 
 def _from_input(t: gs.Tensor) -> bool:
     """Some graph input's values reach t (not a constant subgraph, nor shape arithmetic only)."""
-    seen: set[str] = set()
-    stack = [t]
-    while stack:
-        cur = stack.pop()
-        if isinstance(cur, gs.Constant) or cur.name in seen:
-            continue
-        if not cur.inputs:
-            return True
-        seen.add(cur.name)
-        if cur.inputs[0].op not in SHAPE_ONLY:
-            stack.extend(cur.inputs[0].inputs)
-    return False
+    return any(not cur.inputs for cur in _value_tensors(t).values())
 
 
 def _data_sources(t: gs.Tensor) -> set[str]:
     """Names of the tensors t is computed from by value (not through Shape), t included."""
-    seen: set[str] = set()
+    return set(_value_tensors(t))
+
+
+def _value_tensors(t: gs.Tensor) -> dict[str, gs.Tensor]:
+    """The non-constant tensors t is computed from by value (not through Shape), t included, by name."""
+    seen: dict[str, gs.Tensor] = {}
     stack = [t]
     while stack:
         cur = stack.pop()
         if isinstance(cur, gs.Constant) or cur.name in seen:
             continue
-        seen.add(cur.name)
+        seen[cur.name] = cur
         if cur.inputs and cur.inputs[0].op not in SHAPE_ONLY:
             stack.extend(cur.inputs[0].inputs)
     return seen
