@@ -155,3 +155,33 @@ def test_the_allocation_line_names_the_allocation_kept() -> None:
     line = prune_cli._allocation_line(a).splitlines()[0]
     assert line.startswith("allocation: uniform, kept over the sensitivity allocation because it measured lower")
     assert "predicted" not in line and "sensitivity 0.0200, uniform 0.0000" in line
+
+
+def test_latency_lines_say_which_way_each_count_went() -> None:
+    """Each timed count is 'saves' or 'costs' so many ms, never a bare signed number."""
+    import handmade
+    from onnxprune.analysis.analyze import build_analysis
+    from onnxprune.loading import prepare
+    from onnxprune.scoring.score import score_groups
+    from onnxprune.search.stopwatch import SpeedTarget, measure_latency_model
+    from onnxprune.selection import Selection
+
+    prep = prepare(handmade.conv_bn_relu_chain())
+    analysis = build_analysis(prep, None)
+    scores = score_groups(prep, analysis, "l1")
+
+    class Watch:  # the original runs 1 ms; a candidate 0.8 ms or 1.25 ms in turn
+        speed, original, provider, batch = SpeedTarget(shares=(0.25, 0.5)), b"", "cpu", 1
+        base_ms: list[float] = []
+        turn = 0
+
+        def speedup(self, candidate) -> float:
+            self.base_ms.append(1.0)
+            self.turn += 1
+            return 1.0 if candidate == b"" else (1.25 if self.turn % 2 else 0.8)
+
+    lines: list[str] = []
+    measure_latency_model(Watch(), analysis, scores, Selection(ratio=0.5), lambda removed: b"x", lines.append)
+    timed = [x for x in lines if x.startswith("latency ") and "control" not in x]
+    assert timed and all(" ms" in x and ":+" not in x and ":-" not in x for x in timed)
+    assert any("removed saves 0.200 ms" in x for x in timed) and any("removed costs 0.250 ms" in x for x in timed)
