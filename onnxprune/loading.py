@@ -16,15 +16,18 @@ import onnx
 import onnx_graphsurgeon as gs
 from google.protobuf.message import DecodeError
 
+from .graph.quantized import QuantizedWeight, Requantized, fold_weights, restore_weights
 from .graph.shapes import skeleton_model
 from .errors import OnnxPruneError
 
 MIN_OPSET, MAX_OPSET = 9, 23
 TWO_GB = 2**31 - 1
 BIG_WEIGHTS = 2**24  # above this, memory held by garbage is worth a collection
-QUANTIZED_OPS = {
-    "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
-    "ConvInteger", "MatMulInteger", "QLinearAdd", "QLinearMul", "QGemm",
+# quantized formats not handled: integer kernels and onnxruntime's packed-weight ops (QDQ is handled)
+UNSUPPORTED_QUANTIZED = {
+    "DynamicQuantizeLinear", "ConvInteger", "MatMulInteger", "QGemm", "QAttention", "MatMulNBits", "MatMulBnb4",
+    "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "GatherBlockQuantized", "QOrderedMatMul", "QOrderedAttention",
+    "DequantizeBFP", "QuantizeBFP",
 }
 ModelSource = str | os.PathLike | onnx.ModelProto
 
@@ -44,6 +47,8 @@ class Prepared:
     source: str = "<ModelProto>"
     names: dict[int, str] = field(default_factory=dict)
     files: list[Path] = field(default_factory=list)  # the model file, then its external data files
+    quantized: list[QuantizedWeight] = field(default_factory=list)  # QDQ weights folded to float (graph.quantized)
+    requantized: Requantized | None = None  # what the last export that put them back did
 
     @property
     def external_data(self) -> bool:
@@ -149,9 +154,11 @@ def check_supported(model: onnx.ModelProto, source: str) -> int:
     opset = default_opset(model)
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise OnnxPruneError(f"{source}: opset {opset} is not supported (supported: {MIN_OPSET} to {MAX_OPSET})")
-    quantized = sorted({n.op_type for n in model.graph.node} & QUANTIZED_OPS)
+    quantized = sorted({n.op_type for n in model.graph.node
+                        if n.op_type in UNSUPPORTED_QUANTIZED or n.op_type.startswith("QLinear")})
     if quantized:
-        raise OnnxPruneError(f"{source}: quantized models are not supported (found {', '.join(quantized)})")
+        raise OnnxPruneError(f"{source}: this quantized format is not supported (found {', '.join(quantized)}; "
+                             "QDQ models, QuantizeLinear/DequantizeLinear around float ops, are)")
     try:  # on the skeleton: the checker would serialise every weight otherwise
         onnx.checker.check_model(skeleton_model(model))
     except onnx.checker.ValidationError as exc:
@@ -194,6 +201,7 @@ def prepare(src: ModelSource) -> Prepared:
         model.ir_version = 4
     if sum(v.nbytes for v in values.values()) > BIG_WEIGHTS:
         _return_freed_memory()
+    quantized = fold_weights(graph)  # before constant folding, which would dequantize them for good
     if any(all(isinstance(t, gs.Constant) for t in node.inputs) for node in graph.nodes):
         graph.fold_constants(fold_shapes=False, recurse_subgraphs=False, error_ok=True)
         if sum(v.nbytes for v in values.values()) > BIG_WEIGHTS:
@@ -202,17 +210,27 @@ def prepare(src: ModelSource) -> Prepared:
     model.graph.Clear()
     template = copy_proto(model)
     names = {id(node): node.name or f"{node.op}#{i}" for i, node in enumerate(graph.nodes)}
-    return Prepared(graph, sha, opset, template, source, names, files)
+    return Prepared(graph, sha, opset, template, source, names, files, quantized)
 
 
 RAW_KINDS = "fiub"  # numpy kinds whose bytes are their ONNX raw_data (little-endian)
 
 
-def export(prep: Prepared, graph: gs.Graph | None = None) -> onnx.ModelProto:
+Targets = dict[str, tuple[QuantizedWeight, np.ndarray | None]]
+
+
+def whole_weights(prep: Prepared) -> Targets:
+    """Every folded QDQ weight as it was folded (no channel removed): what `export(requantize=...)` restores."""
+    return {w.out: (w, None) for w in prep.quantized}
+
+
+def export(prep: Prepared, graph: gs.Graph | None = None, requantize: Targets | None = None) -> onnx.ModelProto:
     """Export a (possibly rewritten) graph with the original model's metadata, opsets and names.
 
     Big weights are exported as empty stand-ins and their bytes then written into the model one at
-    a time, so the export holds one copy of the weights besides the graph's, never two.
+    a time, so the export holds one copy of the weights besides the graph's, never two. Folded QDQ
+    weights stay float unless `requantize` names them (a model to write): then they go back behind
+    their DequantizeLinear (graph.quantized), and prep.requantized says how that went.
     """
     graph = graph or prep.graph
     big = {t.name: (t, t.values) for t in graph.tensors().values() if isinstance(t, gs.Constant)
@@ -238,6 +256,8 @@ def export(prep: Prepared, graph: gs.Graph | None = None) -> onnx.ModelProto:
     out.metadata_props.extend(t.metadata_props)
     del out.functions[:]
     out.functions.extend(t.functions)
+    if requantize:
+        prep.requantized = restore_weights(out, requantize)
     return out
 
 

@@ -46,6 +46,7 @@ def analysis_json(analysis: "Analysis") -> dict:
         "input_shapes": {k: list(v) for k, v in analysis.cost.input_dims.items()},
         "groups_total": len(analysis.groups), "groups_prunable": len(prunable),
         "prunable_macs_share": round(prunable_macs_share(analysis), 6),
+        "quantized_weights": {"qdq": analysis.quantized[0], "per_channel": analysis.quantized[1]},
         "groups": groups,
     }
 
@@ -68,6 +69,9 @@ def analysis_table(analysis: "Analysis", show_frozen: bool = True) -> str:
     rows.append(f"{_count(len(analysis.groups), 'group')}, {len(p)} prunable; {analysis.cost.params:,} parameters, "
                 f"{analysis.cost.macs:,} MACs at {_shapes(analysis)}; prunable channels reach "
                 f"{prunable_macs_share(analysis):.0%} of MACs")
+    if analysis.quantized[0]:
+        rows.append(f"quantized (QDQ): {_count(analysis.quantized[0], 'weight')} ({analysis.quantized[1]} per channel) "
+                    "read dequantized; a prune writes them back as integers with their own scales")
     return "\n".join(rows)
 
 
@@ -102,6 +106,8 @@ def prune_report(analysis: "Analysis", after, removed: dict[str, list[int]], sco
         total["bytes_before"], total["bytes_after"] = sizes
     if compensation is not None:
         total["compensation"] = _compensation_totals(compensation)
+        if compensation.requantized is not None:
+            total["requantized"] = compensation.requantized
     return {"model_sha256": analysis.sha256, "total": total, "groups": groups}
 
 
@@ -136,6 +142,11 @@ def summary(report: dict) -> str:
              f"MACs       {t['macs_before']:,} -> {t['macs_after']:,} ({t['macs_removed']:.1%} fewer)"]
     if "bytes_before" in t:
         lines.append(f"file size  {t['bytes_before']:,} -> {t['bytes_after']:,} bytes")
+    if "requantized" in t:
+        q = t["requantized"]
+        lines.append(f"quantized (QDQ): {_count(q['weights'], 'weight')} written back as integers with their own "
+                     f"scales ({q['per_channel']} per channel); {_count(q['clipped'], 'value')} clipped to the "
+                     "integer range")
     c = t.get("compensation")
     if c and "calibration_samples" in c:
         after = f" -> {c['median_error_after']:.4f}" if "median_error_after" in c else ""

@@ -8,7 +8,7 @@ import onnxruntime as ort
 from onnxprune import apply_plan, make_plan
 from onnxprune.analysis.analyze import build_analysis
 from onnxprune.analysis.cost import resolve_input_dims
-from onnxprune.loading import export, prepare
+from onnxprune.loading import export, prepare, whole_weights
 from onnxprune.validation.smoke import random_feeds
 
 KEEP_VALUE = {"mean", "var"}  # BN statistics: gamma = beta = 0 already kills the channel
@@ -43,7 +43,7 @@ def dead_copy(model: onnx.ModelProto, removed: dict[str, list[int]], shapes=None
             where[m.axis] = sel
             values[tuple(where)] = 1 if m.kind in ONE_VALUE else 0
         tensor.values = values
-    return export(prep)
+    return export(prep, requantize=whole_weights(prep))  # QDQ weights go back as integers: zero stays zero
 
 
 def keep_parts(analysis, removed: dict[str, list[int]]) -> dict[str, list[int]]:

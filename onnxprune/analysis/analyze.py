@@ -27,6 +27,7 @@ class Analysis:
     sha256: str
     source: str
     parts: list[Part] = field(default_factory=list)
+    quantized: tuple[int, int] = (0, 0)  # QDQ weights read dequantized: (all, per channel)
 
     def __post_init__(self) -> None:
         self._by_id = {g.id: g for g in self.groups}
@@ -148,6 +149,7 @@ def build_analysis(prep: Prepared, input_dims: dict[str, tuple[int, ...]] | None
             b.freeze(lay.elements, f"reaches graph output '{out.name}'")
     res, groups = resolve(b)
     cost = count_cost(graph, list(prep.template.opset_import), input_dims, prep.names)
-    analysis = Analysis(groups, res, b.notes, b.members, cost, prep.sha256, prep.source, b.parts)
+    analysis = Analysis(groups, res, b.notes, b.members, cost, prep.sha256, prep.source, b.parts,
+                        (len(prep.quantized), sum(w.per_channel for w in prep.quantized)))
     _assign_shares(analysis)
     return analysis

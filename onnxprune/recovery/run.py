@@ -11,6 +11,7 @@ from ..loading import export, prepare
 from ..runtime.feeds import session_inputs
 from ..runtime.providers import open_session
 
+QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
 SETTINGS = ("epochs", "lr", "end_to_end", "batch", "hold_out", "seed")  # what a plan records and a replay reuses
 
 
@@ -29,6 +30,10 @@ def recover_from(original: onnx.ModelProto, pruned: onnx.ModelProto, calibration
     `original` is the teacher as teacher_of gives it; `settings` are RecoverOptions fields (SETTINGS, device,
     threads). Padding positions (the calibration's mask input) are left out of every loss. Needs PyTorch.
     """
+    quantized = sorted({n.op_type for n in pruned.graph.node} & QDQ_OPS)
+    if quantized:
+        raise OnnxPruneError(f"recovery tunes float weights, and this model is quantized (found {', '.join(quantized)}): "
+                             "recover the float model, then quantize it (docs/guide/formats.md)")
     try:
         from .distill import RecoverOptions, recover
     except ImportError as exc:

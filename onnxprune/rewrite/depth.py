@@ -7,7 +7,7 @@ import onnx_graphsurgeon as gs
 
 from ..analysis.residual import Found, scan
 from ..errors import OnnxPruneError
-from ..loading import ModelSource, Prepared, export, prepare
+from ..loading import ModelSource, Prepared, export, prepare, whole_weights
 
 Dims = dict[str, tuple[int, ...]] | None
 # ops whose output is zero wherever their (first) input is zero
@@ -27,7 +27,7 @@ def remove_blocks(model: ModelSource, block_ids: list[str], input_shapes: Dims =
             gone |= _bypass(prep.graph, f)
     prep.graph.nodes = [n for n in prep.graph.nodes if id(n) not in gone]
     prep.graph.cleanup(remove_unused_graph_inputs=False)
-    return export(prep)
+    return export(prep, requantize=whole_weights(prep))
 
 
 def zero_branch(model: ModelSource, block_id: str, input_shapes: Dims = None) -> onnx.ModelProto:
@@ -48,7 +48,7 @@ def zero_branches(model: ModelSource, block_ids: list[str], input_shapes: Dims =
                                  f"({last.op} '{prep.names.get(id(last), last.name)}')")
         for node, i in edits:
             _zero_input(node, i, inside)
-    return export(prep)
+    return export(prep, requantize=whole_weights(prep))
 
 
 def _chosen(prep: Prepared, block_ids: list[str], input_shapes: Dims, removable: bool) -> list[Found]:

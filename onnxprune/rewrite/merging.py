@@ -118,6 +118,7 @@ class Compensation:
     applied: int = 0  # updates already applied to the graph (sequential order)
     new_bias: dict[int, np.ndarray] = field(default_factory=dict)  # for consumers that have no bias
     summary: dict = field(default_factory=dict)  # totals of a reconstruction (calibration, memory)
+    requantized: dict | None = None  # QDQ weights put back as integers by the rewrite (graph.quantized)
 
 
 def plan_compensation(prep: Prepared, analysis: Analysis, removed: dict[str, list[int]],

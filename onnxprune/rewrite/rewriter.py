@@ -13,6 +13,7 @@ from ..analysis.rules import rule_for
 from ..errors import OnnxPruneError
 from ..graph.shapes import skeleton_model
 from ..analysis.builder import PRODUCER
+from ..graph.quantized import QuantizedWeight
 from ..loading import Prepared, export
 from .merging import Compensation, apply_weight_updates
 
@@ -148,6 +149,7 @@ def rewrite(prep: Prepared, analysis: Analysis, removed: dict[str, list[int]],
     rw = Rewriter(prep, analysis, removed)
     graph = prep.graph
     original_outputs = {t.name: t.shape for t in graph.outputs}
+    slots = quantized_slots(prep)
     if compensation is not None:
         apply_weight_updates(compensation)
     slice_parameters(rw)
@@ -162,9 +164,39 @@ def rewrite(prep: Prepared, analysis: Analysis, removed: dict[str, list[int]],
     for t in graph.tensors().values():
         if isinstance(t, gs.Variable) and t.name not in keep:
             t.shape = None
-    model = export(prep, graph)
+    model = export(prep, graph, requantize=requantize_targets(rw, slots))
+    if compensation is not None and prep.quantized and prep.requantized is not None:
+        q = prep.requantized
+        compensation.requantized = {"weights": q.weights, "per_channel": q.per_channel, "clipped": q.clipped}
     _release_weights(graph)
     return finish(model, original_outputs)
+
+
+Slot = tuple[gs.Node, int, QuantizedWeight]
+
+
+def quantized_slots(prep: Prepared) -> list[Slot]:
+    """Where the folded QDQ weights are read (node, input index), before any update renames a copy of one."""
+    folded = {w.out: w for w in prep.quantized}
+    return [(node, i, folded[t.name]) for node in prep.graph.nodes for i, t in enumerate(node.inputs)
+            if isinstance(t, gs.Constant) and t.name in folded]
+
+
+def requantize_targets(rw: Rewriter, slots: list[Slot]) -> dict[str, tuple[QuantizedWeight, np.ndarray | None]]:
+    """Each folded weight as the rewrite left it, with the channels it kept on its quantization axis."""
+    targets = {}
+    for node, i, record in slots:
+        t = node.inputs[i]
+        if not isinstance(t, gs.Constant):
+            continue
+        name = rw.prep.names.get(id(node))
+        kept = None
+        if record.per_channel:
+            member = next((m for m in rw.analysis.members if m.node == name and m.input_index == i
+                           and m.axis == record.axis), None)
+            kept = None if member is None else rw.kept(member.elements)
+        targets[t.name] = (record, kept)
+    return targets
 
 
 def _release_weights(graph: gs.Graph, keep_bytes: int = 4096) -> None:

@@ -67,4 +67,4 @@ def rule_for(node: gs.Node) -> Rule | None:
     return RULES.get(node.op)
 
 
-from . import conv, linear, elementwise, normalization, pooling, reshaping, concat_split, spatial, attention  # noqa: E402,F401,E501
+from . import conv, linear, elementwise, normalization, pooling, reshaping, concat_split, spatial, attention, quantize  # noqa: E402,F401,E501
