@@ -40,8 +40,11 @@ def _dq_count(model: onnx.ModelProto) -> int:
     return sum(n.op_type == "DequantizeLinear" for n in model.graph.node)
 
 
-@pytest.mark.parametrize("subset", ["random", "all_but_one"])
-@pytest.mark.parametrize("name", ["vgg", "vgg_per_tensor", "resnet18", "yolov8n", "bert", "llama"])
+ORACLE_CASES = [(n, s) for n in ("vgg", "vgg_per_tensor", "resnet18", "bert") for s in ("random", "all_but_one")] + \
+    [("yolov8n", "random"), ("llama", "all_but_one")]
+
+
+@pytest.mark.parametrize("name, subset", ORACLE_CASES, ids=[f"{n}-{s}" for n, s in ORACLE_CASES])
 def test_dead_channels_of_a_qdq_model_leave_outputs_bit_identical(qdq, name: str, subset: str) -> None:
     """Dead channels (their int8 weights at the zero point) removed: the same outputs exactly, every Q/DQ kept."""
     model = onnx.load(qdq[name])
@@ -59,6 +62,24 @@ def test_dead_channels_of_a_qdq_model_leave_outputs_bit_identical(qdq, name: str
     quantized_inputs = {n.input[0] for n in pruned.graph.node if n.op_type == "DequantizeLinear"}
     ints = [t for t in pruned.graph.initializer if t.name in quantized_inputs]
     assert ints and all(t.data_type in (TensorProto.INT8, TensorProto.UINT8, TensorProto.INT32) for t in ints)
+
+
+@pytest.mark.parametrize("name", ["vgg", "bert"])
+def test_read_and_written_back_a_qdq_model_keeps_every_dequantize_input_as_it_was(qdq, name: str) -> None:
+    """Folded and put back: each DequantizeLinear reads the same integers, scales and zero points, shapes and
+    types included (a scale that came back [1] instead of [] stopped onnxruntime fusing QLinearAdd)."""
+    from onnxprune.loading import export, prepare, whole_weights
+    prep = prepare(qdq[name])
+    back = export(prep, requantize=whole_weights(prep))
+    original = onnx.load(qdq[name])
+
+    def dq_inputs(model: onnx.ModelProto) -> dict[str, list]:
+        inits = {t.name: t for t in model.graph.initializer}
+        return {n.output[0]: [(list(inits[i].dims), inits[i].data_type, numpy_helper.to_array(inits[i]).tobytes())
+                              if i in inits else i for i in n.input]
+                for n in model.graph.node if n.op_type == "DequantizeLinear"}
+
+    assert dq_inputs(back) == dq_inputs(original)
 
 
 def test_macs_of_a_qdq_model_are_its_float_model_s(qdq) -> None:
@@ -163,7 +184,7 @@ def test_prune_a_qdq_model_from_the_cli_with_a_re_fit_and_replay_it(qdq, tmp: Pa
     calib = ROOT / "models/fashion/calib256.npz"
     r = cli("prune", str(src), "-o", str(out), "--ratio", "0.5", "--criterion", "wanda", "--calib", str(calib),
             "--compensate", "reconstruct", "--report", str(tmp / "r.json"), "--save-plan", str(tmp / "plan.json"),
-            "--validate", "--data", str(ROOT / "models/fashion/test500.npz"), quiet=False)
+            quiet=False)
     assert r.returncode == 0, r.stderr
     assert "quantized (QDQ): 20 weights written back as integers" in r.stdout
     total = json.loads((tmp / "r.json").read_text())["total"]
@@ -196,9 +217,7 @@ def test_depth_pruning_keeps_the_remaining_blocks_quantized(qdq, tmp: Path) -> N
 
 
 def test_recovery_of_a_qdq_model_is_refused_in_one_line(qdq, tmp: Path) -> None:
-    pruned = tmp / "p.onnx"
-    assert cli("prune", str(qdq["vgg"]), "-o", str(pruned), "--ratio", "0.3").returncode == 0
-    r = cli("recover", str(qdq["vgg"]), str(pruned), "-o", str(tmp / "rec.onnx"),
+    r = cli("recover", str(qdq["vgg"]), str(qdq["vgg"]), "-o", str(tmp / "rec.onnx"),
             "--calib", str(ROOT / "models/fashion/calib256.npz"))
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
     assert "quantized" in r.stderr and "recover the float model, then quantize it" in r.stderr

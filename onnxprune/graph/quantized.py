@@ -257,12 +257,13 @@ def _behind_dequantize(record: QuantizedWeight, out: str, q: np.ndarray, scale: 
 
     def constant(base: str, array: np.ndarray) -> str:
         key = array.dtype.str + str(array.shape)
-        data = key.encode() + np.ascontiguousarray(array).tobytes()
+        array = np.array(array, order="C")  # np.ascontiguousarray would make a scalar 1-D: a scale must stay [] to fuse
+        data = key.encode() + array.tobytes()
         if base in shared and shared[base][1] == data:
             return shared[base][0]
         name = names.fresh(base)
         shared.setdefault(base, (name, data))
-        inits.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        inits.append(numpy_helper.from_array(array, name))
         return name
 
     scale_name = constant(record.scale_name, scale)
