@@ -11,6 +11,8 @@ from ..loading import prepare
 from ..graph.shapes import Shape, infer_shapes, probe_dims
 
 NORMS = {"BatchNormalization", "InstanceNormalization", "GroupNormalization", "LayerNormalization"}
+MS = "com.microsoft"  # onnxruntime's fused ops: their norms count like LayerNormalization, element-wise ones 0
+MS_NORMS = {"SkipLayerNormalization", "SkipSimplifiedLayerNormalization", "EmbedLayerNormalization"}
 
 
 @dataclass
@@ -46,6 +48,8 @@ def _macs(node: gs.Node, shapes: dict[str, Shape]) -> int:
         if a and isinstance(a[-1], int):
             k = a[0] if op == "Gemm" and node.attrs.get("transA", 0) else a[-1]
             return out * int(k)
+    if node.domain == MS:
+        return out if op in MS_NORMS and out is not None else _contrib_attention_macs(node, shapes)
     if op == "Attention":
         return _attention_macs(node, shapes)
     if op in NORMS and out is not None:
@@ -67,6 +71,33 @@ def _attention_macs(node: gs.Node, shapes: dict[str, Shape]) -> int:
     heads = int(node.attrs.get("q_num_heads", 1))
     kv_heads = int(node.attrs.get("kv_num_heads", heads))
     return q[0] * q[1] * k[1] * heads * (q[2] // heads + v[2] // kv_heads)
+
+
+def _static(shape: Shape | None) -> bool:
+    return shape is not None and all(isinstance(d, int) for d in shape)
+
+
+def _contrib_attention_macs(node: gs.Node, shapes: dict[str, Shape]) -> int:
+    """onnxruntime's attention ops, past state left out: the packed projection (Attention), then Q K^T and
+    P V: batch x q_len x kv_len x (Q hidden + V hidden); 0 for other ops, unknown shapes, packed MHA inputs."""
+    q, k, v = (shapes.get(node.inputs[i].name) if i < len(node.inputs) and node.inputs[i].name else None
+               for i in range(3))
+    if node.op not in ("Attention", "MultiHeadAttention", "GroupQueryAttention") or not _static(q) or len(q) != 3:
+        return 0
+    if node.op == "Attention":
+        w = node.inputs[1].values.shape if isinstance(node.inputs[1], gs.Constant) else None
+        if w is None or len(w) != 2:
+            return 0
+        sizes = [int(x) for x in node.attrs.get("qkv_hidden_sizes", [w[1] // 3] * 3)]
+        return q[0] * q[1] * q[2] * w[1] + q[0] * q[1] * q[1] * (sizes[0] + sizes[2])
+    if node.op == "GroupQueryAttention":  # each Q head reads one K/V head of its size
+        heads, kv = int(node.attrs.get("num_heads", 1)), int(node.attrs.get("kv_num_heads", 1))
+        hidden = q[2] if _static(k) else q[2] * heads // (heads + 2 * kv)
+        return q[0] * q[1] * (k[1] if _static(k) else q[1]) * 2 * hidden
+    if not (_static(k) and _static(v) and len(k) == len(v)):
+        return 0
+    length, v_hidden = (k[1], v[2]) if len(v) == 3 else (k[2], v[1] * v[3])  # [B, L, v] or [B, N, L, H]
+    return q[0] * q[1] * length * (q[2] + v_hidden)
 
 
 def count_cost(graph: gs.Graph, opset_imports, input_dims: dict[str, tuple[int, ...]] | None = None,

@@ -7,6 +7,7 @@ import onnx_graphsurgeon as gs
 from onnx import helper
 
 from ..errors import OnnxPruneError
+from .contrib_shapes import stand_in
 
 Dim = int | str | None
 Shape = tuple[Dim, ...]
@@ -28,7 +29,7 @@ def _skeleton(graph: gs.Graph, opset_imports, input_dims: dict[str, tuple[int, .
         dims = (input_dims or {}).get(t.name, t.shape)
         elem = helper.np_dtype_to_tensor_dtype(t.dtype) if t.dtype is not None else onnx.TensorProto.FLOAT
         inputs.append(helper.make_tensor_value_info(t.name, elem, dims))
-    nodes = [_node_proto(n) for n in graph.nodes]
+    nodes = [p for n in graph.nodes for p in stand_in(n, graph.opset) or [_node_proto(n)]]
     outputs = [helper.make_empty_tensor_value_info(t.name) for t in graph.outputs]
     g = helper.make_graph(nodes, "skeleton", inputs, outputs, inits)
     return helper.make_model(g, opset_imports=opset_imports)

@@ -49,7 +49,7 @@ RULES: dict[str, Rule] = {}
 
 
 def register(*op_types: str) -> Callable[[type[Rule]], type[Rule]]:
-    """Class decorator: one instance of the rule serves every listed op type."""
+    """Class decorator: one instance of the rule serves every listed op type ('domain.op' off the ONNX domain)."""
     def deco(cls: type[Rule]) -> type[Rule]:
         inst = cls()
         for op in op_types:
@@ -61,10 +61,10 @@ def register(*op_types: str) -> Callable[[type[Rule]], type[Rule]]:
 
 
 def rule_for(node: gs.Node) -> Rule | None:
-    """The rule for a node of the default ONNX domain, None for anything else."""
+    """The rule for a node: by op name in the default ONNX domain, by 'domain.op' in any other."""
     if node.domain not in (None, "", "ai.onnx"):
-        return None
+        return RULES.get(f"{node.domain}.{node.op}")
     return RULES.get(node.op)
 
 
-from . import conv, linear, elementwise, normalization, pooling, reshaping, concat_split, spatial, attention, quantize  # noqa: E402,F401,E501
+from . import conv, linear, elementwise, normalization, pooling, reshaping, concat_split, spatial, attention, quantize, contrib  # noqa: E402,F401,E501
