@@ -16,6 +16,7 @@ import onnx
 import onnx_graphsurgeon as gs
 from google.protobuf.message import DecodeError
 
+from .graph.dynamic_int8 import IntegerOp, fold_integer_ops, restore_integer_ops
 from .graph.quantized import QuantizedWeight, Requantized, fold_weights, restore_weights
 from .graph.shapes import skeleton_model
 from .errors import OnnxPruneError
@@ -25,7 +26,7 @@ TWO_GB = 2**31 - 1
 BIG_WEIGHTS = 2**24  # above this, memory held by garbage is worth a collection
 # quantized formats not handled: integer kernels and onnxruntime's packed-weight ops (QDQ is handled)
 UNSUPPORTED_QUANTIZED = {
-    "DynamicQuantizeLinear", "ConvInteger", "MatMulInteger", "QGemm", "QAttention", "MatMulNBits", "MatMulBnb4",
+    "QGemm", "QAttention", "MatMulNBits", "MatMulBnb4",
     "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "GatherBlockQuantized", "QOrderedMatMul", "QOrderedAttention",
     "DequantizeBFP", "QuantizeBFP",
 }
@@ -47,7 +48,8 @@ class Prepared:
     source: str = "<ModelProto>"
     names: dict[int, str] = field(default_factory=dict)
     files: list[Path] = field(default_factory=list)  # the model file, then its external data files
-    quantized: list[QuantizedWeight] = field(default_factory=list)  # QDQ weights folded to float (graph.quantized)
+    quantized: list[QuantizedWeight | IntegerOp] = field(default_factory=list)  # QDQ weights and dynamic int8 ops
+    # folded to float (graph.quantized, graph.dynamic_int8)
     requantized: Requantized | None = None  # what the last export that put them back did
 
     @property
@@ -158,7 +160,7 @@ def check_supported(model: onnx.ModelProto, source: str) -> int:
                         if n.op_type in UNSUPPORTED_QUANTIZED or n.op_type.startswith("QLinear")})
     if quantized:
         raise OnnxPruneError(f"{source}: this quantized format is not supported (found {', '.join(quantized)}; "
-                             "QDQ models, QuantizeLinear/DequantizeLinear around float ops, are)")
+                             "QDQ and dynamic int8 models are)")
     try:  # on the skeleton: the checker would serialise every weight otherwise
         onnx.checker.check_model(skeleton_model(model))
     except onnx.checker.ValidationError as exc:
@@ -201,7 +203,7 @@ def prepare(src: ModelSource) -> Prepared:
         model.ir_version = 4
     if sum(v.nbytes for v in values.values()) > BIG_WEIGHTS:
         _return_freed_memory()
-    quantized = fold_weights(graph)  # before constant folding, which would dequantize them for good
+    quantized = fold_weights(graph) + fold_integer_ops(graph)  # before constant folding would dequantize them
     if any(all(isinstance(t, gs.Constant) for t in node.inputs) for node in graph.nodes):
         graph.fold_constants(fold_shapes=False, recurse_subgraphs=False, error_ok=True)
         if sum(v.nbytes for v in values.values()) > BIG_WEIGHTS:
@@ -216,12 +218,17 @@ def prepare(src: ModelSource) -> Prepared:
 RAW_KINDS = "fiub"  # numpy kinds whose bytes are their ONNX raw_data (little-endian)
 
 
-Targets = dict[str, tuple[QuantizedWeight, np.ndarray | None]]
+Targets = dict[str, tuple[QuantizedWeight | IntegerOp, np.ndarray | None]]  # by tensor (QDQ) or node (dynamic)
+
+
+def target_key(record: QuantizedWeight | IntegerOp) -> str:
+    """What names a folded weight in `Targets`: a QDQ weight's tensor, a dynamic int8 op's node."""
+    return record.node if isinstance(record, IntegerOp) else record.out
 
 
 def whole_weights(prep: Prepared) -> Targets:
-    """Every folded QDQ weight as it was folded (no channel removed): what `export(requantize=...)` restores."""
-    return {w.out: (w, None) for w in prep.quantized}
+    """Every folded quantized weight as it was folded (no channel removed): what `export(requantize=...)` restores."""
+    return {target_key(w): (w, None) for w in prep.quantized}
 
 
 def export(prep: Prepared, graph: gs.Graph | None = None, requantize: Targets | None = None) -> onnx.ModelProto:
@@ -257,7 +264,11 @@ def export(prep: Prepared, graph: gs.Graph | None = None, requantize: Targets | 
     del out.functions[:]
     out.functions.extend(t.functions)
     if requantize:
-        prep.requantized = restore_weights(out, requantize)
+        ops = {k: v for k, v in requantize.items() if isinstance(v[0], IntegerOp)}
+        done, per_channel, clipped = restore_integer_ops(out, ops) if ops else (0, 0, 0)
+        stats = restore_weights(out, {k: v for k, v in requantize.items() if k not in ops})
+        prep.requantized = Requantized(stats.weights + done, stats.clipped + clipped, stats.per_channel + per_channel,
+                                       done)
     return out
 
 

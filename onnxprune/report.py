@@ -46,7 +46,8 @@ def analysis_json(analysis: "Analysis") -> dict:
         "input_shapes": {k: list(v) for k, v in analysis.cost.input_dims.items()},
         "groups_total": len(analysis.groups), "groups_prunable": len(prunable),
         "prunable_macs_share": round(prunable_macs_share(analysis), 6),
-        "quantized_weights": {"qdq": analysis.quantized[0], "per_channel": analysis.quantized[1]},
+        "quantized_weights": {"all": analysis.quantized[0], "per_channel": analysis.quantized[1],
+                              "dynamic_int8": analysis.quantized[2]},
         "groups": groups,
     }
 
@@ -70,8 +71,9 @@ def analysis_table(analysis: "Analysis", show_frozen: bool = True) -> str:
                 f"{analysis.cost.macs:,} MACs at {_shapes(analysis)}; prunable channels reach "
                 f"{prunable_macs_share(analysis):.0%} of MACs")
     if analysis.quantized[0]:
-        rows.append(f"quantized (QDQ): {_count(analysis.quantized[0], 'weight')} ({analysis.quantized[1]} per channel) "
-                    "read dequantized; a prune writes them back as integers with their own scales")
+        rows.append(f"quantized: {_count(analysis.quantized[0], 'weight')} ({analysis.quantized[1]} per channel"
+                    f"{f', {analysis.quantized[2]} of dynamic int8 ops' if analysis.quantized[2] else ''}) read "
+                    "dequantized; a prune writes them back as integers with their own scales")
     return "\n".join(rows)
 
 
@@ -144,9 +146,9 @@ def summary(report: dict) -> str:
         lines.append(f"file size  {t['bytes_before']:,} -> {t['bytes_after']:,} bytes")
     if "requantized" in t:
         q = t["requantized"]
-        lines.append(f"quantized (QDQ): {_count(q['weights'], 'weight')} written back as integers with their own "
-                     f"scales ({q['per_channel']} per channel); {_count(q['clipped'], 'value')} clipped to the "
-                     "integer range")
+        kinds = f"{q['per_channel']} per channel" + (f", {q['dynamic']} of dynamic int8 ops" if q.get("dynamic") else "")
+        lines.append(f"quantized: {_count(q['weights'], 'weight')} written back as integers with their own "
+                     f"scales ({kinds}); {_count(q['clipped'], 'value')} clipped to the integer range")
     c = t.get("compensation")
     if c and "calibration_samples" in c:
         after = f" -> {c['median_error_after']:.4f}" if "median_error_after" in c else ""

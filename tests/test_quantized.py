@@ -33,15 +33,20 @@ def qdq(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("qdq")
     made = {name: qm.quantize_qdq(path, folder / f"{name}.onnx") for name, path in FLOAT.items()}
     made["vgg_per_tensor"] = qm.quantize_qdq(FLOAT["vgg"], folder / "vgg_per_tensor.onnx", per_channel=False)
+    for name in ("vgg", "resnet18", "yolov8n", "bert", "llama"):
+        made[f"{name}_dynamic"] = qm.quantize_dyn(FLOAT[name], folder / f"{name}_dynamic.onnx")
     return made
 
 
 def _dq_count(model: onnx.ModelProto) -> int:
-    return sum(n.op_type == "DequantizeLinear" for n in model.graph.node)
+    """How many quantization nodes the model holds (QDQ pairs, dynamic int8 ops)."""
+    return sum(n.op_type in QUANTIZED_OPS for n in model.graph.node)
 
 
 ORACLE_CASES = [(n, s) for n in ("vgg", "vgg_per_tensor", "resnet18", "bert") for s in ("random", "all_but_one")] + \
-    [("yolov8n", "random"), ("llama", "all_but_one")]
+    [("yolov8n", "random"), ("llama", "all_but_one"), ("vgg_dynamic", "random"), ("resnet18_dynamic", "all_but_one"),
+     ("yolov8n_dynamic", "random"), ("bert_dynamic", "random"), ("llama_dynamic", "all_but_one")]
+QUANTIZED_OPS = ("DequantizeLinear", "QuantizeLinear", "DynamicQuantizeLinear", "ConvInteger", "MatMulInteger")
 
 
 @pytest.mark.parametrize("name, subset", ORACLE_CASES, ids=[f"{n}-{s}" for n, s in ORACLE_CASES])
@@ -59,7 +64,8 @@ def test_dead_channels_of_a_qdq_model_leave_outputs_bit_identical(qdq, name: str
     for want, got in zip(oracle.run(dead, x), oracle.run(pruned, x)):
         assert np.array_equal(want, got)
     assert _dq_count(pruned) == _dq_count(model)  # no layer went away: every DequantizeLinear stays
-    quantized_inputs = {n.input[0] for n in pruned.graph.node if n.op_type == "DequantizeLinear"}
+    quantized_inputs = {n.input[0] for n in pruned.graph.node if n.op_type == "DequantizeLinear"} | \
+        {n.input[1] for n in pruned.graph.node if n.op_type in ("ConvInteger", "MatMulInteger")}
     ints = [t for t in pruned.graph.initializer if t.name in quantized_inputs]
     assert ints and all(t.data_type in (TensorProto.INT8, TensorProto.UINT8, TensorProto.INT32) for t in ints)
 
@@ -186,7 +192,7 @@ def test_prune_a_qdq_model_from_the_cli_with_a_re_fit_and_replay_it(qdq, tmp: Pa
             "--compensate", "reconstruct", "--report", str(tmp / "r.json"), "--save-plan", str(tmp / "plan.json"),
             quiet=False)
     assert r.returncode == 0, r.stderr
-    assert "quantized (QDQ): 20 weights written back as integers" in r.stdout
+    assert "quantized: 20 weights written back as integers" in r.stdout
     total = json.loads((tmp / "r.json").read_text())["total"]
     assert total["requantized"]["weights"] == 20 and total["requantized"]["per_channel"] == 12
     assert total["macs_removed"] > 0.4 and sha(src) == before
@@ -199,9 +205,9 @@ def test_prune_a_qdq_model_from_the_cli_with_a_re_fit_and_replay_it(qdq, tmp: Pa
 def test_analyze_says_the_model_is_quantized(qdq, tmp: Path) -> None:
     r = cli("analyze", str(qdq["resnet18"]), "--json", str(tmp / "a.json"), quiet=False)
     assert r.returncode == 0, r.stderr
-    assert "quantized (QDQ): " in r.stdout and "read dequantized" in r.stdout
+    assert "quantized: " in r.stdout and "read dequantized" in r.stdout
     data = json.loads((tmp / "a.json").read_text())
-    assert data["quantized_weights"]["qdq"] > 20
+    assert data["quantized_weights"]["all"] > 20
 
 
 def test_depth_pruning_keeps_the_remaining_blocks_quantized(qdq, tmp: Path) -> None:
@@ -209,7 +215,7 @@ def test_depth_pruning_keeps_the_remaining_blocks_quantized(qdq, tmp: Path) -> N
     r = cli("prune", str(qdq["resnet18"]), "-o", str(out), "--drop-blocks", "1")
     assert r.returncode == 0, r.stderr
     model, shallow = onnx.load(qdq["resnet18"]), onnx.load(out)
-    assert 0 < _dq_count(model) - _dq_count(shallow) < 12  # one basic block's weights, biases and activations
+    assert 0 < _dq_count(model) - _dq_count(shallow) < 20  # one basic block: weights, biases, activations
     weights = {t.name for t in shallow.graph.initializer}
     assert all(n.input[0] in weights or n.input[0] in {o for m in shallow.graph.node for o in m.output}
                for n in shallow.graph.node if n.op_type == "DequantizeLinear")
@@ -233,10 +239,45 @@ def _refused(model: onnx.ModelProto, tmp: Path) -> str:
     return r.stderr
 
 
-def test_dynamic_int8_is_refused_naming_its_ops(tmp: Path) -> None:
-    dyn = qm.quantize_dyn(FLOAT["vgg"], tmp / "dyn.onnx")
-    err = _refused(onnx.load(dyn), tmp)
-    assert "ConvInteger" in err and "DynamicQuantizeLinear" in err and "not supported" in err
+def test_qoperator_is_refused_naming_its_ops(tmp: Path) -> None:
+    from onnxruntime.quantization import QuantFormat, quantize_static
+    path = tmp / "qop.onnx"
+    quantize_static(str(FLOAT["vgg"]), str(path), qm._Reader(qm.random_inputs(FLOAT["vgg"])),
+                    quant_format=QuantFormat.QOperator)
+    err = _refused(onnx.load(path), tmp)
+    assert "QLinearConv" in err and "not supported" in err
+
+
+@pytest.mark.parametrize("name", ["vgg_dynamic", "bert_dynamic"])
+def test_a_dynamic_int8_model_read_and_written_back_has_its_nodes_and_integers(qdq, name: str) -> None:
+    """Every node of the dynamic pattern comes back with its name, inputs and outputs, and each integer op
+    reads the same integer weight, zero point and scale (constant subgraphs, e.g. a Reshape of a bias, are
+    folded to initializers as for any model)."""
+    from onnxprune.loading import export, prepare, whole_weights
+    prep = prepare(qdq[name])
+    back, original = export(prep, requantize=whole_weights(prep)), onnx.load(qdq[name])
+
+    pattern = {name for op in prep.quantized for name in (op.node, op.dql[0], op.scales[0], op.cast[0], op.scaled[0])}
+    assert len(pattern) > 10
+
+    def nodes(model: onnx.ModelProto) -> set:
+        inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+        return {(n.op_type, n.name, tuple(n.output),
+                 tuple((inits[i].shape, inits[i].dtype.str, inits[i].tobytes()) if i in inits else i for i in n.input))
+                for n in model.graph.node if n.name in pattern}
+
+    assert nodes(back) == nodes(original)
+
+
+def test_a_dynamic_int8_model_prunes_from_the_cli(qdq, tmp: Path) -> None:
+    out = tmp / "p.onnx"
+    r = cli("prune", str(qdq["vgg_dynamic"]), "-o", str(out), "--ratio", "0.5", "--compensate", "merge", quiet=False)
+    assert r.returncode == 0, r.stderr
+    assert "quantized: 6 weights written back as integers with their own scales (0 per channel, 6 of dynamic int8 " \
+        "ops)" in r.stdout
+    ops = qm.ops(out)
+    assert ops["ConvInteger"] == 4 and ops["MatMulInteger"] == 2 and ops["DynamicQuantizeLinear"] == 6
+    assert "Conv" not in ops and "MatMul" not in ops  # nothing left dequantized
 
 
 def test_four_bit_matmulnbits_is_refused_not_called_unprunable(tmp: Path) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import onnx_graphsurgeon as gs
 
+from ..graph.dynamic_int8 import IntegerOp
 from ..loading import Prepared
 from .builder import Builder, Member, Part
 from .cost import Cost, count_cost
@@ -27,7 +28,7 @@ class Analysis:
     sha256: str
     source: str
     parts: list[Part] = field(default_factory=list)
-    quantized: tuple[int, int] = (0, 0)  # QDQ weights read dequantized: (all, per channel)
+    quantized: tuple[int, int, int] = (0, 0, 0)  # quantized weights read dequantized: all, per channel, dynamic
 
     def __post_init__(self) -> None:
         self._by_id = {g.id: g for g in self.groups}
@@ -150,6 +151,7 @@ def build_analysis(prep: Prepared, input_dims: dict[str, tuple[int, ...]] | None
     res, groups = resolve(b)
     cost = count_cost(graph, list(prep.template.opset_import), input_dims, prep.names)
     analysis = Analysis(groups, res, b.notes, b.members, cost, prep.sha256, prep.source, b.parts,
-                        (len(prep.quantized), sum(w.per_channel for w in prep.quantized)))
+                        (len(prep.quantized), sum(w.per_channel for w in prep.quantized),
+                         sum(isinstance(w, IntegerOp) for w in prep.quantized)))
     _assign_shares(analysis)
     return analysis

@@ -56,6 +56,7 @@ class Requantized:
     weights: int = 0
     clipped: int = 0
     per_channel: int = 0
+    dynamic: int = 0  # of the weights, those of dynamic int8 ops (graph.dynamic_int8)
 
 
 def _const(t: gs.Tensor | None) -> np.ndarray | None:
@@ -187,7 +188,7 @@ def _quantize_node(quant: gs.Node, zp: np.ndarray | None) -> np.ndarray:
     return q
 
 
-class _Names:
+class Names:
     """Names already taken in a model, and fresh ones made from a base."""
 
     def __init__(self, model: onnx.ModelProto):
@@ -212,7 +213,7 @@ def restore_weights(model: onnx.ModelProto, targets: dict[str, tuple[QuantizedWe
     found = [(i, t) for i, t in enumerate(g.initializer) if t.name in targets]
     if not found:
         return Requantized()
-    names, stats = _Names(model), Requantized()
+    names, stats = Names(model), Requantized()
     shared: dict[str, tuple[str, bytes]] = {}
     new_nodes, new_inits = [], []
     for _, init in found:
@@ -250,7 +251,7 @@ def _kept(record: QuantizedWeight, kept: np.ndarray | None, shape: tuple[int, ..
 
 
 def _behind_dequantize(record: QuantizedWeight, out: str, q: np.ndarray, scale: np.ndarray, zp: np.ndarray | None,
-                       names: _Names, shared: dict[str, tuple[str, bytes]], values: np.ndarray
+                       names: Names, shared: dict[str, tuple[str, bytes]], values: np.ndarray
                        ) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
     """The nodes and initializers that compute `out` from integers again."""
     inits: list[onnx.TensorProto] = []

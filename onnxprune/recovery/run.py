@@ -11,8 +11,8 @@ from ..loading import export, prepare
 from ..runtime.feeds import session_inputs
 from ..runtime.providers import open_session
 
-QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
-SETTINGS = ("epochs", "lr", "end_to_end", "batch", "hold_out", "seed")  # what a plan records and a replay reuses
+QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "ConvInteger", "MatMulInteger"}
+SETTINGS = ("epochs", "lr", "end_to_end", "loss", "end_to_end_loss", "end_to_end_lr", "batch", "hold_out", "seed")  # what a plan records and a replay reuses
 
 
 def teacher_of(original) -> onnx.ModelProto:
@@ -30,7 +30,7 @@ def recover_from(original: onnx.ModelProto, pruned: onnx.ModelProto, calibration
     `original` is the teacher as teacher_of gives it; `settings` are RecoverOptions fields (SETTINGS, device,
     threads). Padding positions (the calibration's mask input) are left out of every loss. Needs PyTorch.
     """
-    quantized = sorted({n.op_type for n in pruned.graph.node} & QDQ_OPS)
+    quantized = sorted({n.op_type for n in pruned.graph.node} & QUANTIZED_OPS)
     if quantized:
         raise OnnxPruneError(f"recovery tunes float weights, and this model is quantized (found {', '.join(quantized)}): "
                              "recover the float model, then quantize it (docs/guide/formats.md)")
@@ -61,10 +61,12 @@ def recovery_lines(record: dict) -> str:
              + f"; {kept} recovered, {len(blocks) - kept} kept their weights; {record['seconds']:.0f} s on "
              f"{record['device']}"]
     for b in blocks:
-        lines.append(f"  {b['name']}: held-out MSE {b['held_out_mse_before']:.4g} -> {b['held_out_mse_after']:.4g} "
+        lines.append(f"  {b['name']}: held-out {b['loss']} loss {b['held_out_loss_before']:.4g} -> "
+                     f"{b['held_out_loss_after']:.4g} "
                      f"({b['kept']})")
     e2e = record.get("end_to_end")
     if e2e:
-        lines.append(f"  end to end: held-out MSE {e2e['held_out_mse_before']:.4g} -> {e2e['held_out_mse_after']:.4g} "
+        lines.append(f"  end to end: held-out {e2e['loss']} loss {e2e['held_out_loss_before']:.4g} -> "
+                     f"{e2e['held_out_loss_after']:.4g} "
                      f"({e2e['kept']})")
     return "\n".join(lines)

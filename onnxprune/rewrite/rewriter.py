@@ -13,6 +13,7 @@ from ..analysis.rules import rule_for
 from ..errors import OnnxPruneError
 from ..graph.shapes import skeleton_model
 from ..analysis.builder import PRODUCER
+from ..graph.dynamic_int8 import IntegerOp
 from ..graph.quantized import QuantizedWeight
 from ..loading import Prepared, export
 from .merging import Compensation, apply_weight_updates
@@ -167,22 +168,25 @@ def rewrite(prep: Prepared, analysis: Analysis, removed: dict[str, list[int]],
     model = export(prep, graph, requantize=requantize_targets(rw, slots))
     if compensation is not None and prep.quantized and prep.requantized is not None:
         q = prep.requantized
-        compensation.requantized = {"weights": q.weights, "per_channel": q.per_channel, "clipped": q.clipped}
+        compensation.requantized = {"weights": q.weights, "per_channel": q.per_channel, "clipped": q.clipped,
+                                    "dynamic": q.dynamic}
     _release_weights(graph)
     return finish(model, original_outputs)
 
 
-Slot = tuple[gs.Node, int, QuantizedWeight]
+Slot = tuple[gs.Node, int, QuantizedWeight | IntegerOp]
 
 
 def quantized_slots(prep: Prepared) -> list[Slot]:
-    """Where the folded QDQ weights are read (node, input index), before any update renames a copy of one."""
-    folded = {w.out: w for w in prep.quantized}
+    """Where the folded quantized weights are read (node, input index), before any update renames a copy."""
+    folded = {w.out: w for w in prep.quantized if isinstance(w, QuantizedWeight)}
+    ops = {w.node: w for w in prep.quantized if isinstance(w, IntegerOp)}
     return [(node, i, folded[t.name]) for node in prep.graph.nodes for i, t in enumerate(node.inputs)
-            if isinstance(t, gs.Constant) and t.name in folded]
+            if isinstance(t, gs.Constant) and t.name in folded] + \
+        [(node, 1, ops[node.name]) for node in prep.graph.nodes if node.name in ops]
 
 
-def requantize_targets(rw: Rewriter, slots: list[Slot]) -> dict[str, tuple[QuantizedWeight, np.ndarray | None]]:
+def requantize_targets(rw: Rewriter, slots: list[Slot]) -> dict[str, tuple[QuantizedWeight | IntegerOp, np.ndarray | None]]:
     """Each folded weight as the rewrite left it, with the channels it kept on its quantization axis."""
     targets = {}
     for node, i, record in slots:
@@ -195,7 +199,7 @@ def requantize_targets(rw: Rewriter, slots: list[Slot]) -> dict[str, tuple[Quant
             member = next((m for m in rw.analysis.members if m.node == name and m.input_index == i
                            and m.axis == record.axis), None)
             kept = None if member is None else rw.kept(member.elements)
-        targets[t.name] = (record, kept)
+        targets[record.node if isinstance(record, IntegerOp) else t.name] = (record, kept)
     return targets
 
 
