@@ -17,6 +17,7 @@ import onnx_graphsurgeon as gs
 from google.protobuf.message import DecodeError
 
 from .graph.dynamic_int8 import IntegerOp, fold_integer_ops, restore_integer_ops
+from .graph.nbits import NBitsOp, fold_nbits, restore_nbits
 from .graph.quantized import QuantizedWeight, Requantized, fold_weights, restore_weights
 from .graph.shapes import skeleton_model
 from .errors import OnnxPruneError
@@ -26,11 +27,12 @@ TWO_GB = 2**31 - 1
 BIG_WEIGHTS = 2**24  # above this, memory held by garbage is worth a collection
 # quantized formats not handled: integer kernels and onnxruntime's packed-weight ops (QDQ is handled)
 UNSUPPORTED_QUANTIZED = {
-    "QGemm", "QAttention", "MatMulNBits", "MatMulBnb4",
+    "QGemm", "QAttention", "MatMulBnb4",
     "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "GatherBlockQuantized", "QOrderedMatMul", "QOrderedAttention",
     "DequantizeBFP", "QuantizeBFP",
 }
 ModelSource = str | os.PathLike | onnx.ModelProto
+Quantized = QuantizedWeight | IntegerOp | NBitsOp
 
 from onnx_graphsurgeon.logger import G_LOGGER  # noqa: E402
 
@@ -48,8 +50,8 @@ class Prepared:
     source: str = "<ModelProto>"
     names: dict[int, str] = field(default_factory=dict)
     files: list[Path] = field(default_factory=list)  # the model file, then its external data files
-    quantized: list[QuantizedWeight | IntegerOp] = field(default_factory=list)  # QDQ weights and dynamic int8 ops
-    # folded to float (graph.quantized, graph.dynamic_int8)
+    quantized: list[Quantized] = field(default_factory=list)  # QDQ weights, dynamic int8 and MatMulNBits ops
+    # folded to float (graph.quantized, graph.dynamic_int8, graph.nbits)
     requantized: Requantized | None = None  # what the last export that put them back did
 
     @property
@@ -160,7 +162,7 @@ def check_supported(model: onnx.ModelProto, source: str) -> int:
                         if n.op_type in UNSUPPORTED_QUANTIZED or n.op_type.startswith("QLinear")})
     if quantized:
         raise OnnxPruneError(f"{source}: this quantized format is not supported (found {', '.join(quantized)}; "
-                             "QDQ and dynamic int8 models are)")
+                             "QDQ, dynamic int8 and MatMulNBits models are)")
     try:  # on the skeleton: the checker would serialise every weight otherwise
         onnx.checker.check_model(skeleton_model(model))
     except onnx.checker.ValidationError as exc:
@@ -203,7 +205,7 @@ def prepare(src: ModelSource) -> Prepared:
         model.ir_version = 4
     if sum(v.nbytes for v in values.values()) > BIG_WEIGHTS:
         _return_freed_memory()
-    quantized = fold_weights(graph) + fold_integer_ops(graph)  # before constant folding would dequantize them
+    quantized = fold_weights(graph) + fold_integer_ops(graph) + fold_nbits(graph)  # before constant folding
     if any(all(isinstance(t, gs.Constant) for t in node.inputs) for node in graph.nodes):
         graph.fold_constants(fold_shapes=False, recurse_subgraphs=False, error_ok=True)
         if sum(v.nbytes for v in values.values()) > BIG_WEIGHTS:
@@ -218,17 +220,19 @@ def prepare(src: ModelSource) -> Prepared:
 RAW_KINDS = "fiub"  # numpy kinds whose bytes are their ONNX raw_data (little-endian)
 
 
-Targets = dict[str, tuple[QuantizedWeight | IntegerOp, np.ndarray | None]]  # by tensor (QDQ) or node (dynamic)
+# by tensor (QDQ) or node (dynamic int8, MatMulNBits), with the channels kept on the quantization axis (MatMulNBits:
+# {axis: kept} for both axes)
+Targets = dict[str, tuple[Quantized, np.ndarray | dict[int, np.ndarray] | None]]
 
 
-def target_key(record: QuantizedWeight | IntegerOp) -> str:
-    """What names a folded weight in `Targets`: a QDQ weight's tensor, a dynamic int8 op's node."""
-    return record.node if isinstance(record, IntegerOp) else record.out
+def target_key(record: Quantized) -> str:
+    """What names a folded weight in `Targets`: a QDQ weight's tensor, a folded op's node."""
+    return record.out if isinstance(record, QuantizedWeight) else record.node
 
 
 def whole_weights(prep: Prepared) -> Targets:
     """Every folded quantized weight as it was folded (no channel removed): what `export(requantize=...)` restores."""
-    return {target_key(w): (w, None) for w in prep.quantized}
+    return {target_key(w): (w, {} if isinstance(w, NBitsOp) else None) for w in prep.quantized}
 
 
 def export(prep: Prepared, graph: gs.Graph | None = None, requantize: Targets | None = None) -> onnx.ModelProto:
@@ -265,10 +269,12 @@ def export(prep: Prepared, graph: gs.Graph | None = None, requantize: Targets | 
     out.functions.extend(t.functions)
     if requantize:
         ops = {k: v for k, v in requantize.items() if isinstance(v[0], IntegerOp)}
+        nbits = {k: v for k, v in requantize.items() if isinstance(v[0], NBitsOp)}
         done, per_channel, clipped = restore_integer_ops(out, ops) if ops else (0, 0, 0)
-        stats = restore_weights(out, {k: v for k, v in requantize.items() if k not in ops})
-        prep.requantized = Requantized(stats.weights + done, stats.clipped + clipped, stats.per_channel + per_channel,
-                                       done)
+        packed, clipped_bits = restore_nbits(out, nbits) if nbits else (0, 0)
+        stats = restore_weights(out, {k: v for k, v in requantize.items() if k not in ops and k not in nbits})
+        prep.requantized = Requantized(stats.weights + done + packed, stats.clipped + clipped + clipped_bits,
+                                       stats.per_channel + per_channel + packed, done, packed)
     return out
 
 

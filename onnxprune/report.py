@@ -47,7 +47,7 @@ def analysis_json(analysis: "Analysis") -> dict:
         "groups_total": len(analysis.groups), "groups_prunable": len(prunable),
         "prunable_macs_share": round(prunable_macs_share(analysis), 6),
         "quantized_weights": {"all": analysis.quantized[0], "per_channel": analysis.quantized[1],
-                              "dynamic_int8": analysis.quantized[2]},
+                              "dynamic_int8": analysis.quantized[2], "matmul_nbits": analysis.quantized[3]},
         "groups": groups,
     }
 
@@ -71,10 +71,16 @@ def analysis_table(analysis: "Analysis", show_frozen: bool = True) -> str:
                 f"{analysis.cost.macs:,} MACs at {_shapes(analysis)}; prunable channels reach "
                 f"{prunable_macs_share(analysis):.0%} of MACs")
     if analysis.quantized[0]:
-        rows.append(f"quantized: {_count(analysis.quantized[0], 'weight')} ({analysis.quantized[1]} per channel"
-                    f"{f', {analysis.quantized[2]} of dynamic int8 ops' if analysis.quantized[2] else ''}) read "
-                    "dequantized; a prune writes them back as integers with their own scales")
+        rows.append(f"quantized: {_count(analysis.quantized[0], 'weight')} ({_quantized_kinds(*analysis.quantized[1:])})"
+                    " read dequantized; a prune writes them back as integers with their own scales")
     return "\n".join(rows)
+
+
+def _quantized_kinds(per_channel: int, dynamic: int, nbits: int) -> str:
+    """'12 per channel, 6 of dynamic int8 ops, 14 of MatMulNBits ops' (the parts that are not zero after the first)."""
+    parts = [f"{per_channel} per channel"] + ([f"{dynamic} of dynamic int8 ops"] if dynamic else []) + \
+        ([f"{nbits} of MatMulNBits ops"] if nbits else [])
+    return ", ".join(parts)
 
 
 def _shapes(analysis: "Analysis") -> str:
@@ -146,7 +152,7 @@ def summary(report: dict) -> str:
         lines.append(f"file size  {t['bytes_before']:,} -> {t['bytes_after']:,} bytes")
     if "requantized" in t:
         q = t["requantized"]
-        kinds = f"{q['per_channel']} per channel" + (f", {q['dynamic']} of dynamic int8 ops" if q.get("dynamic") else "")
+        kinds = _quantized_kinds(q["per_channel"], q.get("dynamic", 0), q.get("nbits", 0))
         lines.append(f"quantized: {_count(q['weights'], 'weight')} written back as integers with their own "
                      f"scales ({kinds}); {_count(q['clipped'], 'value')} clipped to the integer range")
     c = t.get("compensation")

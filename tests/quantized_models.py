@@ -48,6 +48,18 @@ def quantize_dyn(src: Path, dst: Path) -> Path:
     return dst
 
 
+def quantize_nbits(src: Path, dst: Path, block: int = 32, symmetric: bool = False, bits: int = 4) -> Path:
+    """Block-quantized MatMul weights (MatMulNBits, com.microsoft), as onnxruntime-genai LLMs ship them."""
+    import logging
+    from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer
+    logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.ERROR)
+    config = DefaultWeightOnlyQuantConfig(block_size=block, is_symmetric=symmetric, bits=bits)
+    q = MatMulNBitsQuantizer(onnx.load(str(src)), algo_config=config)
+    q.process()
+    q.model.save_model_to_file(str(dst), False)
+    return dst
+
+
 def ops(path: Path) -> dict[str, int]:
     """How many nodes of each op type the model holds."""
     counts: dict[str, int] = {}

@@ -35,6 +35,9 @@ def qdq(tmp_path_factory) -> dict[str, Path]:
     made["vgg_per_tensor"] = qm.quantize_qdq(FLOAT["vgg"], folder / "vgg_per_tensor.onnx", per_channel=False)
     for name in ("vgg", "resnet18", "yolov8n", "bert", "llama"):
         made[f"{name}_dynamic"] = qm.quantize_dyn(FLOAT[name], folder / f"{name}_dynamic.onnx")
+    made["llama_nbits"] = qm.quantize_nbits(FLOAT["llama"], folder / "llama_nbits.onnx")  # 4 bits, blocks of 32
+    made["bert_nbits_sym16"] = qm.quantize_nbits(FLOAT["bert"], folder / "bert_nbits.onnx", block=16, symmetric=True)
+    made["bert_nbits8"] = qm.quantize_nbits(FLOAT["bert"], folder / "bert_nbits8.onnx", bits=8)
     return made
 
 
@@ -45,8 +48,10 @@ def _dq_count(model: onnx.ModelProto) -> int:
 
 ORACLE_CASES = [(n, s) for n in ("vgg", "vgg_per_tensor", "resnet18", "bert") for s in ("random", "all_but_one")] + \
     [("yolov8n", "random"), ("llama", "all_but_one"), ("vgg_dynamic", "random"), ("resnet18_dynamic", "all_but_one"),
-     ("yolov8n_dynamic", "random"), ("bert_dynamic", "random"), ("llama_dynamic", "all_but_one")]
-QUANTIZED_OPS = ("DequantizeLinear", "QuantizeLinear", "DynamicQuantizeLinear", "ConvInteger", "MatMulInteger")
+     ("yolov8n_dynamic", "random"), ("bert_dynamic", "random"), ("llama_dynamic", "all_but_one"),
+     ("llama_nbits", "random"), ("llama_nbits", "all_but_one"), ("bert_nbits_sym16", "random"), ("bert_nbits8", "first")]
+QUANTIZED_OPS = ("DequantizeLinear", "QuantizeLinear", "DynamicQuantizeLinear", "ConvInteger", "MatMulInteger",
+                 "MatMulNBits")
 
 
 @pytest.mark.parametrize("name, subset", ORACLE_CASES, ids=[f"{n}-{s}" for n, s in ORACLE_CASES])
@@ -65,9 +70,10 @@ def test_dead_channels_of_a_qdq_model_leave_outputs_bit_identical(qdq, name: str
         assert np.array_equal(want, got)
     assert _dq_count(pruned) == _dq_count(model)  # no layer went away: every DequantizeLinear stays
     quantized_inputs = {n.input[0] for n in pruned.graph.node if n.op_type == "DequantizeLinear"} | \
-        {n.input[1] for n in pruned.graph.node if n.op_type in ("ConvInteger", "MatMulInteger")}
+        {n.input[1] for n in pruned.graph.node if n.op_type in ("ConvInteger", "MatMulInteger", "MatMulNBits")}
     ints = [t for t in pruned.graph.initializer if t.name in quantized_inputs]
     assert ints and all(t.data_type in (TensorProto.INT8, TensorProto.UINT8, TensorProto.INT32) for t in ints)
+    assert not any(t.name.endswith("_dequantized") for t in pruned.graph.initializer)  # no float copy left behind
 
 
 @pytest.mark.parametrize("name", ["vgg", "bert"])
@@ -88,9 +94,9 @@ def test_read_and_written_back_a_qdq_model_keeps_every_dequantize_input_as_it_wa
     assert dq_inputs(back) == dq_inputs(original)
 
 
-def test_macs_of_a_qdq_model_are_its_float_model_s(qdq) -> None:
-    for name in ("vgg", "resnet18", "bert"):
-        assert analyze(qdq[name]).cost.macs == analyze(FLOAT[name]).cost.macs
+def test_macs_of_a_quantized_model_are_its_float_model_s(qdq) -> None:
+    for name in ("vgg", "resnet18", "bert", "bert_dynamic", "bert_nbits8"):
+        assert analyze(qdq[name]).cost.macs == analyze(FLOAT[name.split("_")[0]]).cost.macs
 
 
 def _two_convs(weight_form: str = "int", act_per_channel: bool = False) -> onnx.ModelProto:
@@ -280,16 +286,62 @@ def test_a_dynamic_int8_model_prunes_from_the_cli(qdq, tmp: Path) -> None:
     assert "Conv" not in ops and "MatMul" not in ops  # nothing left dequantized
 
 
-def test_four_bit_matmulnbits_is_refused_not_called_unprunable(tmp: Path) -> None:
-    node = helper.make_node("MatMulNBits", ["x", "w", "s"], ["y"], domain="com.microsoft", K=32, N=8, bits=4,
-                            block_size=32)
+def _nbits_node(extra_inputs: list[str], op: str = "MatMulNBits") -> onnx.ModelProto:
+    node = helper.make_node(op, ["x", "w", "s", *extra_inputs], ["y"], name="nb", domain="com.microsoft", K=32, N=8,
+                            bits=4, block_size=32)
+    inits = [numpy_helper.from_array(np.zeros((8, 1, 16), np.uint8), "w"), numpy_helper.from_array(np.ones(8, np.float32), "s"),
+             numpy_helper.from_array(np.zeros(32, np.int32), "g")]
     graph = helper.make_graph([node], "nbits", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])],
-                              [numpy_helper.from_array(np.zeros((8, 1, 16), np.uint8), "w"),
-                               numpy_helper.from_array(np.ones(8, np.float32), "s")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
-    err = _refused(model, tmp)
-    assert "MatMulNBits" in err and "no channel groups" not in err
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+
+
+def test_matmulnbits_with_g_idx_and_other_packed_ops_are_refused_naming_them(tmp: Path) -> None:
+    err = _refused(_nbits_node(["", "g"]), tmp)
+    assert "MatMulNBits 'nb'" in err and "g_idx" in err and "no channel groups" not in err
+    err = _refused(_nbits_node([], op="MatMulBnb4"), tmp)
+    assert "MatMulBnb4" in err and "not supported" in err
+
+
+@pytest.mark.parametrize("name", ["llama_nbits", "bert_nbits_sym16", "bert_nbits8"])
+def test_a_matmulnbits_model_read_and_written_back_has_the_same_nodes_and_packed_weights(qdq, name: str) -> None:
+    from onnxprune.loading import export, prepare, whole_weights
+    prep = prepare(qdq[name])
+    back, original = export(prep, requantize=whole_weights(prep)), onnx.load(qdq[name])
+
+    def nbits(model: onnx.ModelProto) -> dict:
+        inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+        return {n.name: (n.input[0], [(inits[i].shape, inits[i].dtype.str, inits[i].tobytes()) for i in n.input[1:]],
+                         list(n.output), sorted((a.name, helper.get_attribute_value(a)) for a in n.attribute))
+                for n in model.graph.node if n.op_type == "MatMulNBits"}
+
+    assert len(nbits(original)) >= 12 and nbits(back) == nbits(original)
+
+
+def test_matmulnbits_input_channels_go_in_whole_blocks(qdq) -> None:
+    """Each block of 32 input channels of a 4-bit weight is one unit: LLaMA's 128 FFN units become 4 (its 2 units of
+    grouped-query heads, 2 heads of 16 each, are one block already); the MACs are the float model's."""
+    quantized, floating = analyze(qdq["llama_nbits"]), analyze(FLOAT["llama"])
+    assert sorted(g.channels for g in quantized.prunable) == [2, 2, 4, 4]
+    assert sorted(g.channels for g in floating.prunable) == [2, 2, 128, 128]
+    assert quantized.cost.macs == floating.cost.macs and quantized.quantized[3] == 14
+
+
+def test_a_matmulnbits_model_prunes_from_the_cli_and_runs(qdq, tmp: Path) -> None:
+    out = tmp / "p.onnx"
+    r = cli("prune", str(qdq["llama_nbits"]), "-o", str(out), "--ratio", "0.5", "--round-to", "1", quiet=False)
+    assert r.returncode == 0, r.stderr
+    assert "14 of MatMulNBits ops); 0 values clipped" in r.stdout
+    model = onnx.load(out)
+    inits = {t.name: t for t in model.graph.initializer}
+    nodes = [n for n in model.graph.node if n.op_type == "MatMulNBits"]
+    assert len(nodes) == 14
+    for n in nodes:
+        attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+        assert list(inits[n.input[1]].dims) == [attrs["N"], -(-attrs["K"] // 32), 16]
+    assert any({a.name: helper.get_attribute_value(a) for a in n.attribute}["K"] == 64 for n in nodes)  # down_proj: 128 -> 64
+    x = oracle.random_feeds(model, analyze(qdq["llama_nbits"]).cost.input_dims)
+    assert all(np.isfinite(y).all() for y in oracle.run(model, x))
 
 
 def test_block_wise_and_four_bit_weights_are_refused_naming_the_node(tmp: Path) -> None:

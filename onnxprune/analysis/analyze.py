@@ -8,6 +8,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..graph.dynamic_int8 import IntegerOp
+from ..graph.nbits import NBitsOp
 from ..loading import Prepared
 from .builder import Builder, Member, Part
 from .cost import Cost, count_cost
@@ -28,7 +29,8 @@ class Analysis:
     sha256: str
     source: str
     parts: list[Part] = field(default_factory=list)
-    quantized: tuple[int, int, int] = (0, 0, 0)  # quantized weights read dequantized: all, per channel, dynamic
+    quantized: tuple[int, int, int, int] = (0, 0, 0, 0)  # quantized weights read dequantized: all, per channel,
+    # of dynamic int8 ops, of MatMulNBits ops
 
     def __post_init__(self) -> None:
         self._by_id = {g.id: g for g in self.groups}
@@ -124,6 +126,21 @@ def _unknown(node: gs.Node, b: Builder) -> None:
             b.freeze(lay.elements, reason)
 
 
+def _quantization_blocks(prep: Prepared, b: Builder) -> None:
+    """Weights quantized in blocks along their input channels (MatMulNBits) lose input channels only in whole
+    blocks: each block of the input's channels becomes one unit (a last, shorter block too)."""
+    nodes = {n.name: n for n in prep.graph.nodes}
+    for record in prep.quantized:
+        block = getattr(record, "consumer_block", 1)
+        node = nodes.get(getattr(record, "node", ""))
+        lay = b.layout(node.inputs[0]) if node is not None and block > 1 else None
+        if lay is None:
+            continue
+        whole = len(lay.elements) // block * block
+        b.couple_blocks(lay.elements[:whole], block)
+        b.couple_blocks(lay.elements[whole:], len(lay.elements) - whole)
+
+
 def build_analysis(prep: Prepared, input_dims: dict[str, tuple[int, ...]] | None = None) -> Analysis:
     """Apply each node's rule in graph order, then resolve groups and their cost shares."""
     graph = prep.graph
@@ -148,10 +165,12 @@ def build_analysis(prep: Prepared, input_dims: dict[str, tuple[int, ...]] | None
         lay = b.layouts.get(out.name)
         if lay is not None:
             b.freeze(lay.elements, f"reaches graph output '{out.name}'")
+    _quantization_blocks(prep, b)
     res, groups = resolve(b)
     cost = count_cost(graph, list(prep.template.opset_import), input_dims, prep.names)
     analysis = Analysis(groups, res, b.notes, b.members, cost, prep.sha256, prep.source, b.parts,
                         (len(prep.quantized), sum(w.per_channel for w in prep.quantized),
-                         sum(isinstance(w, IntegerOp) for w in prep.quantized)))
+                         sum(isinstance(w, IntegerOp) for w in prep.quantized),
+                         sum(isinstance(w, NBitsOp) for w in prep.quantized)))
     _assign_shares(analysis)
     return analysis

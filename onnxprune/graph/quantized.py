@@ -57,6 +57,7 @@ class Requantized:
     clipped: int = 0
     per_channel: int = 0
     dynamic: int = 0  # of the weights, those of dynamic int8 ops (graph.dynamic_int8)
+    nbits: int = 0  # of the weights, those of MatMulNBits ops (graph.nbits)
 
 
 def _const(t: gs.Tensor | None) -> np.ndarray | None:

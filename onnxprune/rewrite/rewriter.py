@@ -14,8 +14,9 @@ from ..errors import OnnxPruneError
 from ..graph.shapes import skeleton_model
 from ..analysis.builder import PRODUCER
 from ..graph.dynamic_int8 import IntegerOp
+from ..graph.nbits import NBitsOp
 from ..graph.quantized import QuantizedWeight
-from ..loading import Prepared, export
+from ..loading import Prepared, Targets, export, target_key
 from .merging import Compensation, apply_weight_updates
 
 
@@ -169,24 +170,24 @@ def rewrite(prep: Prepared, analysis: Analysis, removed: dict[str, list[int]],
     if compensation is not None and prep.quantized and prep.requantized is not None:
         q = prep.requantized
         compensation.requantized = {"weights": q.weights, "per_channel": q.per_channel, "clipped": q.clipped,
-                                    "dynamic": q.dynamic}
+                                    "dynamic": q.dynamic, "nbits": q.nbits}
     _release_weights(graph)
     return finish(model, original_outputs)
 
 
-Slot = tuple[gs.Node, int, QuantizedWeight | IntegerOp]
+Slot = tuple[gs.Node, int, QuantizedWeight | IntegerOp | NBitsOp]
 
 
 def quantized_slots(prep: Prepared) -> list[Slot]:
     """Where the folded quantized weights are read (node, input index), before any update renames a copy."""
     folded = {w.out: w for w in prep.quantized if isinstance(w, QuantizedWeight)}
-    ops = {w.node: w for w in prep.quantized if isinstance(w, IntegerOp)}
+    ops = {w.node: w for w in prep.quantized if isinstance(w, (IntegerOp, NBitsOp))}
     return [(node, i, folded[t.name]) for node in prep.graph.nodes for i, t in enumerate(node.inputs)
             if isinstance(t, gs.Constant) and t.name in folded] + \
         [(node, 1, ops[node.name]) for node in prep.graph.nodes if node.name in ops]
 
 
-def requantize_targets(rw: Rewriter, slots: list[Slot]) -> dict[str, tuple[QuantizedWeight | IntegerOp, np.ndarray | None]]:
+def requantize_targets(rw: Rewriter, slots: list[Slot]) -> Targets:
     """Each folded weight as the rewrite left it, with the channels it kept on its quantization axis."""
     targets = {}
     for node, i, record in slots:
@@ -194,12 +195,9 @@ def requantize_targets(rw: Rewriter, slots: list[Slot]) -> dict[str, tuple[Quant
         if not isinstance(t, gs.Constant):
             continue
         name = rw.prep.names.get(id(node))
-        kept = None
-        if record.per_channel:
-            member = next((m for m in rw.analysis.members if m.node == name and m.input_index == i
-                           and m.axis == record.axis), None)
-            kept = None if member is None else rw.kept(member.elements)
-        targets[record.node if isinstance(record, IntegerOp) else t.name] = (record, kept)
+        masks = {m.axis: rw.kept(m.elements) for m in rw.analysis.members if m.node == name and m.input_index == i}
+        kept = masks if isinstance(record, NBitsOp) else masks.get(record.axis) if record.per_channel else None
+        targets[target_key(record)] = (record, kept)
     return targets
 
 
