@@ -22,11 +22,14 @@ def _kept(report: dict) -> list[tuple[int, int]]:
 
 @pytest.mark.parametrize("path", MODELS, ids=[p.stem for p in MODELS])
 def test_round_to_and_guards_on_every_group(path: Path) -> None:
+    """Kept widths (channels x the positions each spans: a grouped conv's group) are multiples of 8, never below."""
+    widths = {g.id: analyze(path).unit_width(g) for g in analyze(path).prunable}
     for kw in ({"ratio": 0.6}, {"ratio": 0.9, "global_rank": True}):
         _, _, report = prune(path, criterion="l2", round_to=8, min_channels=4, **kw)
-        for before, after in _kept(report):
-            assert after >= min(before, 8)
-            assert after == before or after % 8 == 0, (before, after)
+        for g in report["groups"]:
+            before, after, width = g["channels_before"], g["channels_after"], widths[g["id"]]
+            assert after >= min(before, 4) and after * width >= min(before * width, 8)
+            assert after == before or (after * width) % 8 == 0, (before, after, width)
 
 
 def test_global_threshold_never_empties_a_layer() -> None:

@@ -35,6 +35,7 @@ class Analysis:
     def __post_init__(self) -> None:
         self._by_id = {g.id: g for g in self.groups}
         self._part_channels = [self._channels_of(p) for p in self.parts]  # selection asks for them often
+        self._widths: dict[str, int] = {}
 
     def group(self, gid: str) -> Group:
         """The group with this id."""
@@ -82,6 +83,15 @@ class Analysis:
             if all(np.isin(idx, removed.get(gid, [])).all() for gid, idx in chans.items()):
                 return part
         return None
+
+    def unit_width(self, group: Group) -> int:
+        """Positions one of the group's channels spans on its weights' axes (an attention head's head_dim, a
+        quantization block; 1 for a plain channel): kernel multiples count these positions, not the units."""
+        if group.id not in self._widths:
+            widths = [len(self.positions(m, group)[0]) // group.channels for m in group.members
+                      if m.kind == "weight" and group.channels]
+            self._widths[group.id] = max(1, min(widths, default=1))
+        return self._widths[group.id]
 
     def fraction(self, member: Member, group: Group) -> float:
         """Share of the member's axis that the group's channels occupy."""

@@ -85,7 +85,7 @@ def measure_latency_model(watch: Stopwatch, analysis: Analysis, scores: dict[str
     progress(f"latency control: the original against itself {control:.3f}x")
     curves, points = {}, []
     for i, g in enumerate(groups, 1):
-        legal = [n for n in legal_counts(g.channels, sel) if n > 0]
+        legal = [n for n in legal_counts(g.channels, sel, analysis.unit_width(g)) if n > 0]
         counts = sorted({min(legal, key=lambda n: abs(n - s * g.channels)) for s in watch.speed.shares}) if legal else []
         saved = []
         for n in counts:

@@ -84,7 +84,7 @@ def allocate(analysis: Analysis, curves: dict[str, Curve], sel: Selection, measu
              target: float) -> dict[str, int]:
     """Removal counts per group reaching `target` in `measure`, greedy on predicted loss per unit bought."""
     groups = [g for g in analysis.prunable if g.id in curves]
-    legal = {g.id: legal_counts(g.channels, sel) for g in groups}
+    legal = {g.id: legal_counts(g.channels, sel, analysis.unit_width(g)) for g in groups}
     counts = {g.id: 0 for g in groups}
     while measure.together(counts) < target:
         best, closing = None, None
@@ -119,7 +119,8 @@ def uniform_counts(analysis: Analysis, ids, sel: Selection, measure: Measure, ta
     groups = [g for g in analysis.prunable if g.id in set(ids)]
 
     def at(r: float) -> dict[str, int]:
-        return {g.id: g.channels - kept_count(g.channels, int(g.channels * r), sel) for g in groups}
+        return {g.id: g.channels - kept_count(g.channels, int(g.channels * r), sel, analysis.unit_width(g))
+                for g in groups}
 
     lo, hi = 0.0, 1.0
     for _ in range(30):
@@ -137,9 +138,9 @@ def _target(sel: Selection, how: str) -> tuple[int, float]:
     return which, target
 
 
-def legal_counts(channels: int, sel: Selection) -> list[int]:
-    """Removal counts the guards and rounding allow, ascending."""
-    return sorted({channels - kept_count(channels, n, sel) for n in range(channels + 1)})
+def legal_counts(channels: int, sel: Selection, width: int = 1) -> list[int]:
+    """Removal counts the guards and rounding allow (units of `width` positions), ascending."""
+    return sorted({channels - kept_count(channels, n, sel, width) for n in range(channels + 1)})
 
 
 def predicted_loss(curves: dict[str, Curve], counts: dict[str, int]) -> float:
@@ -168,7 +169,7 @@ def allocate_iteratively(analysis: Analysis, ids, sel: Selection, measure: Measu
     each step's (group, count, loss).
     """
     groups = [g for g in analysis.prunable if g.id in set(ids)]
-    legal = {g.id: legal_counts(g.channels, sel) for g in groups}
+    legal = {g.id: legal_counts(g.channels, sel, analysis.unit_width(g)) for g in groups}
     stride = {g.id: max(1, int(np.ceil(g.channels * step_share))) for g in groups}
     counts = {g.id: (start or {}).get(g.id, 0) for g in groups}
     current, history = (losses_of([counts])[0] if any(counts.values()) else 0.0), []

@@ -55,25 +55,34 @@ def _matches(group: Group, globs: list[str]) -> str | None:
     return None
 
 
-def kept_count(channels: int, remove: int, sel: Selection) -> int:
-    """Channels kept after guards and rounding: a multiple of round_to, never below it or the minimum."""
+def rounding_step(sel: Selection, width: int = 1) -> int:
+    """Units kept go in steps of this many so that the positions they span (units x width) are a multiple of
+    round_to: 8 for plain channels under --round-to 8, 1 for heads of 64 or blocks of 32."""
+    return sel.round_to // math.gcd(sel.round_to, max(width, 1))
+
+
+def kept_count(channels: int, remove: int, sel: Selection, width: int = 1) -> int:
+    """Channels (units of `width` positions) kept after guards and rounding: their positions a multiple of
+    round_to, never fewer than one step or the minimum."""
     floor = max(sel.min_channels, math.ceil(channels * (1 - sel.max_ratio)), 1)
     keep = max(channels - remove, floor)
-    if sel.round_to > 1:
-        keep = max(sel.round_to, int(round(keep / sel.round_to)) * sel.round_to)
+    step = rounding_step(sel, width)
+    if step > 1:
+        keep = max(step, int(round(keep / step)) * step)
         while keep < floor:
-            keep += sel.round_to
+            keep += step
     return min(keep, channels)
 
 
-def _counts(groups: list[Group], sel: Selection, wanted: Callable[[Group], int]) -> dict[str, int]:
+def _counts(analysis: Analysis, groups: list[Group], sel: Selection, wanted: Callable[[Group], int]
+            ) -> dict[str, int]:
     """Per-group removal counts: an override's ratio for groups its node glob matches, else `wanted`;
     guards applied per group."""
     counts = {}
     for g in groups:
         glob = _matches(g, list(sel.overrides))
         n = int(math.floor(g.channels * sel.overrides[glob])) if glob else wanted(g)
-        counts[g.id] = g.channels - kept_count(g.channels, n, sel)
+        counts[g.id] = g.channels - kept_count(g.channels, n, sel, analysis.unit_width(g))
     return counts
 
 
@@ -119,7 +128,7 @@ def select(analysis: Analysis, scores: dict[str, GroupScores], sel: Selection,
         counts = {g.id: sel.counts.get(g.id, 0) for g in groups}  # legal counts, chosen under the guards
         return _removed(analysis, groups, scores, counts, sel)
     if sel.ratio is not None and not sel.global_rank:
-        counts = _counts(groups, sel, lambda g: int(math.floor(g.channels * sel.ratio)))
+        counts = _counts(analysis, groups, sel, lambda g: int(math.floor(g.channels * sel.ratio)))
         return _removed(analysis, groups, scores, counts, sel)
     ranked = _normalised(scores, raw=all(s.criterion == "bn" for s in scores.values()))
     everything = np.sort(np.concatenate([ranked[g.id].scores for g in groups])) if groups else np.zeros(0)
@@ -128,7 +137,7 @@ def select(analysis: Analysis, scores: dict[str, GroupScores], sel: Selection,
 
     def at(q: float) -> dict[str, list[int]]:
         threshold = everything[min(int(q * len(everything)), len(everything) - 1)] if q > 0 else -np.inf
-        counts = _counts(groups, sel, lambda g: int((ranked[g.id].scores < threshold).sum()))
+        counts = _counts(analysis, groups, sel, lambda g: int((ranked[g.id].scores < threshold).sum()))
         return _removed(analysis, groups, ranked, counts, sel)
 
     if sel.ratio is not None:
@@ -148,15 +157,16 @@ def select(analysis: Analysis, scores: dict[str, GroupScores], sel: Selection,
     got = estimate(best)[which]
     if got < target - TARGET_TOLERANCE:
         raise OnnxPruneError(f"target {target:.0%} is impossible under the guards: at most {got:.1%} can be removed")
-    return _trim(best, groups, ranked, sel, lambda r: estimate(r)[which] >= target) if got >= target else best
+    unit_steps = {g.id: rounding_step(sel, analysis.unit_width(g)) for g in groups}
+    return _trim(best, groups, ranked, unit_steps, sel, lambda r: estimate(r)[which] >= target) if got >= target else best
 
 
-def _trim(removed: dict[str, list[int]], groups: list[Group], scores: dict[str, GroupScores], sel: Selection,
-          reaches: Callable[[dict[str, list[int]]], bool]) -> dict[str, list[int]]:
+def _trim(removed: dict[str, list[int]], groups: list[Group], scores: dict[str, GroupScores], unit_steps: dict[str, int],
+          sel: Selection, reaches: Callable[[dict[str, list[int]]], bool]) -> dict[str, list[int]]:
     """Give channels back while the target is still reached, so it is not overshot.
 
     A global threshold moves whole rounding steps of many groups at once; here one step of one group
-    (its `round_to` best removed channels) comes back at a time, the best-scoring step first, until
+    (its rounding step of best removed channels) comes back at a time, the best-scoring step first, until
     no step can come back without missing the target. Groups under an override keep their ratio.
     """
     free = {g.id for g in groups if not _matches(g, list(sel.overrides))}
@@ -164,8 +174,8 @@ def _trim(removed: dict[str, list[int]], groups: list[Group], scores: dict[str, 
     while True:
         steps = []
         for gid, idx in removed.items():
-            if gid in free and len(idx) >= sel.round_to:
-                back = sorted(idx, key=lambda i: -scores[gid].scores[i])[:sel.round_to]
+            if gid in free and len(idx) >= unit_steps[gid]:
+                back = sorted(idx, key=lambda i: -scores[gid].scores[i])[:unit_steps[gid]]
                 steps.append((float(np.mean(scores[gid].scores[back])), gid, back))
         for _, gid, back in sorted(steps, key=lambda t: -t[0]):
             trial = dict(removed, **{gid: sorted(set(removed[gid]) - set(back))})
