@@ -13,8 +13,9 @@ from .errors import OnnxPruneError
 from .loading import ModelSource, prepare
 from .pipeline import Pruned, Shapes, default_options, replay_options, run_pipeline
 from .plan import Plan, is_depth_plan
-from .report import prune_report
+from .report import prune_report, with_blocks
 from .search.depth import depth_prune
+from .search.depth_width import Goal, Setting, choose_depth, deepen, depth_mode, replay, with_target
 from .search.allocation import sensitivity_allocation
 from .search.sensitivity import sensitivity
 from .search.speed import speed_search
@@ -38,12 +39,17 @@ def apply_plan(model: ModelSource, plan: Plan, input_shapes: Shapes = None,
     Channels are compensated as the plan records (as `prune` made it); keywords of `prune`'s merge
     options given here take precedence. A plan made with reconstruction re-fits on `calibration`.
     """
-    if is_depth_plan(plan):  # residual blocks removed whole (drop_blocks made it)
+    if is_depth_plan(plan) and not plan.get("groups"):  # residual blocks removed whole (drop_blocks made it)
         return depth_prune(prepare(model), model, plan=plan, input_shapes=input_shapes)[0].model
     if isinstance(calibration, str):
         calibration = Calibration(calibration)
-    return run_pipeline(prepare(model), input_shapes, plan=plan, merge=replay_options(plan, **merge),
-                        calibration=calibration, provider=provider).model
+
+    def channels(source: ModelSource, channel_plan: Plan) -> Pruned:
+        return run_pipeline(prepare(source), input_shapes, plan=channel_plan, merge=replay_options(plan, **merge),
+                            calibration=calibration, provider=provider)
+    if is_depth_plan(plan):  # blocks, then channels of what is left
+        return replay(prepare(model), model, plan, input_shapes, channels).pruned.model
+    return channels(model, plan).model
 
 
 def prune(model: ModelSource, ratio: float | None = None, criterion: str = "l1", *, global_rank: bool = False,
@@ -51,7 +57,8 @@ def prune(model: ModelSource, ratio: float | None = None, criterion: str = "l1",
           min_channels: int = 1, max_ratio: float = 1.0, exclude: list[str] | None = None,
           overrides: dict[str, float] | None = None, include_consumers: bool = False, aggregate: str = "mean",
           seed: int = 0, input_shapes: Shapes = None, calibration: Calibration | str | None = None,
-          provider: str = "auto", progress: Callable[[str], None] | None = None,
+          provider: str = "auto", progress: Callable[[str], None] | None = None, drop_blocks: int | None = None,
+          depth: bool = False, max_blocks: int | None = None,
           **merge: Any) -> tuple[onnx.ModelProto, Plan, dict[str, Any]]:
     """Score, select, compensate and remove channels in one call; returns (pruned model, plan, report).
 
@@ -64,6 +71,10 @@ def prune(model: ModelSource, ratio: float | None = None, criterion: str = "l1",
     "lasso", which reconstructs unless compensate="none") and
     reconstruction read `calibration` (a Calibration, or the path of an .npz or a folder of .npy
     files) in onnxruntime on `provider`; `progress` receives a line per reconstructed group.
+    Depth and width: `drop_blocks=n` first removes the n least important residual blocks (as drop_blocks does), then
+    prunes channels of what is left; `depth=True` (with target_macs or target_params) chooses how many blocks to
+    remove: k = 0, 1, 2... (at most max_blocks), each completed to the target by channels, the least loss measured
+    on the calibration .npz (else random inputs) kept. Targets count against the original; the plan records both.
     """
     selection = Selection(ratio, global_rank, target_macs, target_params, round_to, min_channels, max_ratio,
                           list(exclude or []), dict(overrides or {}))
@@ -71,9 +82,26 @@ def prune(model: ModelSource, ratio: float | None = None, criterion: str = "l1",
     options = default_options(criterion, **merge)
     if isinstance(calibration, str):
         calibration = Calibration(calibration)
-    r = run_pipeline(prepare(model), input_shapes, None, criterion, selection, include_consumers, aggregate, seed,
-                     options, calibration, provider, progress)
-    return r.model, r.plan, prune_report(r.analysis, r.after, r.removed, r.scores, compensation=r.compensation)
+
+    def width(source: ModelSource, asked: dict) -> Pruned:
+        return run_pipeline(prepare(source), input_shapes, None, criterion, with_target(selection, asked),
+                            include_consumers, aggregate, seed, options, calibration, provider, progress)
+    if drop_blocks is None and not depth:
+        r = width(model, {})
+        return r.model, r.plan, prune_report(r.analysis, r.after, r.removed, r.scores, compensation=r.compensation)
+    widths = [f"--{k}" for k, v in (("ratio", ratio), ("target-macs", target_macs), ("target-params", target_params))
+              if v is not None]
+    depth_mode(None, drop_blocks, depth, max_blocks, widths, [])
+    setting = Setting(_measured_on(calibration, input_shapes), input_shapes, provider,
+                      progress=progress or (lambda _: None))
+    goal = Goal(target_macs, target_params)
+    deep = choose_depth(prepare(model), model, goal, width, setting, max_blocks) if depth else \
+        deepen(prepare(model), model, drop_blocks, goal, width, setting)
+    r = deep.pruned
+    report = with_blocks(prune_report(r.analysis, r.after, r.removed, r.scores, compensation=r.compensation),
+                         deep.original, deep.blocks, deep.after_blocks)
+    report.update(block_importance=deep.importance, depth_choice=deep.choice)
+    return r.model, r.plan, report
 
 
 def recover(original: ModelSource, pruned: ModelSource, calibration: Calibration | str,
@@ -100,12 +128,17 @@ def drop_blocks(model: ModelSource, n: int, calibration: Calibration | str | Non
     least, measured in onnxruntime on `provider` over the calibration inputs (an .npz, or a Calibration of one;
     else random inputs at input_shapes); returns (model, plan, report). With n=0, or no removable block, the
     model comes back unchanged; apply_plan replays the plan."""
-    path = calibration.path if isinstance(calibration, Calibration) else calibration
-    if path is not None and Path(path).is_dir():
-        raise OnnxPruneError(f"{path}: drop_blocks measures on an .npz of inputs; a folder of .npy files is not read")
-    inputs = Inputs(shapes=input_shapes, data=str(path) if path is not None else None)
+    inputs = _measured_on(calibration, input_shapes)
     r, measured = depth_prune(prepare(model), model, n, inputs=inputs, input_shapes=input_shapes, provider=provider,
                               allow_noop=True)
     report = prune_report(r.analysis, r.after, r.removed)
     report.update(blocks_removed=r.plan["blocks_removed"], block_importance=measured)
     return r.model, r.plan, report
+
+
+def _measured_on(calibration: Calibration | str | None, input_shapes: Shapes) -> Inputs:
+    """Where blocks are measured: the calibration .npz, else random inputs at input_shapes."""
+    path = calibration.path if isinstance(calibration, Calibration) else calibration
+    if path is not None and Path(path).is_dir():
+        raise OnnxPruneError(f"{path}: depth pruning measures on an .npz of inputs; a folder of .npy files is not read")
+    return Inputs(shapes=input_shapes, data=str(path) if path is not None else None)

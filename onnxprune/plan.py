@@ -157,6 +157,21 @@ def check_depth_plan(plan: Plan, sha256: str) -> list[str]:
         raise OnnxPruneError("plan 'blocks_removed' must be a list of residual block ids")
     if len(set(ids)) != len(ids):
         raise OnnxPruneError("plan 'blocks_removed' lists a block twice")
-    if plan.get("groups"):
-        raise OnnxPruneError("the plan removes blocks and channels: depth and width together are not supported yet")
+    if plan.get("groups") and not isinstance(plan.get("after_blocks_sha256"), str):
+        raise OnnxPruneError("the plan removes blocks and channels but not on which model the channels are counted "
+                             "('after_blocks_sha256': the model without its blocks)")
     return ids
+
+
+def join_plans(sha256: str, blocks_removed: list[str], channels: Plan) -> Plan:
+    """One plan for blocks then channels: the channel plan's groups are of the model without the blocks, whose hash
+    it records as 'after_blocks_sha256'."""
+    head = {k: v for k, v in channels.items() if k not in ("format", "model_sha256", "groups")}
+    return {"format": FORMAT, "model_sha256": sha256, "blocks_removed": list(blocks_removed),
+            "after_blocks_sha256": channels["model_sha256"], **head, "groups": channels["groups"]}
+
+
+def channel_part(plan: Plan) -> Plan:
+    """The channel plan of a joint plan, for the model without its blocks."""
+    rest = {k: v for k, v in plan.items() if k not in ("blocks_removed", "after_blocks_sha256", "model_sha256")}
+    return {"model_sha256": plan["after_blocks_sha256"], **rest}

@@ -233,11 +233,28 @@ def blocks_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def with_blocks(report: dict, original: "Analysis", blocks: list[str], after_blocks) -> dict:
+    """A prune report of channels removed from a model without its residual blocks, counted from the original:
+    totals before are the original's, and the cost after the blocks alone is kept (params/macs_after_blocks)."""
+    t, before = report["total"], original.cost
+    t.update(params_before=before.params, macs_before=before.macs, params_after_blocks=after_blocks.params,
+             macs_after_blocks=after_blocks.macs,
+             params_removed=round(1 - t["params_after"] / max(before.params, 1), 6),
+             macs_removed=round(1 - t["macs_after"] / max(before.macs, 1), 6))
+    report.update(model_sha256=original.sha256, blocks_removed=list(blocks))
+    return report
+
+
 def depth_lines(report: dict) -> str:
-    """What prune prints for a depth prune: blocks removed, totals, then each measured block's importance."""
-    gone = report.get("blocks_removed", [])
-    lines = [f"removed {_count(len(gone), 'residual block')}" + (": " + ", ".join(gone) if gone else "")]
-    lines += summary(report).splitlines()[1:]  # parameters, MACs, file size
+    """What prune prints for a depth prune: blocks removed (and channels), totals, each measured block's importance,
+    and with --depth every candidate measured."""
+    gone, t = report.get("blocks_removed", []), report["total"]
+    lines = [f"removed {_count(len(gone), 'residual block')}: " + ", ".join(gone) if gone else
+             "removed no residual block"]
+    if gone and "macs_after_blocks" in t:
+        lines[0] += f" ({1 - t['macs_after_blocks'] / max(t['macs_before'], 1):.1%} of MACs)"
+    lines += summary(report).splitlines()[0 if t["channels_removed"] else 1:]  # channels, parameters, MACs, size
+    lines += choice_lines(report.get("depth_choice"))
     measured = report.get("block_importance")
     if not measured:
         return "\n".join(lines)
@@ -253,3 +270,20 @@ def depth_lines(report: dict) -> str:
         lines.append(f"  {r['id']:<{width}} {r['kind']:<9} {r['params']:>11,} {r.get('macs', 0):>15,} "
                      f"{r['importance']:>10.4g} {r['proxy']:>8.4g}{top1}" + ("  removed" if r["id"] in gone else ""))
     return "\n".join(lines)
+
+
+def choice_lines(choice: dict | None) -> list[str]:
+    """--depth: one line per candidate (blocks removed, then channels to the target), its loss, the one kept."""
+    if not choice:
+        return []
+    lines = [f"depth and width for {choice['target']}: each candidate's loss on {choice['inputs']} "
+             f"({choice['loss']})"]
+    for c in choice["candidates"]:
+        head = f"  {_count(c['blocks'], 'block'):<9}"
+        if "error" in c:
+            lines.append(f"{head} + channels: error: {c['error']}")
+            continue
+        what = "no channel" if c.get("blocks_alone") else f"channels to {c['width_target']}"
+        lines.append(f"{head} ({c['blocks_macs_removed']:6.1%} of MACs) + {what}: {c['macs_removed']:.1%} fewer MACs, "
+                     f"loss {c['loss']:.4f}" + ("  kept" if c["blocks"] == choice["kept"] else ""))
+    return lines

@@ -88,7 +88,7 @@ def test_a_zeroed_block_goes_first(tmp: Path) -> None:
 @pytest.mark.parametrize("model, flags, code, says", [
     (RESNET, ["--drop-blocks", "99"], 2, "the model has 5 removable residual blocks"),
     (RESNET, ["--drop-blocks", "0"], 4, "removes no block"),
-    (RESNET, ["--drop-blocks", "1", "--allocate", "sensitivity"], 2, "depth and width together"),
+    (RESNET, ["--drop-blocks", "1", "--allocate", "sensitivity"], 2, "--drop-blocks N alone removes no channel"),
     (LENET, ["--drop-blocks", "1"], 4, "no residual block"),
 ])
 def test_refusals(tmp: Path, model: Path, flags: list[str], code: int, says: str) -> None:

@@ -7,19 +7,21 @@ import json
 from pathlib import Path
 
 from ..analysis.builder import PRODUCER
-from ..api import default_options, replay_options, run_pipeline, sensitivity_allocation, speed_search
+from ..api import Pruned, default_options, replay_options, run_pipeline, sensitivity_allocation, speed_search
 from ..calibration import Calibration
 from ..errors import NothingToDo, OnnxPruneError
 from ..runtime.providers import KERNEL_MULTIPLE, likely_provider
 from ..loading import prepare, save_model
-from ..plan import calibration_differences, calibration_record, is_depth_plan, load_plan, with_calibration
-from ..report import depth_lines, group_lines, prune_report, summary
+from ..plan import calibration_differences, calibration_record, load_plan, with_calibration
+from ..report import depth_lines, group_lines, prune_report, summary, with_blocks
 from ..scoring import CRITERIA
 from ..scoring.score import AGGREGATE, DATA_CRITERIA
 from ..search.depth import depth_prune
+from ..search.depth_width import Deep, Goal, Setting, choose_depth, deepen, depth_mode, replay, with_target
 from ..search.plots import plot_allocation, pyplot
 from ..search.stopwatch import SpeedTarget
 from ..selection import Selection
+from ..selection.select import rounding_step
 from ..selection.overrides import load_overrides
 from ..validation.bench import bench, bench_lines
 from ..validation.smoke import smoke_check
@@ -37,7 +39,7 @@ def add_parser(sub) -> None:
     r = sub.add_parser("prune", help="remove channels and write a smaller model")
     r.add_argument("model")
     r.add_argument("-o", "--output", required=True, help="where to write the pruned model")
-    how = r.add_mutually_exclusive_group(required=True)
+    how = r.add_mutually_exclusive_group()  # one of them, or --drop-blocks (checked in _depth_mode)
     how.add_argument("--plan", metavar="PLAN.json", help="replay this plan exactly")
     how.add_argument("--ratio", type=float, help="fraction of channels to remove from every prunable group")
     how.add_argument("--target-macs", type=float, metavar="F", help="fraction of MACs to remove (channels of all groups "
@@ -49,9 +51,17 @@ def add_parser(sub) -> None:
                      "--allocate sensitivity|iterative, a per-group latency model, corrected by timing)")
     how.add_argument("--target-latency", type=float, metavar="MS", help="median latency to reach, in ms, measured "
                      "as for --target-speedup")
-    how.add_argument("--drop-blocks", type=int, metavar="N", help="depth pruning: remove the N residual blocks "
-                     "(x + f(x) -> x) whose removal alone changes the outputs least, measured on the --calib .npz "
-                     "(else --data, else random inputs at --shape); analyze --blocks lists the blocks")
+    d = r.add_argument_group("depth pruning: whole residual blocks (x + f(x) -> x; analyze --blocks lists them)")
+    d.add_argument("--drop-blocks", type=int, metavar="N", help="remove the N residual blocks whose removal alone "
+                   "changes the outputs least, measured on the --calib .npz (else --data, else random inputs at "
+                   "--shape); alone, or then channels of what is left by --ratio or a target (a target counts against "
+                   "the original)")
+    d.add_argument("--depth", action="store_true", help="with --target-macs/-params/-speedup/-latency: choose "
+                   "between blocks and channels: k = 0, 1, 2... of the least important blocks removed, each completed "
+                   "to the target by channels, measured as --drop-blocks measures; the least loss (counted as "
+                   "--allocate sensitivity counts it) is kept")
+    d.add_argument("--max-blocks", type=int, metavar="N", help="with --depth: try at most N blocks removed "
+                   "(default: until the blocks alone meet the target or none is left)")
     r.add_argument("--criterion", default="l1", choices=CRITERIA, help=CRITERION_HELP + "; activation: mean "
                    "|activation| on --calib data; wanda: input norm x consumer |weight| on --calib data; flap: input "
                    "fluctuation x consumer weight^2 on --calib data, its mean folded into the bias; lasso: LASSO "
@@ -166,8 +176,8 @@ def _say_what_was_left(analysis, removed: dict, sel: Selection | None, args, rep
     _say_what_was_emptied(prunable, removed, sel)
     whole = [g for g in prunable if g.id not in removed]
     if removed and whole:
-        small = sum(g.channels <= (sel.round_to if sel else 1) for g in whole)
-        why = f"; {small} have at most --round-to {sel.round_to} channels" if sel and sel.round_to > 1 and small else ""
+        small = sum(g.channels <= rounding_step(sel, analysis.unit_width(g)) for g in whole) if sel else 0
+        why = f"; {small} are no wider than one --round-to {sel.round_to} step" if sel and sel.round_to > 1 and small else ""
         progress(f"{len(whole)} of {len(prunable)} prunable groups kept whole (guards, rounding or "
                   f"exclusions{why})")
     if removed or args.allow_noop:
@@ -202,9 +212,8 @@ def run(args: argparse.Namespace) -> int:
     if args.time_budget <= 0:
         raise OnnxPruneError(f"--time-budget {args.time_budget:g}: give a positive number of seconds (or --no-time)")
     plan = load_plan(args.plan) if args.plan else None
-    depth = args.drop_blocks is not None or (plan is not None and is_depth_plan(plan))
-    if depth:
-        _depth_alone(args)
+    mode = _depth_mode(args, plan)
+    depth = mode == "blocks"  # blocks alone; "both" and "choose" remove blocks, then channels
     rounding = None if plan or depth else _rounding(args)
     _say_what_is_ignored(args, plan)
     selection = None if plan or depth else _selection(args)
@@ -232,7 +241,7 @@ def run(args: argparse.Namespace) -> int:
     prep = prepare(args.model)
     check_blocks(tasks, [t.name for t in prep.graph.outputs])
     progress(f"analyzing {len(prep.graph.nodes)} nodes, " + (f"replaying {args.plan}" if plan else
-                                                              "measuring residual blocks" if depth else
+                                                              "measuring residual blocks" if mode != "width" else
                                                               f"scoring by {args.criterion}, rewriting"))
     calibration = Calibration(args.calib, args.calib_samples, points=args.calib_points, seed=args.seed,
                               mask=args.calib_mask) if args.calib else None
@@ -241,32 +250,24 @@ def run(args: argparse.Namespace) -> int:
         progress(f"calibration: padding positions where '{masked}' is 0 are left out of every statistic and fit"
                  if masked else "calibration: no padding mask (every position counts)")
     record = None
-    if calibration is not None and not depth and merge.compensate not in ("reconstruct", "mean") and \
+    if calibration is not None and mode == "width" and merge.compensate not in ("reconstruct", "mean") and \
             (plan or args.criterion not in DATA_CRITERIA) and args.allocate == "score" and not args.recover:
         warn(f"--calib is read only by --criterion {'/'.join(DATA_CRITERIA)}, --reconstruct, --compensate mean and "
              "--recover; it is ignored here")
     elif calibration is not None:
         record = _calibration_record(calibration, plan)
-    allocation, measured_loss, speed = None, None, None
-    if args.allocate in ("sensitivity", "iterative") and plan is None:
-        selection, allocation, measured_loss = _allocate(args, selection, merge, calibration, shapes, tasks)
-        speed = allocation.pop("speed_target", None)
-    depth_record = None
+    depth_record, deep = None, None
     if depth:
         r, depth_record = _depth(args, prep, plan, shapes, tasks)
-    elif plan is None and allocation is None and (args.target_speedup is not None or args.target_latency is not None):
-        r, speed = _speed_search(args, selection, merge, calibration, shapes)
+    elif mode != "width":
+        deep = _depth_width(args, mode, prep, plan, selection, merge, calibration, shapes, tasks)
+        r, depth_record = deep.pruned, deep.importance
     else:
-        r = run_pipeline(prep, shapes, plan, args.criterion, selection, args.include_consumers, args.aggregate,
-                         args.seed, merge, calibration, args.provider, progress)
-    if allocation is not None:
-        allocation["measured_loss"] = round(measured_loss(r.model), 6)
-        r.plan["allocation"] = allocation
-    if speed is not None:
-        r.plan["speed_target"] = speed
+        r = _width(args, args.model, prep, plan, selection, merge, calibration, shapes, tasks)
+    allocation, speed = (None, None) if plan else (r.plan.get("allocation"), r.plan.get("speed_target"))
     if record is not None and plan is None:
         r.plan = with_calibration(r.plan, record)
-    if not depth:
+    if mode == "width" or (deep is not None and r.removed):
         _say_what_was_left(r.analysis, r.removed, selection, args, plan is not None)
     recovery = _recover(args, r, calibration, plan) if args.recover else None
     dims = r.analysis.cost.input_dims
@@ -298,19 +299,19 @@ def run(args: argparse.Namespace) -> int:
                                             args.time_budget)
 
     extras = {"calibration": record, "allocation": allocation, "speed_target": speed, "recovery": recovery,
-              "blocks_removed": r.plan["blocks_removed"] if depth else None, "block_importance": depth_record}
+              "blocks_removed": r.plan["blocks_removed"] if depth else None, "block_importance": depth_record,
+              "depth_choice": deep.choice if deep else None}
     try:
         written = save_model(r.model, args.output, external_data=prep.external_data or None, verify=verify)
     except GateFailed:  # below the bar: the figures and the report still, the model not
-        _failed_gate(args, prune_report(r.analysis, r.after, r.removed, r.scores, None, r.compensation), extras,
-                     checks)
+        _failed_gate(args, _report(r, deep, None), extras, checks)
         raise
     sizes = (sum(p.stat().st_size for p in prep.files), sum(Path(p).stat().st_size for p in written))
-    report = prune_report(r.analysis, r.after, r.removed, r.scores, sizes, r.compensation)
+    report = _report(r, deep, sizes)
     report.update({k: v for k, v in extras.items() if v is not None})
     if rounding is not None:
         report["rounding"] = rounding
-    print(depth_lines(report) if depth else summary(report))
+    print(depth_lines(report) if depth or deep else summary(report))
     if rounding is not None:
         print(f"rounding: kept channel counts are multiples of {rounding['round_to']} ({rounding['why']})")
     if "speed" in checks:
@@ -370,35 +371,89 @@ def _recover(args: argparse.Namespace, r, calibration: Calibration | None, plan:
     return record
 
 
-DEPTH_ALONE = (("--criterion", "criterion", "l1"), ("--allocate", "allocate", "score"), ("--global", "global_rank", False),
-               ("--round-to", "round_to", None), ("--min-channels", "min_channels", 1), ("--max-ratio", "max_ratio", 1.0),
-               ("--exclude", "exclude", None), ("--overrides", "overrides", None), ("--plot", "plot", None),
-               ("--reconstruct", "reconstruct", None), ("--include-consumers", "include_consumers", False),
-               *((f"--{k.replace('_', '-')}", k, None) for k in MERGE_FLAGS))
+CHANNEL_FLAGS = (("--criterion", "criterion", "l1"), ("--allocate", "allocate", "score"),
+                 ("--global", "global_rank", False), ("--round-to", "round_to", None),
+                 ("--min-channels", "min_channels", 1),
+                 ("--max-ratio", "max_ratio", 1.0), ("--exclude", "exclude", None), ("--overrides", "overrides", None),
+                 ("--reconstruct", "reconstruct", None), ("--include-consumers", "include_consumers", False),
+                 *((f"--{k.replace('_', '-')}", k, None) for k in MERGE_FLAGS))
+WIDTHS = (("--ratio", "ratio"), ("--target-macs", "target_macs"), ("--target-params", "target_params"),
+          ("--target-speedup", "target_speedup"), ("--target-latency", "target_latency"))
 
 
-def _depth_alone(args: argparse.Namespace) -> None:
-    """Depth pruning does not mix with the channel flags yet: refuse the first one given."""
-    given = [flag for flag, key, default in DEPTH_ALONE if getattr(args, key) != default]
-    if given:
-        raise OnnxPruneError(f"{given[0]} is a channel-pruning option, and --drop-blocks (or a plan with "
-                             "'blocks_removed') removes whole residual blocks: depth and width together are not "
-                             "supported yet")
+def _depth_mode(args: argparse.Namespace, plan: dict | None) -> str:
+    """'width', 'blocks' (alone), 'both' (blocks, then channels) or 'choose' (--depth); refuse what cannot combine."""
+    return depth_mode(plan, args.drop_blocks, args.depth, args.max_blocks,
+                      [flag for flag, key in WIDTHS if getattr(args, key) is not None],
+                      [flag for flag, key, default in CHANNEL_FLAGS if getattr(args, key) != default])
 
 
 def _depth(args: argparse.Namespace, prep, plan: dict | None, shapes, tasks):
     """--drop-blocks N: measure each removable block alone on --calib (.npz), else --data, else random inputs, and
     remove the N least important; or replay a plan's blocks_removed."""
-    data = args.calib if args.calib and Path(args.calib).suffix == ".npz" else args.data
-    if args.calib and data != args.calib and plan is None and not args.recover:
+    inputs = _depth_inputs(args, shapes)
+    if args.calib and inputs.data != args.calib and plan is None and not args.recover:
         warn("--drop-blocks measures on an .npz: the --calib folder is read only by --recover; it is ignored here")
-    inputs = Inputs(shapes=shapes, data=data, batch=args.batch_size, random_batches=args.random_batches,
-                    seed=args.seed)
     return depth_prune(prep, args.model, args.drop_blocks, plan, inputs, shapes, args.provider, args.threads, tasks,
                        args.allow_noop, progress, warn)
 
 
-def _allocate(args: argparse.Namespace, selection: Selection, merge, calibration, shapes, tasks):
+def _depth_width(args: argparse.Namespace, mode: str, prep, plan: dict | None, selection: Selection | None, merge,
+                 calibration, shapes, tasks) -> Deep:
+    """Blocks, then channels: a joint plan replayed, --drop-blocks N with a width option, or --depth's choice."""
+    if plan is not None:
+        return replay(prep, args.model, plan, shapes, lambda m, p: run_pipeline(
+            prepare(m), shapes, p, args.criterion, None, args.include_consumers, args.aggregate, args.seed, merge,
+            calibration, args.provider, progress))
+
+    def width(path: str, asked: dict) -> Pruned:
+        given = argparse.Namespace(**{**vars(args), **asked})
+        return _width(given, path, prepare(path), None, with_target(selection, asked), merge, calibration, shapes,
+                      tasks)
+
+    setting = Setting(_depth_inputs(args, shapes, labels=True), shapes, args.provider, args.threads, tasks, progress,
+                      warn)
+    goal = Goal(args.target_macs, args.target_params, _speed_target(args))
+    if mode == "choose":
+        return choose_depth(prep, args.model, goal, width, setting, args.max_blocks)
+    return deepen(prep, args.model, args.drop_blocks, goal, width, setting)
+
+
+def _depth_inputs(args: argparse.Namespace, shapes, labels: bool = False) -> Inputs:
+    """Where blocks are measured: the --calib .npz, else --data (with --labels if asked), else random inputs."""
+    data = args.calib if args.calib and Path(args.calib).suffix == ".npz" else args.data
+    return Inputs(shapes=shapes, data=data, labels=args.labels if labels and data and data == args.data else None,
+                  batch=args.batch_size, random_batches=args.random_batches, seed=args.seed)
+
+
+def _width(args: argparse.Namespace, source: str, prep, plan: dict | None, selection: Selection | None, merge,
+           calibration, shapes, tasks) -> Pruned:
+    """The channel step on `source` (the model, or it without blocks): replay, allocation, speed search or one pass;
+    its plan records the allocation and the speed search."""
+    allocation, measured_loss, speed = None, None, None
+    if args.allocate in ("sensitivity", "iterative") and plan is None:
+        selection, allocation, measured_loss = _allocate(args, source, selection, merge, calibration, shapes, tasks)
+        speed = allocation.pop("speed_target", None)
+    if plan is None and allocation is None and (args.target_speedup is not None or args.target_latency is not None):
+        r, speed = _speed_search(args, source, selection, merge, calibration, shapes)
+    else:
+        r = run_pipeline(prep, shapes, plan, args.criterion, selection, args.include_consumers, args.aggregate,
+                         args.seed, merge, calibration, args.provider, progress)
+    if allocation is not None:
+        allocation["measured_loss"] = round(measured_loss(r.model), 6)
+        r.plan["allocation"] = allocation
+    if speed is not None:
+        r.plan["speed_target"] = speed
+    return r
+
+
+def _report(r: Pruned, deep: Deep | None, sizes: tuple[int, int] | None) -> dict:
+    """The prune report; after blocks, counted from the original."""
+    report = prune_report(r.analysis, r.after, r.removed, r.scores, sizes, r.compensation)
+    return with_blocks(report, deep.original, deep.blocks, deep.after_blocks) if deep else report
+
+
+def _allocate(args: argparse.Namespace, source: str, selection: Selection, merge, calibration, shapes, tasks):
     """--allocate sensitivity: measure each group's curve on the --calib inputs (else --data), then allocate."""
     if selection.target_macs is None and selection.target_params is None:
         raise OnnxPruneError(f"--allocate {args.allocate} needs --target-macs, --target-params, --target-speedup "
@@ -415,7 +470,7 @@ def _allocate(args: argparse.Namespace, selection: Selection, merge, calibration
     ratios = tuple(float(x) for x in args.sensitivity_ratios.split(","))
     if args.allocate == "sensitivity":
         progress(f"measuring each group's sensitivity at {args.sensitivity_ratios} on {data or 'random inputs'}")
-    return sensitivity_allocation(args.model, selection, args.criterion, inputs, merge, calibration,
+    return sensitivity_allocation(source, selection, args.criterion, inputs, merge, calibration,
                                   args.provider, args.jobs, args.ray, ratios, progress,
                                   "iterative" if args.allocate == "iterative" else "curves", _speed_target(args),
                                   tasks)
@@ -432,9 +487,9 @@ def _speed_target(args: argparse.Namespace) -> SpeedTarget | None:
                        args.threads, max(args.warmup, 3), max(args.runs, 20), shares)
 
 
-def _speed_search(args: argparse.Namespace, selection: Selection, merge, calibration, shapes):
+def _speed_search(args: argparse.Namespace, source: str, selection: Selection, merge, calibration, shapes):
     """--target-speedup / --target-latency: bisect the MAC target, pruning and timing against the original."""
-    return speed_search(args.model, selection, args.target_speedup, args.target_latency, args.criterion, merge,
+    return speed_search(source, selection, args.target_speedup, args.target_latency, args.criterion, merge,
                         calibration, shapes, args.provider, (parse_batches(args.batch) or (None,))[0], args.threads,
                         max(args.warmup, 3), max(args.runs, 20), args.include_consumers, args.aggregate, args.seed,
                         progress)

@@ -28,6 +28,10 @@ AGREEMENTS = ("top1_agreement", "neighbour_agreement")
 Progress = Callable[[str], None]
 
 
+class NotTogether(OnnxPruneError):
+    """Fewer blocks than asked can be removed together (the others lie inside the chosen ones)."""
+
+
 def _quiet(_: str) -> None:
     """No progress lines."""
 
@@ -128,7 +132,7 @@ def drop_blocks(model: ModelSource, n: int, importance: list[dict],
         if not any(row["id"] in inner[c] for c in chosen):
             chosen = [c for c in chosen if c not in inner[row["id"]]] + [row["id"]]
     if len(chosen) < n:
-        raise OnnxPruneError(f"cannot remove {n} residual blocks: only {len(chosen)} of the {len(importance)} "
+        raise NotTogether(f"cannot remove {n} residual blocks: only {len(chosen)} of the {len(importance)} "
                              "measured can go together (the others lie inside them)")
     ids = sorted(chosen, key=order.__getitem__)
     return remove_blocks(model, ids, input_shapes), ids
@@ -139,7 +143,7 @@ def check_count(n: int, blocks: list[ResidualBlock], allow_noop: bool = False) -
     allow_noop) is NothingToDo, as is a model with no removable block."""
     removable = [b for b in blocks if b.removable]
     if n < 0:
-        raise OnnxPruneError(f"--drop-blocks {n}: the number of blocks to remove must be 0 or more")
+        check_range(n, blocks)
     noop = None
     if n == 0:
         noop = "--drop-blocks 0 removes no block"
@@ -151,8 +155,16 @@ def check_count(n: int, blocks: list[ResidualBlock], allow_noop: bool = False) -
         if allow_noop:
             return 0
         raise NothingToDo(f"nothing to prune: {noop}; --allow-noop writes the model anyway")
-    if n > len(removable):
-        raise OnnxPruneError(f"--drop-blocks {n}: the model has {len(removable)} removable residual blocks "
+    return check_range(n, blocks)
+
+
+def check_range(n: int, blocks: list[ResidualBlock]) -> int:
+    """n, refused when negative or over the removable blocks."""
+    removable = sum(b.removable for b in blocks)
+    if n < 0:
+        raise OnnxPruneError(f"--drop-blocks {n}: the number of blocks to remove must be 0 or more")
+    if n > removable:
+        raise OnnxPruneError(f"--drop-blocks {n}: the model has {removable} removable residual blocks "
                              f"(of {len(blocks)}; analyze --blocks lists them)")
     return n
 
@@ -181,15 +193,25 @@ def depth_prune(prep: Prepared, model: ModelSource, n: int | None = None, plan: 
     else:
         blocks = graph_blocks(prep, input_shapes)
         n = check_count(n or 0, blocks, allow_noop)
-        if n and not (inputs and inputs.data) and warn is not None:
-            warn("--drop-blocks measures block importance on random inputs (no --calib .npz or --data): the "
-                 "ranking says little about real inputs")
-        rows = block_importance(model, blocks, inputs, provider, threads, tasks, input_shapes, progress) if n else []
-        macs = {b.id: block_macs(analysis, b) for b in blocks}
-        for r in rows:
-            r["macs"] = macs[r["id"]]
+        rows = importance_rows(model, analysis, blocks, inputs, input_shapes, provider, threads, tasks, progress,
+                               warn) if n else []
         pruned, ids = drop_blocks(model, n, rows, input_shapes)
         measured = {"inputs": describe(inputs), "blocks": rows} if n else None
     after = count_model_cost(pruned, input_shapes)
     result = Pruned(pruned, make_depth_plan(analysis.sha256, ids), {}, None, analysis, after, None)
     return result, measured
+
+
+def importance_rows(model: ModelSource, analysis, blocks: list[ResidualBlock], inputs: Inputs | None = None,
+                    input_shapes: Shapes = None, provider: str = "auto", threads: int | None = None,
+                    tasks: TaskOptions | None = None, progress: Progress | None = None,
+                    warn: Progress | None = None) -> list[dict]:
+    """block_importance with each row's branch MACs (at the analysis's shapes); a warning on random inputs."""
+    if not (inputs and inputs.data) and warn is not None:
+        warn("block importance is measured on random inputs (no --calib .npz or --data): the ranking says little "
+             "about real inputs")
+    rows = block_importance(model, blocks, inputs, provider, threads, tasks, input_shapes, progress)
+    macs = {b.id: block_macs(analysis, b) for b in blocks}
+    for r in rows:
+        r["macs"] = macs[r["id"]]
+    return rows
