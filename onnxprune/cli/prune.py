@@ -239,6 +239,9 @@ def run(args: argparse.Namespace) -> int:
     batches = parse_batches(args.batch)
     progress("loading")
     prep = prepare(args.model)
+    if args.recover and prep.quantized:  # said before the prune, not after it
+        raise OnnxPruneError("recovery tunes float weights, and this model is quantized: recover the float model, "
+                             "then quantize it (docs/guide/formats.md)")
     check_blocks(tasks, [t.name for t in prep.graph.outputs])
     progress(f"analyzing {len(prep.graph.nodes)} nodes, " + (f"replaying {args.plan}" if plan else
                                                               "measuring residual blocks" if mode != "width" else
