@@ -208,6 +208,17 @@ def test_prune_a_qdq_model_from_the_cli_with_a_re_fit_and_replay_it(qdq, tmp: Pa
     assert again.read_bytes() == out.read_bytes()
 
 
+def test_the_python_api_prunes_quantized_models_with_a_data_criterion(qdq) -> None:
+    """onnxprune.prune on dynamic int8 and 4-bit copies, wanda on calibration inputs: integer ops in, integer ops out."""
+    from onnxprune import prune
+    calib = ROOT / "models/fashion/calib256.npz"
+    model, plan, report = prune(qdq["vgg_dynamic"], ratio=0.3, criterion="wanda", calibration=str(calib))
+    assert report["total"]["requantized"]["dynamic"] == 6 and report["total"]["macs_removed"] > 0.2
+    assert sum(n.op_type in ("ConvInteger", "MatMulInteger") for n in model.graph.node) == 6
+    again = apply_plan(qdq["vgg_dynamic"], plan)
+    assert again.SerializeToString() == model.SerializeToString()
+
+
 def test_analyze_says_the_model_is_quantized(qdq, tmp: Path) -> None:
     r = cli("analyze", str(qdq["resnet18"]), "--json", str(tmp / "a.json"), quiet=False)
     assert r.returncode == 0, r.stderr
