@@ -19,6 +19,7 @@ import onnx_graphsurgeon as gs
 from onnx import numpy_helper
 
 from ..errors import OnnxPruneError
+from .names import fresh
 
 INTEGER_TYPES = (np.int8, np.uint8, np.int16, np.uint16, np.int32)
 
@@ -199,11 +200,7 @@ class Names:
 
     def fresh(self, base: str) -> str:
         """`base` if free, else base_2, base_3..."""
-        name, k = base, 2
-        while name in self.taken:
-            name, k = f"{base}_{k}", k + 1
-        self.taken.add(name)
-        return name
+        return fresh(base, self.taken)
 
 
 def restore_weights(model: onnx.ModelProto, targets: dict[str, tuple[QuantizedWeight, np.ndarray | None]]

@@ -14,6 +14,7 @@ from ..errors import OnnxPruneError
 from ..graph.shapes import skeleton_model
 from ..analysis.builder import PRODUCER
 from ..graph.dynamic_int8 import IntegerOp
+from ..graph.names import fresh
 from ..graph.nbits import NBitsOp
 from ..graph.quantized import QuantizedWeight
 from ..loading import Prepared, Targets, export, target_key
@@ -40,11 +41,7 @@ class Rewriter:
 
     def fresh_name(self, base: str) -> str:
         """A tensor name not yet in the graph, made from `base`."""
-        name, k = base, 2
-        while name in self.names:
-            name, k = f"{base}_{k}", k + 1
-        self.names.add(name)
-        return name
+        return fresh(base, self.names)
 
     def set_input(self, node: gs.Node, index: int, values: np.ndarray) -> None:
         """Give this node alone a new constant input (shape constants may be shared with other nodes)."""
