@@ -107,9 +107,10 @@ def prune(model: ModelSource, ratio: float | None = None, criterion: str = "l1",
 def recover(original: ModelSource, pruned: ModelSource, calibration: Calibration | str,
             progress: Callable[[str], None] | None = None, **settings: Any) -> tuple[onnx.ModelProto, dict]:
     """Tune a pruned model's remaining weights so it reproduces the original on calibration inputs (block-wise
-    distillation, Adam on MSE, padding positions left out, a held-out guard per block); returns (the model,
-    differing from `pruned` only in initializer values, and the record). Settings: epochs, lr, end_to_end,
-    batch, hold_out, seed, device, threads. Needs PyTorch (onnxprune[recover])."""
+    distillation, Adam, padding positions left out, a held-out guard per block); returns (the model, differing
+    from `pruned` only in initializer values, and the record). Settings: epochs, lr, loss (mse, normalized,
+    cosine), end_to_end, end_to_end_loss, end_to_end_lr, batch, hold_out, seed, device, threads. Needs PyTorch
+    (onnxprune[recover])."""
     from .loading import read_model
     from .recovery.run import recover_from, teacher_of
 

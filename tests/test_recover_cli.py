@@ -50,7 +50,7 @@ def test_prune_recover_changes_only_initializer_values(tmp_path: Path) -> None:
     assert _same_but_initializer_values(onnx.load(plain), onnx.load(recovered))
     rec = json.loads((tmp_path / "rep.json").read_text())["recovery"]
     assert rec["blocks"] and rec["samples"]["train"] + rec["samples"]["held_out"] == 24
-    assert all(b["held_out_mse_after"] < b["held_out_mse_before"] or b["kept"] != "recovered"
+    assert all(b["held_out_loss_after"] < b["held_out_loss_before"] or b["kept"] != "recovered"
                for b in rec["blocks"])  # the guard
     assert "recovery: " in r.stdout and "group 1/" in r.stderr
     plan = json.loads((tmp_path / "plan.json").read_text())
@@ -84,6 +84,22 @@ def test_recover_command(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "rec.json").read_text())["blocks"]
     r = cli("recover", str(model), str(pruned), "-o", str(pruned), "--calib", str(data))
     assert r.returncode == 2 and "never overwritten" in r.stderr and sha(pruned) == before[1]
+
+
+def test_recover_command_takes_the_loss_flags(tmp_path: Path) -> None:
+    model, data = _model_and_data(tmp_path)
+    pruned, out = tmp_path / "p.onnx", tmp_path / "r.onnx"
+    assert cli("prune", str(model), "-o", str(pruned), "--ratio", "0.5").returncode == 0
+    r = cli("recover", str(model), str(pruned), "-o", str(out), "--calib", str(data), *FAST, "--recover-loss",
+            "normalized", "--recover-end-to-end", "1", "--recover-end-to-end-lr", "1e-4", "--report",
+            str(tmp_path / "rec.json"), quiet=False)
+    assert r.returncode == 0, r.stderr
+    rec = json.loads((tmp_path / "rec.json").read_text())
+    assert rec["settings"]["loss"] == "normalized" and rec["settings"]["end_to_end_lr"] == 1e-4
+    assert rec["settings"]["end_to_end_loss"] == "cosine" and rec["end_to_end"]["loss"] == "cosine"
+    assert all(b["loss"] == "normalized" for b in rec["blocks"]) and "held-out normalized loss" in r.stdout
+    r = cli("recover", str(model), str(pruned), "-o", str(out), "--calib", str(data), "--recover-loss", "l1")
+    assert r.returncode == 2 and "invalid choice" in r.stderr
 
 
 def test_recover_needs_calibration_data(tmp_path: Path) -> None:
@@ -130,6 +146,6 @@ def test_recover_every_family(tmp_path: Path, name: str) -> None:
     pruned, _, _ = onnxprune.prune(str(path), ratio=0.3, input_shapes=shapes)
     got, record = onnxprune.recover(str(path), pruned, str(tmp_path / "calib.npz"), epochs=1, batch=2)
     blocks = record["blocks"]
-    assert blocks and all(b["held_out_mse_after"] < b["held_out_mse_before"] or b["kept"] != "recovered"
+    assert blocks and all(b["held_out_loss_after"] < b["held_out_loss_before"] or b["kept"] != "recovered"
                           for b in blocks)
     assert _same_but_initializer_values(pruned, got) or all(b["kept"] != "recovered" for b in blocks)

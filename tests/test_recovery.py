@@ -17,7 +17,9 @@ import transformer_graphs
 from conftest import ROOT
 from onnxprune import prune
 from onnxprune.errors import OnnxPruneError
+from onnxprune.recovery import distill
 from onnxprune.recovery.distill import RecoverOptions, find_blocks, masked_sse, recover
+from onnxprune.recovery.losses import cosine_sum, feature_moments, feature_weights, loss_sum
 from onnxprune.recovery.torch_graph import TorchGraph
 
 RESTORED = "original weights (held-out error rose)"
@@ -110,8 +112,8 @@ def test_recovery_lowers_the_error_and_changes_only_initializer_values(bert, sam
     json.dumps(record)  # serialisable
     assert record["samples"] == {"train": 32, "held_out": 8} and record["end_to_end"] is None
     for b in record["blocks"]:
-        assert b["kept"] == "recovered" and b["held_out_mse_after"] < b["held_out_mse_before"]
-        assert b["train_mse_after"] < b["train_mse_before"]
+        assert b["kept"] == "recovered" and b["held_out_loss_after"] < b["held_out_loss_before"]
+        assert b["train_loss_after"] < b["train_loss_before"]
     block_lines = [line for line in lines if line.startswith("group ")]
     assert [line.split(" block ")[0] for line in block_lines] == ["group 1/2", "group 2/2"]
 
@@ -122,7 +124,7 @@ def test_end_to_end_epochs_are_recorded(bert, samples):
                         RecoverOptions(epochs=1, lr=1e-3, end_to_end=1, batch=4))
     e2e = record["end_to_end"]
     assert e2e["outputs"] == ["y"] and e2e["epochs"] == 1
-    assert e2e["kept"] == "recovered" or e2e["held_out_mse_after"] >= e2e["held_out_mse_before"]
+    assert e2e["kept"] == "recovered" or e2e["held_out_loss_after"] >= e2e["held_out_loss_before"]
 
 
 def test_guard_keeps_the_original_weights_when_the_held_out_error_rises(bert, samples):
@@ -131,7 +133,7 @@ def test_guard_keeps_the_original_weights_when_the_held_out_error_rises(bert, sa
     model, record = recover(original, pruned, {"x": calib}, RecoverOptions(epochs=1, lr=10.0, batch=4))
     assert record["blocks"]
     for b in record["blocks"]:
-        assert b["held_out_mse_after"] > b["held_out_mse_before"]  # lr=10 wrecks every block ...
+        assert b["held_out_loss_after"] > b["held_out_loss_before"]  # lr=10 wrecks every block ...
         assert b["kept"] == RESTORED  # ... so none of its weights are kept
     assert all(np.array_equal(a, weights(pruned)[k]) for k, a in weights(model).items())
     assert mse(model, original, test) <= mse(pruned, original, test)
@@ -192,6 +194,112 @@ def test_padded_positions_do_not_change_the_trained_weights():
     assert any(not np.array_equal(base[k], other[k]) for k in base)
 
 
+# -- losses --------------------------------------------------------------------
+def test_normalized_loss_is_blind_to_the_scale_of_one_feature():
+    target = torch.randn(3, 5, 6)
+    pred = target + 0.1 * torch.randn(3, 5, 6)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]])
+
+    def normalized(p: torch.Tensor, t: torch.Tensor) -> float:
+        weight = feature_weights(feature_moments(t, mask))
+        total, count = loss_sum("normalized", p, t, mask, weight)
+        return float(total) / count
+
+    scale = torch.ones(6)
+    scale[2] = 1000.0  # an outlier feature, as in a trained residual stream
+    assert normalized(pred * scale, target * scale) == pytest.approx(normalized(pred, target), rel=1e-4)
+    plain = [float(loss_sum("mse", p, t, mask, None)[0]) for p, t in ((pred, target), (pred * scale, target * scale))]
+    assert plain[1] > 100 * plain[0]  # the plain MSE is all outlier
+
+
+@pytest.mark.parametrize("kind", ["mse", "normalized", "cosine"])
+def test_padded_positions_never_enter_a_loss(kind):
+    pred, target = torch.randn(2, 4, 3), torch.randn(2, 4, 3)
+    mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 0]])
+    weight = feature_weights(feature_moments(target, mask))
+    total, count = loss_sum(kind, pred, target, mask, weight)
+    assert count == (5 if kind == "cosine" else 15)
+    wild = target.clone()
+    wild[mask == 0] = float("nan")
+    assert torch.equal(feature_weights(feature_moments(wild, mask)), weight)
+    assert torch.equal(loss_sum(kind, pred, wild, mask, weight)[0], total)
+
+
+def test_cosine_loss_reads_directions_only():
+    target = torch.randn(4, 8)
+    assert float(cosine_sum(3 * target, target, None)[0]) == pytest.approx(0, abs=1e-5)
+    assert float(cosine_sum(-target, target, None)[0]) == pytest.approx(8, rel=1e-5)  # 4 rows, 1 - (-1) each
+    assert cosine_sum(target, target, None)[1] == 4
+
+
+def test_recovery_trains_on_each_loss_and_records_it(bert, samples):
+    original, pruned = bert
+    calib, _ = samples
+    for kind in ("normalized", "cosine"):
+        _, record = recover(original, pruned, {"x": calib[:8]},
+                            RecoverOptions(epochs=1, lr=1e-3, batch=4, loss=kind, end_to_end=1))
+        assert all(b["loss"] == kind for b in record["blocks"]) and record["end_to_end"]["loss"] == "cosine"
+        for b in record["blocks"] + [record["end_to_end"]]:  # never worse, whatever the loss
+            assert b["kept"] != "recovered" or b["held_out_loss_after"] < b["held_out_loss_before"]
+
+
+# -- trimming padding ----------------------------------------------------------
+def mixing_model() -> onnx.ModelProto:
+    """y = x + mean over all positions of x: every position reads the padding, so trimming would change it."""
+    nodes = [helper.make_node("ReduceMean", ["x"], ["m"], name="mean", axes=[1], keepdims=1),
+             helper.make_node("MatMul", ["m", "w"], ["mw"], name="proj"),
+             helper.make_node("Add", ["x", "mw"], ["y"], name="add")]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", "T", 4]),
+              helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["N", "T"])]
+    w = numpy_helper.from_array(np.eye(4, dtype=np.float32), "w")
+    graph = helper.make_graph(nodes, "mixing", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT,
+                                                                                       ["N", "T", 4])], [w])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def fixed_length_model() -> onnx.ModelProto:
+    """y = reshape(reshape(x, [N, 20]) W, [N, 5, 4]): it runs at 5 positions only."""
+    nodes = [helper.make_node("Reshape", ["x", "flat"], ["f"], name="flatten"),
+             helper.make_node("MatMul", ["f", "w"], ["g"], name="proj"),
+             helper.make_node("Reshape", ["g", "back"], ["y"], name="unflatten")]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", "T", 4]),
+              helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["N", "T"])]
+    inits = [numpy_helper.from_array(np.eye(20, dtype=np.float32), "w"),
+             numpy_helper.from_array(np.array([0, 20], np.int64), "flat"),
+             numpy_helper.from_array(np.array([0, 5, 4], np.int64), "back")]
+    graph = helper.make_graph(nodes, "fixed", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT,
+                                                                                      ["N", 5, 4])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def ragged(n: int, t: int) -> tuple[np.ndarray, np.ndarray]:
+    """Samples of lengths 1..t with padding at the end."""
+    x = rng.standard_normal((n, t, 4)).astype(np.float32)
+    mask = (np.arange(t)[None] < rng.integers(1, t, n)[:, None]).astype(np.int64)
+    return x, mask
+
+
+def test_trimmed_padding_trains_as_the_full_length(monkeypatch):
+    original, pruned = token_model(8), token_model(4)
+    x, mask = ragged(12, 6)
+    options = RecoverOptions(epochs=2, lr=1e-2, batch=4, mask="attention_mask")
+    model, record = recover(original, pruned, {"x": x, "attention_mask": mask}, options)
+    assert record["trimmed_padding"]
+    monkeypatch.setattr(distill, "_trimmable", lambda *_: False)
+    full, record = recover(original, pruned, {"x": x, "attention_mask": mask}, options)
+    assert not record["trimmed_padding"]
+    for k, a in weights(full).items():
+        np.testing.assert_allclose(weights(model)[k], a, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("make", [mixing_model, fixed_length_model])
+def test_no_trimming_where_positions_read_the_padding(make):
+    x, mask = ragged(8, 5)
+    _, record = recover(make(), make(), {"x": x, "attention_mask": mask},
+                        RecoverOptions(epochs=1, batch=4, mask="attention_mask"))
+    assert not record["trimmed_padding"]
+
+
 # -- errors --------------------------------------------------------------------
 def test_user_errors_are_one_line(bert, samples):
     original, pruned = bert
@@ -201,6 +309,8 @@ def test_user_errors_are_one_line(bert, samples):
         recover(original, pruned, {"x": samples[0][:4]}, RecoverOptions(mask="attention_mask"))
     with pytest.raises(OnnxPruneError, match="no array for input 'x'"):
         recover(original, pruned, {"y": samples[0][:4]})
+    with pytest.raises(OnnxPruneError, match="unknown recovery loss 'l1'"):
+        recover(original, pruned, {"x": samples[0][:4]}, RecoverOptions(loss="l1"))
 
 
 def test_without_torch_recover_says_how_to_install():

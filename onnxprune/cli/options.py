@@ -178,6 +178,14 @@ def add_recover_flags(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     g.add_argument("--recover-lr", type=float, metavar="LR", help="Adam's learning rate (default 1e-3)")
     g.add_argument("--recover-end-to-end", type=int, metavar="N", help="then N epochs on the final outputs, all "
                    "blocks at once (default 0)")
+    g.add_argument("--recover-loss", choices=["mse", "normalized", "cosine"], help="the blocks' loss: mean squared "
+                   "error; normalized: each feature's squared error over the original's variance of it, so a few "
+                   "large outlier features cannot dominate; cosine: 1 - cosine per position (default mse)")
+    g.add_argument("--recover-end-to-end-loss", choices=["mse", "normalized", "cosine"], help="the end-to-end "
+                   "pass's loss on the final outputs (default cosine: the direction of each output row, what an "
+                   "embedding's neighbours read)")
+    g.add_argument("--recover-end-to-end-lr", type=float, metavar="LR", help="Adam's learning rate of the "
+                   "end-to-end pass (default: --recover-lr)")
     g.add_argument("--recover-batch", type=int, metavar="N", help="samples per step (default 16)")
     g.add_argument("--recover-hold-out", type=float, metavar="F", help="share of the samples held out to check "
                    "each block (default 0.2)")
@@ -187,7 +195,9 @@ def add_recover_flags(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
 
 
 RECOVER_FLAGS = {"recover_epochs": "epochs", "recover_lr": "lr", "recover_end_to_end": "end_to_end",
-                 "recover_batch": "batch", "recover_hold_out": "hold_out", "recover_device": "device"}
+                 "recover_loss": "loss", "recover_end_to_end_loss": "end_to_end_loss",
+                 "recover_end_to_end_lr": "end_to_end_lr", "recover_batch": "batch", "recover_hold_out": "hold_out",
+                 "recover_device": "device"}
 
 
 def recover_settings(args: argparse.Namespace, recorded: dict | None = None) -> dict:

@@ -1,9 +1,10 @@
 """Recovery by block-wise distillation: tune the pruned model's weights to reproduce the original.
 
 Block by block (see blocks.py), the pruned model runs from its own values at the block's start cut
-(computed with the blocks already recovered) and learns, with Adam on the mean squared error, the
-original's values at the block's end cut on unlabeled calibration samples. A held-out share of
-the samples guards every step: weights that do not lower its error are thrown away.
+(computed with the blocks already recovered) and learns, with Adam on a loss (losses.py: the mean
+squared error, normalised per feature or not, or the cosine), the original's values at the block's end
+cut on unlabeled calibration samples; then, if asked, every weight at once on the final outputs. A
+held-out share of the samples guards every step: weights that do not lower its error are thrown away.
 """
 from __future__ import annotations
 
@@ -18,11 +19,13 @@ from onnx import helper
 from ..errors import OnnxPruneError
 from ..runtime.feeds import check_data
 from .blocks import Block, Layout, find_blocks, graph_inputs, layout, static_batch
+from .losses import LOSSES, feature_moments, feature_weights, loss_sum, masked_sse
 from .torch_graph import NO_TORCH, TorchGraph, torch
 
 __all__ = ["Block", "RecoverOptions", "find_blocks", "masked_sse", "recover"]
 
 RECOVERED, RESTORED, UNTRAINED = "recovered", "original weights (held-out error rose)", "nothing to train"
+END_TO_END = "end to end"
 
 
 @dataclass
@@ -32,6 +35,9 @@ class RecoverOptions:
     epochs: int = 8  # passes over the training samples per block
     lr: float = 1e-3  # Adam learning rate
     end_to_end: int = 0  # extra epochs on the final outputs after the blocks (0: none)
+    loss: str = "mse"  # of the blocks: mse, normalized (per-feature variance), cosine (losses.LOSSES)
+    end_to_end_loss: str = "cosine"  # of the end-to-end pass on the final outputs
+    end_to_end_lr: float | None = None  # its Adam learning rate (None: lr)
     batch: int = 16
     hold_out: float = 0.2  # share of the samples held out for the never-worse guard (at least 1 sample)
     seed: int = 0
@@ -48,22 +54,7 @@ class _Stage:
     inputs: list[str]
     outputs: list[str]
     params: list[str]
-
-
-def masked_sse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, int]:
-    """Sum of squared errors and the element count, leaving out positions where a [N, T] mask is 0.
-
-    Only a tensor whose first two dims are the mask's is masked; others count whole.
-    """
-    if pred.shape != target.shape:
-        raise OnnxPruneError(f"recovery target has shape {list(target.shape)}, the pruned model computes "
-                             f"{list(pred.shape)}")
-    error = (pred.float() - target.float()) ** 2
-    if mask is None or pred.dim() < 2 or tuple(pred.shape[:2]) != tuple(mask.shape):
-        return error.sum(), error.numel()
-    keep = (mask != 0).reshape(*mask.shape, *[1] * (pred.dim() - 2)).expand_as(error)
-    # where, not a product: a padded position may hold inf or NaN
-    return torch.where(keep, error, torch.zeros((), dtype=error.dtype, device=error.device)).sum(), int(keep.sum())
+    loss: str = "mse"
 
 
 class _Samples:
@@ -78,11 +69,27 @@ class _Samples:
                        for k, a in arrays.items()}
         self.dtypes: dict[str, torch.dtype] = {}  # a stored tensor's type in the model (kept as float32)
         self.targets: dict[str, torch.Tensor] = {}
+        self.weights: dict[str, torch.Tensor] = {}  # 1 / each target feature's variance (the normalized loss)
+        self.length = arrays[mask].shape[-1] if mask is not None else 0  # positions per sample
+        self.trim = False  # run each pass on the positions up to its last real one only (see _trimmable)
+        self.axes: dict[str, list[int]] = {k: [1] for k, a in arrays.items()  # position axes of each tensor
+                                           if mask is not None and a.shape[:2] == arrays[mask].shape}
+
+    def span(self, idx: torch.Tensor) -> int:
+        """Positions up to the last real one among the runs `idx` (all of them when not trimming)."""
+        if not self.trim:
+            return self.length
+        real = (self.values[self.mask_name][idx].reshape(-1, self.length) != 0).any(0).nonzero()
+        return int(real[-1]) + 1 if len(real) else 1
 
     def take(self, table: dict[str, torch.Tensor], name: str, idx: torch.Tensor, device: torch.device) -> torch.Tensor:
-        """The runs `idx` of one tensor, shaped as the model computes it for them (stored ones in its type)."""
+        """The runs `idx` of one tensor, shaped as the model computes it for them (stored ones in its type),
+        cut to the runs' span of positions when trimming."""
         part = table[name][idx]
         part = part.reshape(-1, *part.shape[2:]) if self.batched else part[0]
+        if self.trim and name in self.axes:
+            span = self.span(idx)
+            part = part[tuple(slice(0, span) if a in self.axes[name] else slice(None) for a in range(part.dim()))]
         dtype = self.dtypes.get(name, part.dtype) if table is self.values else part.dtype
         return part.to(device, dtype)
 
@@ -103,9 +110,13 @@ class _Samples:
             value = value.float()
         table[name] = value
 
-    def back(self, value: torch.Tensor, runs: int) -> torch.Tensor:
-        """A computed tensor reshaped to [runs, per-run ...] on the CPU."""
+    def back(self, value: torch.Tensor, runs: int, name: str, span: int) -> torch.Tensor:
+        """A computed tensor reshaped to [runs, per-run ...] on the CPU (positions cut to `span` padded back)."""
         value = value.detach().cpu()
+        for axis in self.axes.get(name, []) if self.trim and span < self.length else []:
+            pad = list(value.shape)
+            pad[axis] = self.length - span
+            value = torch.cat([value, value.new_zeros(pad)], axis)
         return value.reshape(runs, value.shape[0] // runs, *value.shape[1:]) if self.batched else value.unsqueeze(0)
 
     def chunks(self, idx: torch.Tensor, batch: int) -> list[torch.Tensor]:
@@ -160,23 +171,74 @@ def _compute(graph: TorchGraph, data: _Samples, fed: list[str], names: list[str]
         for idx in data.chunks(torch.arange(data.groups), batch):
             out = graph(data.feeds(fed, idx, device), names)
             for n in names:
-                pieces[n].append(data.back(out[n], len(idx)))
+                pieces[n].append(data.back(out[n], len(idx), n, data.span(idx)))
     for n in names:
         data.store(table, n, pieces[n])
 
 
+def _trimmable(graph: TorchGraph, data: _Samples, names: list[str], device: torch.device) -> bool:
+    """Whether running only the positions up to the last real one leaves every named tensor as it was on them
+    (padding at the end, read by no real position), tried on the first runs that have padding; records each
+    tensor's position axes (those that followed the inputs' length) in data.axes."""
+    if not data.batched or data.mask_name is None:
+        return False
+    mask = data.values[data.mask_name].reshape(data.groups, -1)
+    padded = torch.nonzero(mask[:, -1] == 0).flatten()[:4]
+    if not len(padded):
+        return False
+    fed = list(graph.graph_inputs)
+    with torch.no_grad():
+        full = graph(data.feeds(fed, padded, device), names)
+        data.trim = True
+        try:
+            span, short = data.span(padded), graph(data.feeds(fed, padded, device), names)
+        except (OnnxPruneError, RuntimeError):  # a fixed length somewhere: the model runs whole
+            return False
+        finally:
+            data.trim = False
+    found = {n: _position_axes(full[n], short[n], data.length, span) for n in names}
+    if span >= data.length or any(axes is None for axes in found.values()):
+        return False
+    data.axes.update({n: axes for n, axes in found.items() if axes})
+    return True
+
+
+def _position_axes(full: torch.Tensor, short: torch.Tensor, length: int, span: int) -> list[int] | None:
+    """The axes where the full run had `length` positions and the trimmed one `span`, if the trimmed values
+    equal the full ones on those first positions (1e-4 of the scale); None if they do not."""
+    if full.dim() != short.dim():
+        return None
+    axes = [a for a, (f, s) in enumerate(zip(full.shape, short.shape)) if f != s]
+    if any(full.shape[a] != length or short.shape[a] != span for a in axes):
+        return None
+    full = full[tuple(slice(0, span) if a in axes else slice(None) for a in range(full.dim()))]
+    if not full.is_floating_point():
+        return axes if torch.equal(full, short) else None
+    scale = float(full.abs().max()) if full.numel() else 0.0
+    return axes if torch.allclose(full.float(), short.float(), rtol=0, atol=1e-4 * scale + 1e-7) else None
+
+
+def _weigh(data: _Samples, names: list[str], train: torch.Tensor, batch: int) -> None:
+    """1 / each feature's variance of the targets named, over the training runs' real positions."""
+    for name in [n for n in names if n not in data.weights]:
+        moments = sum(feature_moments(data.take(data.targets, name, idx, torch.device("cpu")),
+                                      data.mask(idx, torch.device("cpu"))) for idx in data.chunks(train, batch))
+        data.weights[name] = feature_weights(moments)
+
+
 def _loss(student: TorchGraph, stage: _Stage, data: _Samples, idx: torch.Tensor,
           device: torch.device) -> tuple[torch.Tensor, int]:
-    """The stage's summed squared error over the runs `idx`, and its element count."""
+    """The stage's summed loss over the runs `idx`, and its count (elements or positions)."""
     out = student(data.feeds(stage.inputs, idx, device), stage.outputs)
     mask = data.mask(idx, device)
-    parts = [masked_sse(out[n], data.take(data.targets, n, idx, device), mask) for n in stage.outputs]
+    parts = [loss_sum(stage.loss, out[n], data.take(data.targets, n, idx, device), mask, data.weights.get(n))
+             for n in stage.outputs]
     return sum(p[0] for p in parts), sum(p[1] for p in parts)
 
 
-def _mse(student: TorchGraph, stage: _Stage, data: _Samples, idx: torch.Tensor, device: torch.device,
+def _mean_loss(student: TorchGraph, stage: _Stage, data: _Samples, idx: torch.Tensor, device: torch.device,
          batch: int) -> float:
-    """The stage's mean squared error over the runs `idx`."""
+    """The stage's mean loss over the runs `idx`."""
     total, count = 0.0, 0
     with torch.no_grad():
         for chunk in data.chunks(idx, batch):
@@ -187,8 +249,9 @@ def _mse(student: TorchGraph, stage: _Stage, data: _Samples, idx: torch.Tensor, 
 
 def _fit(student: TorchGraph, params: list, stage: _Stage, data: _Samples, train: torch.Tensor,
          options: RecoverOptions, epochs: int, device: torch.device, generator: torch.Generator) -> None:
-    """Adam on the stage's MSE: `epochs` passes over the training runs in mini-batches of `batch` samples."""
-    optimizer = torch.optim.Adam(params, lr=options.lr)
+    """Adam on the stage's loss: `epochs` passes over the training runs in mini-batches of `batch` samples."""
+    lr = options.end_to_end_lr if stage.name == END_TO_END and options.end_to_end_lr else options.lr
+    optimizer = torch.optim.Adam(params, lr=lr)
     step = options.batch if data.batched else max(1, options.batch // data.group)  # runs per Adam step
     for _ in range(epochs):
         order = train[torch.randperm(len(train), generator=generator)]
@@ -213,10 +276,12 @@ def _run_stage(student: TorchGraph, stage: _Stage, data: _Samples, split: tuple[
     start = time.perf_counter()
     params = student.trainable(stage.params)
     train, held = split
+    if stage.loss == "normalized":
+        _weigh(data, stage.outputs, train, options.batch)
 
     def errors() -> tuple[float, float]:
-        return (_mse(student, stage, data, train, device, options.batch),
-                _mse(student, stage, data, held, device, options.batch))
+        return (_mean_loss(student, stage, data, train, device, options.batch),
+                _mean_loss(student, stage, data, held, device, options.batch))
 
     train_before, held_before = errors()
     snapshot = {k: p.detach().clone() for k, p in params.items()}
@@ -229,16 +294,16 @@ def _run_stage(student: TorchGraph, stage: _Stage, data: _Samples, split: tuple[
             for k, p in params.items():
                 p.copy_(snapshot[k])
     student.trainable([])
-    return {"params": len(params), "values": sum(p.numel() for p in params.values()),
-            "train_mse_before": train_before, "train_mse_after": train_after,
-            "held_out_mse_before": held_before, "held_out_mse_after": held_after, "kept": kept,
+    return {"params": len(params), "values": sum(p.numel() for p in params.values()), "loss": stage.loss,
+            "train_loss_before": train_before, "train_loss_after": train_after,
+            "held_out_loss_before": held_before, "held_out_loss_after": held_after, "kept": kept,
             "seconds": round(time.perf_counter() - start, 3)}
 
 
 def _line(head: str, rec: dict) -> str:
     """A progress line for a stage."""
     note = "" if rec["kept"] == RECOVERED else f", {rec['kept']}"
-    return f"{head}: held-out MSE {rec['held_out_mse_before']:.3g} -> {rec['held_out_mse_after']:.3g}{note}"
+    return f"{head}: held-out {rec['loss']} loss {rec['held_out_loss_before']:.3g} -> {rec['held_out_loss_after']:.3g}{note}"
 
 
 def _check(options: RecoverOptions) -> None:
@@ -247,8 +312,11 @@ def _check(options: RecoverOptions) -> None:
         raise OnnxPruneError("recovery epochs must be 0 or more")
     if options.batch < 1:
         raise OnnxPruneError(f"recovery batch must be at least 1, got {options.batch}")
-    if not options.lr > 0:
+    if not options.lr > 0 or (options.end_to_end_lr is not None and not options.end_to_end_lr > 0):
         raise OnnxPruneError(f"recovery learning rate must be positive, got {options.lr}")
+    for given in (options.loss, options.end_to_end_loss):
+        if given not in LOSSES:
+            raise OnnxPruneError(f"unknown recovery loss '{given}' ({', '.join(LOSSES)})")
     if not 0 <= options.hold_out < 1:
         raise OnnxPruneError(f"recovery hold-out share must be in [0, 1), got {options.hold_out}")
     if options.threads is not None and options.threads < 1:
@@ -263,7 +331,7 @@ def _blocks_pass(student: TorchGraph, blocks: list[Block], data: _Samples, split
     records = []
     for k, block in enumerate(blocks, 1):
         stored = [t for t in block.inputs if t not in block.fixed]
-        stage = _Stage(block.name, fed + stored, block.outputs, block.params)
+        stage = _Stage(block.name, fed + stored, block.outputs, block.params, options.loss)
         rec = _run_stage(student, stage, data, split, options, options.epochs, device, generator)
         records.append({"name": block.name, "inputs": block.inputs, "outputs": block.outputs,
                         "params": rec.pop("params"), "nodes": block.nodes, **rec})
@@ -281,7 +349,7 @@ def _end_to_end(student: TorchGraph, trainable: list[str], data: _Samples, split
                 device: torch.device, progress: Callable[[str], None]) -> dict:
     """Train every weight recovery tunes on the final outputs, under the same held-out guard."""
     outputs = [t for t in student.graph_outputs if t in data.targets]
-    stage = _Stage("end to end", list(student.graph_inputs), outputs, trainable)
+    stage = _Stage(END_TO_END, list(student.graph_inputs), outputs, trainable, options.end_to_end_loss)
     generator = torch.Generator().manual_seed(options.seed + 1)
     rec = _run_stage(student, stage, data, split, options, options.end_to_end, device, generator)
     progress(_line("end to end", rec))
@@ -336,6 +404,10 @@ def _recover(original: onnx.ModelProto, pruned: onnx.ModelProto, arrays: dict[st
     lay = layout(original, pruned, arrays, (teacher, student))
     data = _Samples(arrays, lay, options.mask)
     split = _split(data.groups, options)
+    checked = list(dict.fromkeys([t for b in lay.blocks for t in b.outputs + b.inputs if t not in b.fixed]
+                                 + list(student.graph_outputs)))
+    data.trim = _trimmable(student.to(device), data, checked, device) and \
+        _trimmable(teacher.to(device), data, checked, device)
     progress(f"recover: {len(lay.blocks)} blocks on {device.type}, {len(split[0]) * lay.group} training and "
              f"{len(split[1]) * lay.group} held-out samples")
     targets = list(dict.fromkeys(t for b in lay.blocks for t in b.outputs))
@@ -350,5 +422,6 @@ def _recover(original: onnx.ModelProto, pruned: onnx.ModelProto, arrays: dict[st
               "samples": {"train": len(split[0]) * lay.group, "held_out": len(split[1]) * lay.group},
               "options": asdict(options), "device": str(device),
               "masked_positions": None if mask is None else float(np.mean(mask == 0)),
+              "trimmed_padding": data.trim,
               "seconds": round(time.perf_counter() - start, 3)}
     return student.write_back(pruned), record

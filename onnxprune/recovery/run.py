@@ -11,7 +11,8 @@ from ..loading import export, prepare
 from ..runtime.feeds import session_inputs
 from ..runtime.providers import open_session
 
-QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "ConvInteger", "MatMulInteger"}
+QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "ConvInteger", "MatMulInteger",
+                 "MatMulNBits"}
 SETTINGS = ("epochs", "lr", "end_to_end", "loss", "end_to_end_loss", "end_to_end_lr", "batch", "hold_out", "seed")  # what a plan records and a replay reuses
 
 
