@@ -224,11 +224,11 @@ def run(args: argparse.Namespace) -> int:
                      "changes nothing here")
     given = {k: v for k in MERGE_FLAGS if (v := getattr(args, k)) is not None}
     if args.reconstruct is not None:
-        mode = "reconstruct" if args.reconstruct else "none"
-        if given.get("compensate", mode) != mode:
+        compensate = "reconstruct" if args.reconstruct else "none"
+        if given.get("compensate", compensate) != compensate:
             raise OnnxPruneError(f"--{'' if args.reconstruct else 'no-'}reconstruct contradicts --compensate "
                                  f"{given['compensate']}")
-        given["compensate"] = mode
+        given["compensate"] = compensate
     merge = replay_options(plan, **given) if plan else default_options(args.criterion, **given)
     shapes = parse_shapes(args.shape)
     implied = (args.data, args.labels, args.max_drop, args.min_cosine, args.task, args.iou_threshold, args.blocks,
