@@ -28,6 +28,7 @@ MODELS = {
     "transformers/llama_ts": (4, 0),
     "transformers/gpt2_ts": (4, 0),
     "transformers_trained/vit_fashion": (8, 0),
+    "fashion/resnet_small": (7, 2),  # trained: 3-3-3 basic blocks, 2 with a projection shortcut
     "keras/mobilenet_v2_a0.35_96": (10, 0),
 }
 PER_MODEL = 6  # blocks checked one by one per model (spread over the depth)

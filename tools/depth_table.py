@@ -1,7 +1,8 @@
 """Depth against width at about the same MACs, measured: writes docs/depth.md.
 
-    python tools/depth_table.py [--models vit,bert,yolo] [--out docs/depth.md] [--json depth.json]
+    python tools/depth_table.py [--models vit,resnet,bert,yolo] [--out docs/depth.md] [--json depth.json]
     python tools/depth_table.py --from-json depth.json      # re-render the page from a saved run
+    python tools/depth_table.py --from-json all.json,resnet.json   # runs of some models merged (later ones win)
 
 Per model, through the Python API (what `onnxprune prune` runs): the N least important residual blocks removed
 (depth, --drop-blocks N; its MAC share is the target of the others), channels removed to the same share (width,
@@ -29,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 T, Y, X, F = (ROOT / "models" / d for d in ("transformers_trained", "yolo", "transformers", "fashion"))
 RECOVER = dict(samples=64, epochs=3, batch=16)  # short: 2 busy cores (YOLO's: fewer, see cases)
 TIME_BUDGET = 4.0  # seconds of timing per model and batch
+ORDER = ("vit", "resnet", "bert", "yolo")  # the models, in the page's order
 
 
 def cases(tmp: Path) -> dict[str, dict]:
@@ -45,6 +47,11 @@ def cases(tmp: Path) -> dict[str, dict]:
                     model=T / "vit_fashion.onnx", calib=T / "fashion_calib256.npz", data=T / "fashion_test500.npz",
                     labels=T / "fashion_test500_labels.npy", points=((2, 1), (3, 1)), shapes=None, batches=(1, 32),
                     held_out="the 500 shipped test images, labelled (accuracy) and against the original (top-1)"),
+        "resnet": dict(title="trained ResNet (models/fashion/resnet_small.onnx, Fashion-MNIST)",
+                       model=F / "resnet_small.onnx", calib=F / "calib256.npz", data=F / "test500.npz",
+                       labels=F / "test500_labels.npy", points=((2, 1), (3, 1)), shapes=None, batches=(1, 32),
+                       held_out="the 500 shipped test images (models/fashion/test500.npz), labelled (accuracy) and "
+                                "against the original (top-1); calibration on models/fashion/calib256.npz"),
         "bert": dict(title="BERT export (models/transformers/bert_ts.onnx: 2 layers, random weights)",
                      model=X / "bert_ts.onnx", calib=tmp / "bert_calib.npz", data=tmp / "bert_eval.npz", labels=None,
                      points=((1, 1),), shapes={"input_ids": (1, 16), "attention_mask": (1, 16)}, batches=(1, 32),
@@ -153,7 +160,7 @@ def measure(case: dict, n: int, k: int, progress) -> dict:
 
 
 def fashion_blocks() -> dict[str, int]:
-    """Residual blocks in the trained Fashion-MNIST models (none: plain chains)."""
+    """Residual blocks in the trained Fashion-MNIST models (none in the plain chains)."""
     from onnxprune.analysis.residual import find_blocks
 
     return {p.name: len(find_blocks(p)) for p in sorted(F.glob("*.onnx"))}
@@ -261,14 +268,41 @@ def verdict(results: dict) -> list[str]:
             f"width in {said(speed['width'])}; too close to tell in {said(speed['neither'])}.",
             f"- Closer to the original at the same MACs: depth in {said(fid['depth'])}; width in {said(fid['width'])}"
             f"; equal in {said(fid['neither'])}.",
-            "- Why the speed differs: removing a block removes its ops (MatMuls, Softmax, normalisation, the copies "
-            "between them), while narrowing keeps every op and makes each smaller, so the same MAC share buys more "
-            "time where a model's latency is per-op cost rather than arithmetic.",
+            "- Why the speed differs: removing a block removes its ops (convolutions or MatMuls, Softmax, "
+            "normalisation, the copies between them), while narrowing keeps every op and makes each smaller, so the "
+            "same MAC share buys more time where a model's latency is per-op cost rather than arithmetic.",
             "- Fidelity depends on the model: on a trained one the importance ranking finds the blocks whose removal "
             "costs least, and the rows above say whether that beats narrowing at the same share; random-weight "
             "exports have no trained redundancy, so their fidelity rows show only that each path runs.",
             "- `--depth` kept: " + "; ".join(_kept(key, r["rows"]) for key, r in results.items()) + ".",
-            *_twins(results)]
+            *_twins(results), *_recovery_lost(results)]
+
+
+def _same(x: dict, y: dict) -> bool:
+    """Two rows that hold the same model (`--depth` chose that fixed mix)."""
+    return all(x[k] == y[k] for k in ("blocks", "channels", "macs_removed", "plain"))
+
+
+def _recovery_lost(results: dict) -> list[str]:
+    """Where the recovered result came out further from the original than the plain one, and what its output
+    error did meanwhile (fell: the distillation fit the outputs on average, not their ranking)."""
+    lost, fell = [], 0
+    for key, r in results.items():
+        rows = {n: v for n, v in r["rows"].items() if "error" not in v}
+        for name, row in rows.items():
+            twin = name == "--depth" and any(_same(row, rows[n]) for n in rows if n != name)
+            if twin or _score(row["recovered"]) >= _score(row["plain"]):
+                continue
+            p, q = row["plain"], row["recovered"]
+            fell += q["rel_l2"] < p["rel_l2"]
+            lost.append(f"{key} {name}: {_fid(p)} -> {_fid(q)}, rel L2 {p['rel_l2']:.2f} -> {q['rel_l2']:.2f}")
+    if not lost:
+        return []
+    return [f"- Recovery (short: {RECOVER['samples']} calibration samples, {RECOVER['epochs']} epochs) left the "
+            "result further from the original than the plain prune in: " + "; ".join(lost) + f". In {fell} of "
+            f"{len(lost)} the outputs' relative L2 error fell all the same: the distillation fit the outputs on "
+            "average but moved their ranking, on few samples; more of them (`--calib-samples`) is the first thing "
+            "to try there."]
 
 
 def _twins(results: dict) -> list[str]:
@@ -278,8 +312,7 @@ def _twins(results: dict) -> list[str]:
         rows = {n: v for n, v in r["rows"].items() if "error" not in v}
         for a, b in (("both", "--depth"), ("depth", "--depth"), ("width", "--depth")):
             x, y = rows.get(a), rows.get(b)
-            same = x and y and all(x[k] == y[k] for k in ("blocks", "channels", "macs_removed", "plain"))
-            if same:
+            if x and y and _same(x, y):
                 said += [f"{key} at batch {n}: {x['latency'][n]['speedup']:.2f}x and {y['latency'][n]['speedup']:.2f}x"
                          for n in x["latency"]]
                 break
@@ -303,13 +336,54 @@ def _kept(key: str, rows: dict) -> str:
     return f"{key}: {what}, {rank} the best fixed mix ({best}) on held-out inputs"
 
 
+def _fashion(blocks: dict[str, int]) -> list[str]:
+    """The section on models/fashion/: which models are plain chains, which have blocks (measured above)."""
+    if not blocks:
+        return []
+    plain = [k for k, v in blocks.items() if not v]
+    text = ("The trained models in `models/fashion/` (" + ", ".join(f"{k}: {blocks[k]} residual blocks" for k in plain)
+            + ") are plain chains: depth pruning has nothing to remove there, and `--depth` on such a model is the "
+            "width prune, byte for byte (tests/test_depth_width.py).")
+    residual = [f"{k} ({v} residual blocks)" for k, v in blocks.items() if v]
+    if residual:
+        text += " " + ", ".join(residual) + " has blocks: it is the trained ResNet measured above."
+    return ["## Fashion-MNIST CNNs", "", text, ""]
+
+
+def merge(runs: list[dict]) -> tuple[dict, dict]:
+    """Saved runs of some models each, as one: a later run's points replace an earlier's, in the page's order;
+    the minutes add up, the dates and commands listed, the models/fashion/ census is the latest run's."""
+    results: dict = {}
+    for run in runs:
+        results.update(run["results"])
+    ordered = sorted(results, key=lambda key: ORDER.index(key.split(" ")[0]) if key.split(" ")[0] in ORDER else 99)
+    metas = [run["meta"] for run in runs]
+    meta = {**metas[-1], "seconds": sum(m["seconds"] for m in metas),
+            "when": ", ".join(dict.fromkeys(m["when"] for m in metas)),
+            "commands": [_command(run) for run in runs]}
+    return {key: results[key] for key in ordered}, meta
+
+
+def _command(run: dict) -> str:
+    """The command of a saved run (runs saved before it was recorded: the models in it named)."""
+    models = ",".join(dict.fromkeys(key.split(" ")[0] for key in run["results"]))
+    return run["meta"].get("command", f"python tools/depth_table.py --models {models}")
+
+
+def _made_by(meta: dict) -> str:
+    """The page's first line: the command(s), date(s), time and machine."""
+    commands = meta.get("commands") or [meta.get("command", "python tools/depth_table.py")]
+    runs = " and ".join(f"`{c}`" for c in commands)
+    return (f"Made by {runs} ({meta['when']}; {meta['seconds'] / 60:.1f} minutes"
+            + (f" in {len(commands)} runs" if len(commands) > 1 else "")
+            + f" on {meta['cpus']} CPU cores shared with other work; onnxruntime {meta['onnxruntime']})")
+
+
 def render(results: dict, meta: dict) -> str:
     """docs/depth.md."""
     parts = ["# Depth against width, measured", "",
-             "Made by `python tools/depth_table.py` (" + meta["when"] + "; "
-             f"{meta['seconds'] / 60:.1f} minutes on {meta['cpus']} CPU cores shared with other work; onnxruntime "
-             f"{meta['onnxruntime']}); `--json FILE` saves the figures and `--from-json FILE` re-renders this page "
-             "from them. Back to the [depth guide](guide/depth.md).", "",
+             _made_by(meta) + "; `--json FILE` saves the figures and `--from-json FILE[,FILE...]` re-renders this "
+             "page from them (runs of some models merged). Back to the [depth guide](guide/depth.md).", "",
              "Each model is pruned four ways to about the same MAC share, through the Python API (what "
              "`onnxprune prune` runs):", "",
              "- **depth**: the N least important residual blocks removed (`--drop-blocks N`, importance measured on "
@@ -336,12 +410,7 @@ def render(results: dict, meta: dict) -> str:
             r = results[key]
             parts += [f"### {_blocks(r['blocks'])}: {r['target']:.1%} of MACs ({r['seconds']:.0f} s)", "",
                       *table(r), ""]
-    blocks = meta.get("fashion_blocks", {})
-    if blocks:
-        parts += ["## Fashion-MNIST CNNs", "", "The trained models in `models/fashion/` (" + ", ".join(
-            f"{k}: {v} residual blocks" for k, v in blocks.items()) + ") are plain chains: depth pruning has nothing "
-                  "to remove there, and `--depth` on such a model is the width prune, byte for byte "
-                  "(tests/test_depth_width.py).", ""]
+    parts += _fashion(meta.get("fashion_blocks", {}))
     parts += ["## Reading", "", "Made from the figures above by the tool:", "", *reading(results), "",
               "## When depth beats width", "", "Counted over the points above:", "", *verdict(results), ""]
     return "\n".join(parts)
@@ -349,14 +418,15 @@ def render(results: dict, meta: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", default="vit,bert,yolo")
+    ap.add_argument("--models", default=",".join(ORDER))
     ap.add_argument("--out", default=str(ROOT / "docs" / "depth.md"))
     ap.add_argument("--json", help="also save the measurements here")
-    ap.add_argument("--from-json", help="render the page from saved measurements; measure nothing")
+    ap.add_argument("--from-json", help="render the page from saved measurements, comma-separated files merged "
+                    "(a later file's points win); measure nothing")
     args = ap.parse_args()
     if args.from_json:
-        saved = json.loads(Path(args.from_json).read_text())
-        Path(args.out).write_text(render(saved["results"], saved["meta"]))
+        results, meta = merge([json.loads(Path(f).read_text()) for f in args.from_json.split(",")])
+        Path(args.out).write_text(render(results, meta))
         print(f"wrote {args.out}")
         return
     import onnxruntime
@@ -373,7 +443,9 @@ def main() -> None:
                 progress(f"{name}, {n} blocks:")
                 results[f"{name} ({_blocks(n)})"] = measure(table_[name], n, k, progress)
     meta = {"when": time.strftime("%Y-%m-%d"), "seconds": time.perf_counter() - start, "cpus": os.cpu_count(),
-            "onnxruntime": onnxruntime.__version__, "machine": platform.machine(), "fashion_blocks": fashion_blocks()}
+            "onnxruntime": onnxruntime.__version__, "machine": platform.machine(), "fashion_blocks": fashion_blocks(),
+            "command": "python tools/depth_table.py" + ("" if args.models == ",".join(ORDER) else
+                                                         f" --models {args.models}")}
     if args.json:
         Path(args.json).write_text(json.dumps({"results": results, "meta": meta}, indent=1) + "\n")
     Path(args.out).write_text(render(results, meta))
