@@ -18,6 +18,7 @@ from google.protobuf.message import DecodeError
 
 from .graph.dynamic_int8 import IntegerOp, fold_integer_ops, restore_integer_ops
 from .graph.nbits import NBitsOp, fold_nbits, restore_nbits
+from .graph.qoperator import HANDLED as QOPERATOR_OPS, QLinearOp, fold_qoperator, restore_qoperator
 from .graph.quantized import QuantizedWeight, Requantized, fold_weights, restore_weights
 from .graph.shapes import skeleton_model
 from .errors import OnnxPruneError
@@ -25,14 +26,15 @@ from .errors import OnnxPruneError
 MIN_OPSET, MAX_OPSET = 9, 23
 TWO_GB = 2**31 - 1
 BIG_WEIGHTS = 2**24  # above this, memory held by garbage is worth a collection
-# quantized formats not handled: integer kernels and onnxruntime's packed-weight ops (QDQ is handled)
+# quantized formats not handled: integer kernels and onnxruntime's packed-weight ops (QDQ is handled; QLinear ops
+# but those of graph.qoperator are refused too)
 UNSUPPORTED_QUANTIZED = {
-    "QGemm", "QAttention", "MatMulBnb4",
+    "QAttention", "MatMulBnb4",
     "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "GatherBlockQuantized", "QOrderedMatMul", "QOrderedAttention",
     "DequantizeBFP", "QuantizeBFP",
 }
 ModelSource = str | os.PathLike | onnx.ModelProto
-Quantized = QuantizedWeight | IntegerOp | NBitsOp
+Quantized = QuantizedWeight | IntegerOp | NBitsOp | QLinearOp
 
 from onnx_graphsurgeon.logger import G_LOGGER  # noqa: E402
 
@@ -159,10 +161,11 @@ def check_supported(model: onnx.ModelProto, source: str) -> int:
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise OnnxPruneError(f"{source}: opset {opset} is not supported (supported: {MIN_OPSET} to {MAX_OPSET})")
     quantized = sorted({n.op_type for n in model.graph.node
-                        if n.op_type in UNSUPPORTED_QUANTIZED or n.op_type.startswith("QLinear")})
+                        if n.op_type in UNSUPPORTED_QUANTIZED or
+                        (n.op_type.startswith("QLinear") and n.op_type not in QOPERATOR_OPS)})
     if quantized:
         raise OnnxPruneError(f"{source}: this quantized format is not supported (found {', '.join(quantized)}; "
-                             "QDQ, dynamic int8 and MatMulNBits models are)")
+                             "QDQ, QOperator, dynamic int8 and MatMulNBits models are)")
     try:  # on the skeleton: the checker would serialise every weight otherwise
         onnx.checker.check_model(skeleton_model(model))
     except onnx.checker.ValidationError as exc:
@@ -205,7 +208,8 @@ def prepare(src: ModelSource) -> Prepared:
         model.ir_version = 4
     if sum(v.nbytes for v in values.values()) > BIG_WEIGHTS:
         _return_freed_memory()
-    quantized = fold_weights(graph) + fold_integer_ops(graph) + fold_nbits(graph)  # before constant folding
+    # before constant folding
+    quantized = fold_weights(graph) + fold_integer_ops(graph) + fold_nbits(graph) + fold_qoperator(graph)
     if any(all(isinstance(t, gs.Constant) for t in node.inputs) for node in graph.nodes):
         graph.fold_constants(fold_shapes=False, recurse_subgraphs=False, error_ok=True)
         if sum(v.nbytes for v in values.values()) > BIG_WEIGHTS:
@@ -270,11 +274,15 @@ def export(prep: Prepared, graph: gs.Graph | None = None, requantize: Targets | 
     if requantize:
         ops = {k: v for k, v in requantize.items() if isinstance(v[0], IntegerOp)}
         nbits = {k: v for k, v in requantize.items() if isinstance(v[0], NBitsOp)}
+        qop = {k: v for k, v in requantize.items() if isinstance(v[0], QLinearOp)}
+        q_done, q_per_channel, q_clipped = restore_qoperator(out, qop) if qop else (0, 0, 0)
         done, per_channel, clipped = restore_integer_ops(out, ops) if ops else (0, 0, 0)
         packed, clipped_bits = restore_nbits(out, nbits) if nbits else (0, 0)
-        stats = restore_weights(out, {k: v for k, v in requantize.items() if k not in ops and k not in nbits})
-        prep.requantized = Requantized(stats.weights + done + packed, stats.clipped + clipped + clipped_bits,
-                                       stats.per_channel + per_channel + packed, done, packed)
+        stats = restore_weights(out, {k: v for k, v in requantize.items() if k not in ops and k not in nbits
+                                      and k not in qop})
+        prep.requantized = Requantized(stats.weights + done + packed + q_done,
+                                       stats.clipped + clipped + clipped_bits + q_clipped,
+                                       stats.per_channel + per_channel + packed + q_per_channel, done, packed)
     return out
 
 

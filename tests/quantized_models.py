@@ -66,3 +66,10 @@ def ops(path: Path) -> dict[str, int]:
     for n in onnx.load(str(path)).graph.node:
         counts[n.op_type] = counts.get(n.op_type, 0) + 1
     return counts
+
+
+def quantize_qop(src: Path, dst: Path, per_channel: bool = True) -> Path:
+    """Static QOperator int8 (QLinearConv, QGemm, QLinearAdd... on uint8 activations, int8 weights)."""
+    quantize_static(str(src), str(dst), _Reader(random_inputs(src)), quant_format=QuantFormat.QOperator,
+                    per_channel=per_channel, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8)
+    return dst

@@ -78,16 +78,18 @@ def test_bad_plans(case: str, model_file: Path, tmp: Path) -> None:
 
 
 def _quantized(tmp: Path) -> Path:
-    """QOperator: a format still refused (QDQ and dynamic int8 are pruned: tests/test_quantized.py)."""
+    """QAttention: a quantized op still refused (QDQ, QOperator and dynamic int8 are pruned: tests/test_quantized.py)."""
     x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.UINT8, [1, 4])
     y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.UINT8, [1, 4])
     scale = onnx.helper.make_tensor("s", onnx.TensorProto.FLOAT, [], [0.1])
     zp = onnx.helper.make_tensor("z", onnx.TensorProto.UINT8, [], [0])
     w = onnx.helper.make_tensor("w", onnx.TensorProto.UINT8, [4, 4], [1] * 16)
-    nodes = [onnx.helper.make_node("QLinearMatMul", ["x", "s", "z", "w", "s", "z", "s", "z"], ["y"], name="qmm")]
+    nodes = [onnx.helper.make_node("QAttention", ["x", "w", "s", "s", "s"], ["y"], name="qatt", domain="com.microsoft",
+                                   num_heads=1)]
     g = onnx.helper.make_graph(nodes, "q", [x], [y], [scale, zp, w])
     path = tmp / "quant.onnx"
-    onnx.save(onnx.helper.make_model(g, opset_imports=[onnx.helper.make_opsetid("", 13)]), path)
+    onnx.save(onnx.helper.make_model(g, opset_imports=[onnx.helper.make_opsetid("", 13),
+                                                       onnx.helper.make_opsetid("com.microsoft", 1)]), path)
     return path
 
 
@@ -105,7 +107,7 @@ BAD_MODELS = {
                   "not a readable ONNX model"),
     "empty": (lambda tmp: _write(tmp / "e.onnx", b""), "not an ONNX model"),
     "missing": (lambda tmp: tmp / "missing.onnx", "no such file"),
-    "quantized": (_quantized, "this quantized format is not supported (found QLinearMatMul"),
+    "quantized": (_quantized, "this quantized format is not supported (found QAttention"),
     "opset 8": (_old_opset, "opset 8 is not supported"),
 }
 

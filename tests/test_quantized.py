@@ -261,12 +261,14 @@ def _refused(model: onnx.ModelProto, tmp: Path) -> str:
 
 
 def test_qoperator_is_refused_naming_its_ops(tmp: Path) -> None:
-    from onnxruntime.quantization import QuantFormat, quantize_static
-    path = tmp / "qop.onnx"
-    quantize_static(str(FLOAT["vgg"]), str(path), qm._Reader(qm.random_inputs(FLOAT["vgg"])),
-                    quant_format=QuantFormat.QOperator)
-    err = _refused(onnx.load(path), tmp)
-    assert "QLinearConv" in err and "not supported" in err
+    """QOperator models are pruned (tests/test_qoperator.py); a QLinearConv whose weight is computed is not."""
+    path = qm.quantize_qop(FLOAT["vgg"], tmp / "qop.onnx")
+    model = onnx.load(path)
+    conv = next(n for n in model.graph.node if n.op_type == "QLinearConv")
+    model.graph.node.insert(0, helper.make_node("Identity", [conv.input[3]], ["w_computed"], name="w_copy"))
+    conv.input[3] = "w_computed"
+    err = _refused(model, tmp)
+    assert f"QLinearConv '{conv.name}'" in err and "computed" in err
 
 
 @pytest.mark.parametrize("name", ["vgg_dynamic", "bert_dynamic"])

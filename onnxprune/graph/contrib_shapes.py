@@ -12,7 +12,7 @@ from collections.abc import Callable
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
-from onnx import helper, numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 
 MS = "com.microsoft"
 SAME_SHAPE = {"Gelu", "QuickGelu", "FastGelu", "BiasGelu", "BiasAdd"}
@@ -112,8 +112,47 @@ def _group_query(n: _Nodes) -> None:
     n.add("Reshape", [first, n.const(np.array([0, 0, -1], np.int64))], n.node.outputs[0].name)
 
 
+def _qlinear_elementwise(n: _Nodes) -> None:
+    """QLinearAdd / QLinearMul: the broadcast of inputs 0 and 3, in the output's integer type."""
+    node = n.node
+    a = n.add("Cast", [_name(node, 0)], to=TensorProto.FLOAT)
+    b = n.add("Cast", [_name(node, 3)], to=TensorProto.FLOAT)
+    n.add("Cast", [n.add("Add", [a, b])], node.outputs[0].name, to=_out_type(node, 7))
+
+
+def _out_type(node: gs.Node, zp_index: int) -> int:
+    """The ONNX type of the output: its zero point's (uint8 without one)."""
+    zp = node.inputs[zp_index] if zp_index < len(node.inputs) else None
+    dtype = zp.values.dtype if isinstance(zp, gs.Constant) else np.dtype(np.uint8)
+    return onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+
+
+def _qlinear_concat(n: _Nodes) -> None:
+    """QLinearConcat: inputs 2, 5, 8... joined on `axis`."""
+    node = n.node
+    xs = [_name(node, i) for i in range(2, len(node.inputs), 3)]
+    n.add("Concat", xs, node.outputs[0].name, axis=int(node.attrs.get("axis", 0)))
+
+
+def _qlinear_pool(n: _Nodes) -> None:
+    """QLinear(Global)AveragePool, channels first: the float pool's shape, in the output's integer type."""
+    node = n.node
+    if int(node.attrs.get("channels_last", 0)):
+        return
+    x = n.add("Cast", [_name(node, 0)], to=TensorProto.FLOAT)
+    attrs = {k: v for k, v in node.attrs.items() if k != "channels_last"}
+    op = "GlobalAveragePool" if node.op == "QLinearGlobalAveragePool" else "AveragePool"
+    n.add("Cast", [n.add(op, [x], **attrs)], node.outputs[0].name, to=_out_type(node, 4))
+
+
+QLINEAR_STAND_INS = {"QLinearAdd": _qlinear_elementwise, "QLinearMul": _qlinear_elementwise, "QLinearConcat": _qlinear_concat,
+                     "QLinearGlobalAveragePool": _qlinear_pool, "QLinearAveragePool": _qlinear_pool,
+                     "QLinearSigmoid": _same_shape, "QLinearLeakyRelu": _same_shape, "QLinearSoftmax": _same_shape}
+
+
 STAND_INS: dict[str, Callable[[_Nodes], None]] = {
     **{op: _same_shape for op in SAME_SHAPE | SKIP_NORMS},
+    **QLINEAR_STAND_INS,
     "EmbedLayerNormalization": _embed,
     "Attention": _attention,
     "MultiHeadAttention": _multi_head,

@@ -12,7 +12,7 @@ from ..runtime.feeds import session_inputs
 from ..runtime.providers import open_session
 
 QUANTIZED_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "ConvInteger", "MatMulInteger",
-                 "MatMulNBits"}
+                 "MatMulNBits", "QGemm"}  # and every QLinear* op
 SETTINGS = ("epochs", "lr", "end_to_end", "loss", "end_to_end_loss", "end_to_end_lr", "batch", "hold_out", "seed")  # what a plan records and a replay reuses
 
 
@@ -31,7 +31,8 @@ def recover_from(original: onnx.ModelProto, pruned: onnx.ModelProto, calibration
     `original` is the teacher as teacher_of gives it; `settings` are RecoverOptions fields (SETTINGS, device,
     threads). Padding positions (the calibration's mask input) are left out of every loss. Needs PyTorch.
     """
-    quantized = sorted({n.op_type for n in pruned.graph.node} & QUANTIZED_OPS)
+    quantized = sorted({n.op_type for n in pruned.graph.node}
+                       & (QUANTIZED_OPS | {n.op_type for n in pruned.graph.node if n.op_type.startswith("QLinear")}))
     if quantized:
         raise OnnxPruneError(f"recovery tunes float weights, and this model is quantized (found {', '.join(quantized)}): "
                              "recover the float model, then quantize it (docs/guide/formats.md)")

@@ -16,6 +16,7 @@ from ..analysis.builder import PRODUCER
 from ..graph.dynamic_int8 import IntegerOp
 from ..graph.names import fresh
 from ..graph.nbits import NBitsOp
+from ..graph.qoperator import QLinearOp
 from ..graph.quantized import QuantizedWeight
 from ..loading import Prepared, Targets, export, target_key
 from .merging import Compensation, apply_weight_updates
@@ -172,13 +173,13 @@ def rewrite(prep: Prepared, analysis: Analysis, removed: dict[str, list[int]],
     return finish(model, original_outputs)
 
 
-Slot = tuple[gs.Node, int, QuantizedWeight | IntegerOp | NBitsOp]
+Slot = tuple[gs.Node, int, QuantizedWeight | IntegerOp | NBitsOp | QLinearOp]
 
 
 def quantized_slots(prep: Prepared) -> list[Slot]:
     """Where the folded quantized weights are read (node, input index), before any update renames a copy."""
     folded = {w.out: w for w in prep.quantized if isinstance(w, QuantizedWeight)}
-    ops = {w.node: w for w in prep.quantized if isinstance(w, (IntegerOp, NBitsOp))}
+    ops = {w.node: w for w in prep.quantized if isinstance(w, (IntegerOp, NBitsOp, QLinearOp))}
     return [(node, i, folded[t.name]) for node in prep.graph.nodes for i, t in enumerate(node.inputs)
             if isinstance(t, gs.Constant) and t.name in folded] + \
         [(node, 1, ops[node.name]) for node in prep.graph.nodes if node.name in ops]

@@ -67,4 +67,4 @@ def rule_for(node: gs.Node) -> Rule | None:
     return RULES.get(node.op)
 
 
-from . import conv, linear, elementwise, normalization, pooling, reshaping, concat_split, spatial, attention, quantize, contrib  # noqa: E402,F401,E501
+from . import conv, linear, elementwise, normalization, pooling, reshaping, concat_split, spatial, attention, quantize, contrib, qlinear  # noqa: E402,F401,E501
