@@ -6,8 +6,8 @@ Quantized models pruned by onnxprune, against the float model pruned the same wa
 For each model (trained Fashion VGG and ViT with their test labels, the trained MiniLM sentence embedder where
 models/third_party/minilm is present, ResNet-18, YOLOv8n and BERT exports with random weights on random inputs):
 
-1. quantize it with onnxruntime's static QDQ quantizer (int8 weights per channel, uint8 activations) on 32
-   calibration samples, with its dynamic int8 quantizer, and with its MatMulNBitsQuantizer (4 bits, blocks of 32);
+1. quantize it with onnxruntime's static quantizer, QDQ and QOperator (int8 weights per channel, uint8
+   activations) on 32 calibration samples, with its dynamic int8 quantizer, and with its MatMulNBitsQuantizer (4 bits, blocks of 32);
 2. `onnxprune prune --target-macs 0.3` (l1, defaults, the prune's own speed line) the float model (F -> Fp) and
    each quantized copy (Q -> Qp); quantize Fp the same way (FpQ: pruned then quantized);
 3. compare each with the float original F on held-out samples: output cosine (mean over samples), top-1
@@ -64,11 +64,11 @@ def feeds(name: str, model: Path, data: str | None) -> tuple[list[dict], dict[st
     return calib, {k: arrays[k][CALIB:CALIB + EVAL] for k in arrays.files}
 
 
-def quantize(src: Path, dst: Path, calib: list[dict]) -> Path:
-    """Static QDQ, per channel, calibrated on `calib`."""
+def quantize(src: Path, dst: Path, calib: list[dict], qoperator: bool = False) -> Path:
+    """Static int8, per channel, calibrated on `calib`: QDQ, or QOperator (QLinearConv, QLinearMatMul...)."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-    quantize_static(str(src), str(dst), qm._Reader(calib), quant_format=QuantFormat.QDQ, per_channel=True,
-                    weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8)
+    quantize_static(str(src), str(dst), qm._Reader(calib), quant_format=QuantFormat.QOperator if qoperator else
+                    QuantFormat.QDQ, per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8)
     return dst
 
 
@@ -137,7 +137,8 @@ def measure(name: str, macs: float, work: Path) -> dict:
     rec = {"model": name, "source": src, "float_report": prune(f, fp, macs)}
     ref, fp_out = run(f, held), run(fp, held)
     y = np.load(ROOT / labels)[CALIB:CALIB + EVAL] if labels is not None else None
-    makers = {"qdq": lambda s, d: quantize(s, d, calib), "dynamic": qm.quantize_dyn, "nbits": qm.quantize_nbits}
+    makers = {"qdq": lambda s, d: quantize(s, d, calib), "qop": lambda s, d: quantize(s, d, calib, qoperator=True),
+              "dynamic": qm.quantize_dyn, "nbits": qm.quantize_nbits}
     for kind, make in makers.items():
         q = make(f, work / f"{name}_{kind}.onnx")
         if kind == "nbits" and not qm.ops(q).get("MatMulNBits"):
@@ -161,8 +162,9 @@ def measure(name: str, macs: float, work: Path) -> dict:
 
 def _quant_nodes(path: Path) -> int:
     ops = qm.ops(path)
-    return sum(ops.get(k, 0) for k in ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "ConvInteger",
-                                       "MatMulInteger", "MatMulNBits"))
+    return sum(n for k, n in ops.items() if k in ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear",
+                                                  "ConvInteger", "MatMulInteger", "MatMulNBits", "QGemm")
+               or k.startswith("QLinear"))
 
 
 def _speed(report: dict) -> str:
@@ -177,8 +179,8 @@ def render(records: list[dict], macs: float, seconds: float) -> str:
     lines = [
         "# Quantized models: pruned against the float model pruned the same way", "",
         f"Measured by `python tools/quantized_table.py` ({seconds / 60:.1f} min on this machine's 2 cores, "
-        "shared). Each model is quantized with onnxruntime's `quantize_static` (QDQ, int8 weights per channel, "
-        f"uint8 activations, {CALIB} calibration samples), with its `quantize_dynamic` (dynamic int8: "
+        "shared). Each model is quantized with onnxruntime's `quantize_static` (QDQ and QOperator, int8 weights per "
+        f"channel, uint8 activations, {CALIB} calibration samples), with its `quantize_dynamic` (dynamic int8: "
         "`ConvInteger`/`MatMulInteger`) and with its `MatMulNBitsQuantizer` (4-bit `MatMulNBits`), and pruned "
         f"by `onnxprune prune --target-macs {macs}` (l1, default "
         "rounding, default compensation). F: the float model; Q: its quantized copy; Fp / Qp: F / Q pruned; FpQ: "
@@ -187,7 +189,8 @@ def render(records: list[dict], macs: float, seconds: float) -> str:
         "10-nearest-neighbour agreement (MiniLM). Speed-up: the prune's own speed line (batch 1, "
         "CPUExecutionProvider, the pruned model against its own original). Oracle: a random ~40 % of every "
         "prunable group's channels made dead in Q, then pruned: the largest output difference.", ""]
-    for kind, title in (("qdq", "QDQ (static, per channel)"), ("dynamic", "Dynamic int8"),
+    for kind, title in (("qdq", "QDQ (static, per channel)"), ("qop", "QOperator (static, per channel)"),
+                        ("dynamic", "Dynamic int8"),
                         ("nbits", "MatMulNBits (4 bits, blocks of 32, asymmetric; MatMul weights only)")):
         lines += [f"## {title}", "",
                   "| model | MACs removed Fp / Qp | Q vs F | Fp vs F | Qp vs F | FpQ vs F | Qp vs FpQ "
@@ -201,7 +204,7 @@ def render(records: list[dict], macs: float, seconds: float) -> str:
 
 def reading(records: list[dict]) -> list[str]:
     """What the figures say, computed from them (so a re-run cannot leave a stale sentence)."""
-    done = [(r["model"], k, r[k]) for r in records for k in ("qdq", "dynamic", "nbits")
+    done = [(r["model"], k, r[k]) for r in records for k in ("qdq", "qop", "dynamic", "nbits")
             if "vs_float" in r.get(k, {})]
     exact = [x for x in done if x[2]["oracle_max_diff"] == 0]
     slower = [f"{m} {k} {x['report']['speed']['speedup']:.2f}x" for m, k, x in done
