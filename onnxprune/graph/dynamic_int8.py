@@ -22,7 +22,7 @@ import onnx_graphsurgeon as gs
 from onnx import numpy_helper
 
 from ..errors import OnnxPruneError
-from .quantized import INTEGER_TYPES, Names, dequantize, quantize
+from .quantized import INTEGER_TYPES, Names, dequantize, drop_nodes, quantize
 
 FLOAT_OP = {"ConvInteger": "Conv", "MatMulInteger": "MatMul"}
 
@@ -73,10 +73,7 @@ def fold_integer_ops(graph: gs.Graph) -> list[IntegerOp]:
             record, removed = _fold(graph, node)
             records.append(record)
             gone |= removed
-    if gone:
-        graph.nodes = [n for n in graph.nodes if id(n) not in gone]
-        graph.cleanup(remove_unused_graph_inputs=False)
-        graph.toposort()
+    drop_nodes(graph, gone)
     return records
 
 

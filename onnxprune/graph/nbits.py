@@ -20,7 +20,7 @@ import onnx_graphsurgeon as gs
 from onnx import numpy_helper
 
 from ..errors import OnnxPruneError
-from .quantized import Names
+from .quantized import Names, drop_nodes
 
 MS = "com.microsoft"
 
@@ -77,10 +77,7 @@ def fold_nbits(graph: gs.Graph) -> list[NBitsOp]:
         if node.op == "MatMulNBits" and node.domain == MS:
             records.append(_fold(graph, node))
             gone.add(id(node))
-    if gone:
-        graph.nodes = [n for n in graph.nodes if id(n) not in gone]
-        graph.cleanup(remove_unused_graph_inputs=False)
-        graph.toposort()
+    drop_nodes(graph, gone)
     return records
 
 

@@ -26,7 +26,7 @@ from onnx import numpy_helper
 
 from ..errors import OnnxPruneError
 from .names import fresh
-from .quantized import Names, dequantize, quantize
+from .quantized import Names, dequantize, drop_nodes, quantize
 
 MS = "com.microsoft"
 FLOAT_OP = {"QLinearConv": "Conv", "QLinearMatMul": "MatMul", "QGemm": "Gemm"}
@@ -110,10 +110,7 @@ def fold_qoperator(graph: gs.Graph) -> list[QLinearOp]:
         node.name = node.name or fresh(node.op, taken)  # the float op and the records go by name
         records.append(_fold(graph, node, taken))
         gone.add(id(node))
-    if gone:
-        graph.nodes = [n for n in graph.nodes if id(n) not in gone]
-        graph.cleanup(remove_unused_graph_inputs=False)
-        graph.toposort()
+    drop_nodes(graph, gone)
     return records
 
 

@@ -116,6 +116,16 @@ def quantize(values: np.ndarray, scale: np.ndarray, zero_point: np.ndarray | Non
     return np.clip(q, info.min, info.max).astype(dtype), clipped
 
 
+def drop_nodes(graph: gs.Graph, gone: set[int], sort: bool = True) -> None:
+    """Remove these nodes (by id) and what only they computed; `sort`: put the graph in topological order again
+    (a fold that appended nodes needs it)."""
+    if gone:
+        graph.nodes = [n for n in graph.nodes if id(n) not in gone]
+        graph.cleanup(remove_unused_graph_inputs=False)
+        if sort:
+            graph.toposort()
+
+
 def fold_weights(graph: gs.Graph) -> list[QuantizedWeight]:
     """Replace each weight DequantizeLinear of constants by its float values; return what was folded."""
     folded, gone = [], set()
@@ -129,9 +139,7 @@ def fold_weights(graph: gs.Graph) -> list[QuantizedWeight]:
             gone.add(id(node))
             if record.quantize_node is not None:
                 gone.add(id(node.inputs[0].inputs[0]))
-    if gone:
-        graph.nodes = [n for n in graph.nodes if id(n) not in gone]
-        graph.cleanup(remove_unused_graph_inputs=False)
+    drop_nodes(graph, gone, sort=False)  # nothing was appended: the order stays as it came
     return folded
 
 

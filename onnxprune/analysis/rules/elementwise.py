@@ -1,6 +1,8 @@
 """Element-wise ops: unary pass-through, and broadcasting ops that couple or scale channels."""
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import onnx_graphsurgeon as gs
 
@@ -38,6 +40,37 @@ def _size(b: Builder, t: gs.Tensor) -> int | None:
     return None if s is None or not all(isinstance(d, int) for d in s) else int(np.prod(s))
 
 
+def aligned(b: Builder, ins: list[gs.Tensor], lays: list, name: str) -> tuple[int, np.ndarray] | None:
+    """The output axis the operands' channels line up on, and the widest layout; None when they cannot line up
+    (frozen, with the reason)."""
+    ranks = [b.rank(t) for t in ins]
+    every = np.concatenate([l.elements for l in lays if l is not None])
+    if None in ranks:
+        b.freeze(every, f"{name}: an input of unknown rank")
+        return None
+    out_rank = max(ranks)
+    axes = {l.axis + out_rank - r for l, r in zip(lays, ranks) if l is not None}
+    if len(axes) > 1:
+        b.freeze(every, f"{name} combines channels on different axes")
+        return None
+    return axes.pop(), max((l.elements for l in lays if l is not None), key=len)
+
+
+def couple_operands(b: Builder, ins: list[gs.Tensor], lays: list, axis: int, ref: np.ndarray, name: str,
+                    other: Callable[[int, int], None]) -> None:
+    """Couple each channel operand with `ref` (a single channel broadcast over many freezes it); an operand
+    without channels that does not broadcast on the axis goes to `other(index, its axis)`."""
+    out_rank = max(b.rank(t) for t in ins)
+    for i, (t, lay) in enumerate(zip(ins, lays)):
+        d = axis - (out_rank - b.rank(t))
+        if lay is not None and len(lay.elements) == 1 < len(ref):
+            b.freeze(lay.elements, f"{name} broadcasts it over {len(ref)} channels")
+        elif lay is not None:
+            b.couple(ref, lay.elements)
+        elif not BroadcastRule._broadcasts(b, t, d):
+            other(i, d)
+
+
 @register("Add", "Sub", "Mul", "Div", "Max", "Min", "Sum", "Mean", "PRelu", "Pow", "Where")
 class BroadcastRule(Rule):
     """Numpy broadcasting: channel tensors aligned on the output axis are coupled; constants with a
@@ -48,28 +81,12 @@ class BroadcastRule(Rule):
         lays = [b.layout(t) for t in ins]
         if not any(lays):
             return
-        ranks = [b.rank(t) for t in ins]
         name = f"{node.op} '{b.name(node)}'"
-        every = np.concatenate([l.elements for l in lays if l is not None])
-        if None in ranks:
-            b.freeze(every, f"{name}: an input of unknown rank")
-            return
-        out_rank = max(ranks)
-        axes = {l.axis + out_rank - r for l, r in zip(lays, ranks) if l is not None}
-        if len(axes) > 1:
-            b.freeze(every, f"{name} combines channels on different axes")
-            return
-        axis = axes.pop()
-        ref = max((l.elements for l in lays if l is not None), key=len)
-        for i, (t, lay, r) in enumerate(zip(ins, lays, ranks)):
-            d = axis - (out_rank - r)
-            if lay is not None and len(lay.elements) == 1 < len(ref):
-                b.freeze(lay.elements, f"{name} broadcasts it over {len(ref)} channels")
-            elif lay is not None:
-                b.couple(ref, lay.elements)
-            elif not self._broadcasts(b, t, d):
-                self._operand(node, b, i, d, ref, name)
-        passthrough(node, b, axis, ref)
+        found = aligned(b, ins, lays, name)
+        if found is not None:
+            axis, ref = found
+            couple_operands(b, ins, lays, axis, ref, name, lambda i, d: self._operand(node, b, i, d, ref, name))
+            passthrough(node, b, axis, ref)
 
     @staticmethod
     def _broadcasts(b: Builder, t: gs.Tensor, d: int) -> bool:

@@ -17,7 +17,7 @@ from . import Rule, register
 from .common import channel_input, norm_axis, passthrough
 from .concat_split import ConcatRule
 from .contrib import _ms
-from .elementwise import BroadcastRule
+from .elementwise import aligned, couple_operands
 
 
 def _label(node: gs.Node, b: Builder) -> str:
@@ -48,27 +48,15 @@ class QLinearBinaryRule(Rule):
         if not any(lays):
             return
         every = np.concatenate([lay.elements for lay in lays if lay is not None])
-        ranks = [b.rank(t) for t in ins]
         if not _per_tensor(node, b, (1, 2, 4, 5, 6, 7), every):
             return
-        if None in ranks:
-            b.freeze(every, f"{_label(node, b)}: an input of unknown rank")
-            return
-        out_rank = max(ranks)
-        axes = {lay.axis + out_rank - r for lay, r in zip(lays, ranks) if lay is not None}
-        if len(axes) > 1:
-            b.freeze(every, f"{_label(node, b)} combines channels on different axes")
-            return
-        axis = axes.pop()
-        ref = max((lay.elements for lay in lays if lay is not None), key=len)
-        for t, lay, r in zip(ins, lays, ranks):
-            if lay is not None and len(lay.elements) == 1 < len(ref):
-                b.freeze(lay.elements, f"{_label(node, b)} broadcasts it over {len(ref)} channels")
-            elif lay is not None:
-                b.couple(ref, lay.elements)
-            elif not BroadcastRule._broadcasts(b, t, axis - (out_rank - r)):
-                b.freeze(ref, f"{_label(node, b)}: operand '{t.name}' holds values per channel nobody slices")
-        passthrough(node, b, axis, ref)
+        name = _label(node, b)
+        found = aligned(b, ins, lays, name)
+        if found is not None:
+            axis, ref = found
+            couple_operands(b, ins, lays, axis, ref, name, lambda i, _: b.freeze(
+                ref, f"{name}: operand '{ins[i].name}' holds values per channel nobody slices"))
+            passthrough(node, b, axis, ref)
 
 
 @register(*_ms("QLinearConcat"))
