@@ -20,6 +20,7 @@ FLOAT = {
     "vgg": ROOT / "models/fashion/vgg_bnkeep.onnx",
     "resnet18": ROOT / "models/torchvision/resnet18_ts_bnkeep.onnx",
     "yolov8n": ROOT / "models/yolo/yolov8n_w0.0625_nc10_160_ul.onnx",
+    "llama": ROOT / "models/transformers/llama_ts.onnx",  # its attention scores: QLinearMatMul of two activations
 }
 WEIGHT_OPS = ("QLinearConv", "QLinearMatMul", "QGemm")
 
@@ -112,7 +113,15 @@ def _matmuls(act_scale: np.ndarray | None = None) -> onnx.ModelProto:
 ORACLE_CASES = [("vgg", "random"), ("vgg", "all_but_one"), ("vgg_per_tensor", "random"), ("vgg_float_output", "random"),
                 ("resnet18", "random"), ("resnet18", "all_but_one"),
                 ("yolov8n", "random"), ("small", "random"), ("small", "all_but_one"), ("matmuls", "random"),
-                ("matmuls", "all_but_one")]
+                ("matmuls", "all_but_one"), ("llama", "random")]
+
+
+def test_a_qoperator_transformer_keeps_its_heads_and_ffn_units_prunable(qop) -> None:
+    """LLaMA's QOperator copy: the attention QLinearMatMuls of two activations carry the heads; its groups and
+    MACs are the float model's (BERT's bias QLinearAdds with constant operands freeze, with that reason)."""
+    quantized, floating = analyze(qop["llama"]), analyze(FLOAT["llama"])
+    assert [g.channels for g in quantized.prunable] == [g.channels for g in floating.prunable]
+    assert len(quantized.prunable) == 4
 
 
 @pytest.mark.parametrize("name, subset", ORACLE_CASES, ids=[f"{n}-{s}" for n, s in ORACLE_CASES])
@@ -133,8 +142,8 @@ def test_dead_channels_of_a_qoperator_model_leave_outputs_bit_identical(qop, nam
     added = {n.op_type for n in pruned.graph.node} - {n.op_type for n in model.graph.node}
     assert not {"Conv", "Gemm", "MatMul"} & added
     inits = {t.name: t for t in pruned.graph.initializer}
-    weights = [inits[n.input[3]] for n in pruned.graph.node if n.op_type in WEIGHT_OPS]
-    assert weights and all(t.data_type == TensorProto.INT8 for t in weights)
+    weights = [inits[n.input[3]] for n in pruned.graph.node if n.op_type in WEIGHT_OPS and n.input[3] in inits]
+    assert weights and all(t.data_type == TensorProto.INT8 for t in weights)  # (attention scores: no weight)
     before = {n.input[3] for n in model.graph.node if n.op_type in WEIGHT_OPS}
     assert sum(np.prod(t.dims) for t in weights) < sum(np.prod(t.dims) for t in model.graph.initializer
                                                        if t.name in before)

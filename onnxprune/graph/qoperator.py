@@ -107,6 +107,8 @@ def fold_qoperator(graph: gs.Graph) -> list[QLinearOp]:
             continue
         if node.domain not in ((MS,) if node.op == "QGemm" else ("", "ai.onnx", None)):
             _refuse(node, f"the op of domain '{node.domain}' is not supported")
+        if node.op == "QLinearMatMul" and not any(isinstance(t, gs.Constant) for t in node.inputs[:4:3]):
+            continue  # two activations (attention scores): no weight; the rules follow it as it is
         node.name = node.name or fresh(node.op, taken)  # the float op and the records go by name
         records.append(_fold(graph, node, taken))
         gone.add(id(node))

@@ -41,7 +41,7 @@ class MatMulRule(Rule):
         w = b.const(b.input(node, 1))
         rank = b.rank(node.inputs[0])
         if w is None and b.const(node.inputs[0]) is None:
-            _two_activations(node, b)
+            two_activations(node, b)
             return
         if w is None or w.ndim != 2 or rank is None or b.const(node.inputs[0]) is not None:
             b.freeze_inputs(node, f"MatMul '{b.name(node)}' is not an activation times a constant matrix")
@@ -64,13 +64,13 @@ def _place(lay, rank: int, out_rank: int, left: bool) -> tuple[str, int | None]:
     return ("row", out_rank - 2) if left else ("column", out_rank - 1)
 
 
-def _two_activations(node: gs.Node, b: Builder) -> None:
+def two_activations(node: gs.Node, b: Builder, operands: tuple[int, int] = (0, 1)) -> None:
     """A @ B of two computed tensors (attention scores Q @ K^T, then P @ V).
 
     Channels on a batch axis (heads) pair up index by index; channels contracted on both sides
     pair up and leave the output; rows of A and columns of B pass to the output.
     """
-    a, c = node.inputs[0], node.inputs[1]
+    a, c = node.inputs[operands[0]], node.inputs[operands[1]]
     lays, ranks = [b.layout(a), b.layout(c)], [b.rank(a), b.rank(c)]
     name = f"MatMul '{b.name(node)}'"
     if not any(lays):

@@ -18,6 +18,7 @@ from .common import channel_input, norm_axis, passthrough
 from .concat_split import ConcatRule
 from .contrib import _ms
 from .elementwise import aligned, couple_operands
+from .linear import two_activations
 
 
 def _label(node: gs.Node, b: Builder) -> str:
@@ -57,6 +58,21 @@ class QLinearBinaryRule(Rule):
             couple_operands(b, ins, lays, axis, ref, name, lambda i, _: b.freeze(
                 ref, f"{name}: operand '{ins[i].name}' holds values per channel nobody slices"))
             passthrough(node, b, axis, ref)
+
+
+@register("QLinearMatMul")
+class QLinearMatMulRule(Rule):
+    """A QLinearMatMul of two activations (attention scores in a QOperator transformer; one with a constant
+    weight is folded to a float MatMul at loading): followed like a MatMul of two activations, A = input 0 and
+    B = input 3, its scales per tensor."""
+
+    def analyze(self, node: gs.Node, b: Builder) -> None:
+        lays = [b.layout(b.input(node, i)) for i in (0, 3)]
+        if not any(lays):
+            return
+        every = np.concatenate([lay.elements for lay in lays if lay is not None])
+        if _per_tensor(node, b, (1, 2, 4, 5, 6, 7), every):
+            two_activations(node, b, (0, 3))
 
 
 @register(*_ms("QLinearConcat"))
