@@ -246,7 +246,7 @@ def test_recovery_of_a_qdq_model_is_refused_in_one_line(qdq, tmp: Path) -> None:
     assert "quantized" in r.stderr and "recover the float model, then quantize it" in r.stderr
     assert not (tmp / "rec.onnx").exists()
     r = cli("prune", str(qdq["vgg_dynamic"]), "-o", str(tmp / "p.onnx"), "--ratio", "0.3", "--recover",
-            "--calib", str(ROOT / "models/fashion/calib256.npz"))
+            "--calib", str(ROOT / "models/fashion/calib256.npz"), quiet=False)  # progress lines show what ran
     assert r.returncode == 2 and "recover the float model, then quantize it" in r.stderr
     assert "analyzing" not in r.stderr and not (tmp / "p.onnx").exists()  # refused before any work
 
