@@ -94,6 +94,23 @@ def check_dead_channels(model: onnx.ModelProto, removed: dict[str, list[int]], r
     return pruned
 
 
+def check_dead_exact(model: onnx.ModelProto, subset: str, count) -> onnx.ModelProto:
+    """Quantized models: prune a `subset` of every group's channels made dead and require bit-identical outputs,
+    `count(model)` (the quantization nodes) the same in the original, the dead copy and the result; return it."""
+    from onnxprune import analyze
+    analysis = analyze(model)
+    assert analysis.prunable and analysis.quantized[0] > 0
+    rng = np.random.default_rng(3)
+    removed = keep_parts(analysis, {g.id: subsets(g.channels, rng)[subset] for g in analysis.prunable})
+    dead = dead_copy(model, removed)
+    pruned = apply_plan(dead, make_plan(analyze(dead), removed))
+    x = random_feeds(dead, analysis.cost.input_dims)
+    for want, got in zip(run(dead, x), run(pruned, x)):
+        assert np.array_equal(want, got)
+    assert count(dead) == count(model) == count(pruned)  # no layer went away
+    return pruned
+
+
 def _sensitivity(model: onnx.ModelProto, x: dict[str, np.ndarray], want: list[np.ndarray]) -> dict[str, float]:
     """How far each output moves when float inputs change by one part in a million."""
     nudged = {k: v * np.asarray(1 + 1e-6, v.dtype) if np.issubdtype(v.dtype, np.floating) else v for k, v in x.items()}

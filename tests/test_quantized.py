@@ -57,18 +57,7 @@ QUANTIZED_OPS = ("DequantizeLinear", "QuantizeLinear", "DynamicQuantizeLinear", 
 @pytest.mark.parametrize("name, subset", ORACLE_CASES, ids=[f"{n}-{s}" for n, s in ORACLE_CASES])
 def test_dead_channels_of_a_qdq_model_leave_outputs_bit_identical(qdq, name: str, subset: str) -> None:
     """Dead channels (their int8 weights at the zero point) removed: the same outputs exactly, every Q/DQ kept."""
-    model = onnx.load(qdq[name])
-    analysis = analyze(model)
-    assert analysis.prunable and analysis.quantized[0] > 0
-    rng = np.random.default_rng(3)
-    removed = oracle.keep_parts(analysis, {g.id: oracle.subsets(g.channels, rng)[subset] for g in analysis.prunable})
-    dead = oracle.dead_copy(model, removed)
-    assert _dq_count(dead) == _dq_count(model)
-    pruned = apply_plan(dead, make_plan(analyze(dead), removed))
-    x = oracle.random_feeds(dead, analysis.cost.input_dims)
-    for want, got in zip(oracle.run(dead, x), oracle.run(pruned, x)):
-        assert np.array_equal(want, got)
-    assert _dq_count(pruned) == _dq_count(model)  # no layer went away: every DequantizeLinear stays
+    pruned = oracle.check_dead_exact(onnx.load(qdq[name]), subset, _dq_count)  # every Q/DQ kept
     quantized_inputs = {n.input[0] for n in pruned.graph.node if n.op_type == "DequantizeLinear"} | \
         {n.input[1] for n in pruned.graph.node if n.op_type in ("ConvInteger", "MatMulInteger", "MatMulNBits")}
     ints = [t for t in pruned.graph.initializer if t.name in quantized_inputs]
