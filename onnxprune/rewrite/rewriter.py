@@ -187,13 +187,16 @@ def quantized_slots(prep: Prepared) -> list[Slot]:
 
 def requantize_targets(rw: Rewriter, slots: list[Slot]) -> Targets:
     """Each folded weight as the rewrite left it, with the channels it kept on its quantization axis."""
+    sliced: dict[tuple[str, int], list] = defaultdict(list)  # one pass over the members, not one per weight
+    for m in rw.analysis.members:
+        if m.input_index is not None:
+            sliced[(m.node, m.input_index)].append(m)
     targets = {}
     for node, i, record in slots:
         t = node.inputs[i]
         if not isinstance(t, gs.Constant):
             continue
-        name = rw.prep.names.get(id(node))
-        masks = {m.axis: rw.kept(m.elements) for m in rw.analysis.members if m.node == name and m.input_index == i}
+        masks = {m.axis: rw.kept(m.elements) for m in sliced[(rw.prep.names.get(id(node)), i)]}
         kept = masks if isinstance(record, NBitsOp) else masks.get(record.axis) if record.per_channel else None
         targets[target_key(record)] = (record, kept)
     return targets
