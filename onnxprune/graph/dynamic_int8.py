@@ -13,7 +13,7 @@ from this is refused with the node named, never guessed.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -48,7 +48,6 @@ class IntegerOp:
     int_out: str
     scaled: tuple[str, list[str]]  # the last Mul: name, inputs in order (its output is the float op's)
     uses_x_zero_point: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def per_channel(self) -> bool:

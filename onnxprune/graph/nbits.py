@@ -11,7 +11,7 @@ kept weights are quantized again on their own grid, exactly where they were only
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -39,7 +39,6 @@ class NBitsOp:
     bits: int
     block: int
     axis: int = 1  # the float weight [K, N] keeps a scale per output channel
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def per_channel(self) -> bool:

@@ -16,8 +16,7 @@ channels. A node outside this form is refused with its name, never guessed.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
@@ -56,7 +55,6 @@ class QLinearOp:
     bias_name: str | None = None
     bias: np.ndarray | None = None  # the int32 bias as it came
     bias_float: np.ndarray | None = None  # ... and as the float op got it
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def per_channel(self) -> bool:
