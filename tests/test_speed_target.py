@@ -156,6 +156,36 @@ def test_api_speed_target_through_the_latency_model(monkeypatch) -> None:
     assert losses[record["compared"]["kept"]] == min(losses.values())
 
 
+def test_a_cut_that_removes_nothing_never_meets_a_speed_target(monkeypatch) -> None:
+    """An allocation whose counts all round to nothing is the original itself: 1x, not timed, however fast a
+    noisy clock says it runs. (On a busy machine such a cut was once timed above the target and chosen, and
+    the prune ended 'nothing to prune', exit 4, instead of 'not reached', exit 5.)"""
+    from conftest import ROOT
+    from onnxprune.api import sensitivity_allocation
+    from onnxprune.errors import TargetMissed
+    from onnxprune.rewrite.merging import MergeOptions
+    from onnxprune.search import speed
+    from onnxprune.search import stopwatch as latency
+    from onnxprune.selection import Selection
+    from onnxprune.validation.validate import Inputs
+
+    timed = []
+
+    def noisy(self, candidate):
+        self.base_ms.append(10.0)
+        timed.append(candidate)
+        return 5.0
+
+    monkeypatch.setattr(latency.Stopwatch, "speedup", noisy)
+    monkeypatch.setattr(speed, "select", lambda analysis, scores, sel, *_: {gid: [] for gid in sel.counts})
+    fashion = ROOT / "models" / "fashion"
+    with pytest.raises(TargetMissed, match="not reached"):
+        sensitivity_allocation(str(fashion / "vgg_bnkeep.onnx"), Selection(target_macs=0.5, round_to=8), "l1",
+                               Inputs(data=str(fashion / "calib256.npz"), batch=64), MergeOptions(), ratios=(0.5,),
+                               speed=latency.SpeedTarget(speedup=1.3))
+    assert timed  # the latency model's own measurements still ran
+
+
 def test_cli_allocation_to_a_speed_target(tmp_path) -> None:
     """prune --allocate sensitivity --target-speedup on the Fashion VGG, timed for real: either the target
     is reached (the report holds the latency model, the rounds and a chosen speed-up at or above the target)
