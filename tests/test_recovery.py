@@ -282,7 +282,8 @@ def ragged(n: int, t: int) -> tuple[np.ndarray, np.ndarray]:
 def test_trimmed_padding_trains_as_the_full_length(monkeypatch):
     original, pruned = token_model(8), token_model(4)
     x, mask = ragged(12, 6)
-    options = RecoverOptions(epochs=2, lr=1e-2, batch=4, mask="attention_mask")
+    # one mini-batch of every training run: trimming (which also groups runs by length) sees the same batches
+    options = RecoverOptions(epochs=2, lr=1e-2, batch=16, mask="attention_mask")
     model, record = recover(original, pruned, {"x": x, "attention_mask": mask}, options)
     assert record["trimmed_padding"]
     monkeypatch.setattr(distill, "_trimmable", lambda *_: False)
@@ -290,6 +291,35 @@ def test_trimmed_padding_trains_as_the_full_length(monkeypatch):
     assert not record["trimmed_padding"]
     for k, a in weights(full).items():
         np.testing.assert_allclose(weights(model)[k], a, rtol=1e-4, atol=1e-6)
+
+
+def test_trimmed_mini_batches_hold_runs_of_about_the_same_length():
+    x, mask = ragged(64, 12)
+    data = distill._Samples({"x": x, "attention_mask": mask}, distill.Layout([], True, 1, []), "attention_mask")
+    data.trim = True
+    lengths = torch.from_numpy(mask.sum(1))
+    runs = torch.arange(64)
+    steps = data.steps(runs, 8, torch.Generator().manual_seed(0))
+    assert sorted(torch.cat(steps).tolist()) == runs.tolist()  # every run once
+    ordered = sorted(steps, key=lambda step: int(lengths[step].min()))
+    assert torch.all(torch.diff(torch.cat([lengths[step].sort().values for step in ordered])) >= 0)
+    again = data.steps(runs, 8, torch.Generator().manual_seed(1))
+    assert [s.tolist() for s in again] != [s.tolist() for s in steps]  # shuffled, not one fixed order
+    data.trim = False
+    assert len(data.steps(runs, 8, torch.Generator().manual_seed(0))) == 8
+
+
+def test_end_to_end_only_keeps_no_block_targets(bert, samples, monkeypatch):
+    original, pruned = bert
+    kept: list[str] = []
+    compute = distill._compute
+    monkeypatch.setattr(distill, "_compute", lambda *a: (kept.extend(a[3]), compute(*a))[1])
+    model, record = recover(original, pruned, {"x": samples[0]}, RecoverOptions(epochs=0, end_to_end=3, lr=1e-2,
+                                                                                 batch=4))
+    assert kept == ["y"]  # the final output only: no block's cut is stored
+    assert record["blocks"] == [] and record["end_to_end"]["kept"] == "recovered"
+    assert_only_values_changed(pruned, model)
+    assert mse(model, original, samples[1]) < mse(pruned, original, samples[1])
 
 
 @pytest.mark.parametrize("make", [mixing_model, fixed_length_model])
@@ -309,6 +339,8 @@ def test_user_errors_are_one_line(bert, samples):
         recover(original, pruned, {"x": samples[0][:4]}, RecoverOptions(mask="attention_mask"))
     with pytest.raises(OnnxPruneError, match="no array for input 'x'"):
         recover(original, pruned, {"y": samples[0][:4]})
+    with pytest.raises(OnnxPruneError, match="would train nothing"):
+        recover(original, pruned, {"x": samples[0][:4]}, RecoverOptions(epochs=0))
     with pytest.raises(OnnxPruneError, match="unknown recovery loss 'l1'"):
         recover(original, pruned, {"x": samples[0][:4]}, RecoverOptions(loss="l1"))
 

@@ -10,8 +10,8 @@ opset 17, dynamic batch and sequence.
 
 The text is English sentences from Debian's `fortunes` package (`apt-get install fortunes`),
 tokenized with the model's own tokenizer and padded to 64 tokens: `calib256.npz` (256 sentences),
-`eval500.npz` (500 other sentences) and `calib1024.npz` (the 256 and 768 more, none of the 500),
-arrays `input_ids`, `attention_mask` (int64). The fortune files hold about 25,000 such sentences.
+`eval500.npz` (500 other sentences), `calib1024.npz` (the 256 and 768 more, none of the 500) and
+`calib8192.npz` (the 1024 and 7168 more, none of the 500), arrays `input_ids`, `attention_mask` (int64). The fortune files hold about 25,000 such sentences.
 
 Needs torch==2.13.0 and transformers==5.24.0 (tools only; onnxprune does not import them). Writes
 into models/third_party/minilm/ (ignored by git).
@@ -101,10 +101,10 @@ def main() -> None:
 
     tok = AutoTokenizer.from_pretrained(str(folder))
     texts = sentences()
-    if len(texts) < 1524:
+    if len(texts) < 8692:
         raise SystemExit(f"only {len(texts)} sentences found")
     for name, chunk in (("calib256", texts[:256]), ("eval500", texts[256:756]),
-                        ("calib1024", texts[:256] + texts[756:1524])):
+                        ("calib1024", texts[:256] + texts[756:1524]), ("calib8192", texts[:256] + texts[756:8692])):
         enc = tok(chunk, padding="max_length", truncation=True, max_length=LENGTH, return_tensors="np")
         np.savez(out / f"{name}.npz", input_ids=enc["input_ids"].astype(np.int64),
                  attention_mask=enc["attention_mask"].astype(np.int64))

@@ -174,7 +174,8 @@ def add_recover_flags(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
                              "(padding positions of --calib-mask left out); a block whose error on the held-out "
                              "samples rises keeps its weights. Needs PyTorch: onnxprune[recover]")
     g.add_argument("--recover-epochs", type=int, metavar="N", help="passes over the training samples per block "
-                   "(default 8)")
+                   "(default 8; 0: no block-wise pass, the end-to-end pass alone, which stores only the final "
+                   "outputs: for calibration sets of thousands of samples)")
     g.add_argument("--recover-lr", type=float, metavar="LR", help="Adam's learning rate (default 1e-3)")
     g.add_argument("--recover-end-to-end", type=int, metavar="N", help="then N epochs on the final outputs, all "
                    "blocks at once (default 0)")

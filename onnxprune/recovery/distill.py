@@ -119,6 +119,23 @@ class _Samples:
             value = torch.cat([value, value.new_zeros(pad)], axis)
         return value.reshape(runs, value.shape[0] // runs, *value.shape[1:]) if self.batched else value.unsqueeze(0)
 
+    def by_length(self, idx: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The runs `idx` (shuffled if a generator is given), then, when trimming, sorted by their real length
+        (a stable sort: equal lengths keep the shuffled order), so that a pass over neighbours pads little."""
+        order = idx if generator is None else idx[torch.randperm(len(idx), generator=generator)]
+        if not self.trim:
+            return order
+        real = (self.values[self.mask_name][order].reshape(len(order), -1, self.length) != 0).any(1)
+        last = (real.int() * torch.arange(1, self.length + 1)).amax(1)
+        return order[torch.sort(last, stable=True).indices]
+
+    def steps(self, idx: torch.Tensor, size: int, generator: torch.Generator) -> list[torch.Tensor]:
+        """The training runs `idx` in mini-batches of `size` runs, in a random order; when trimming, each
+        mini-batch holds runs of about the same length (fewer padded positions computed)."""
+        order = self.by_length(idx, generator)
+        steps = [order[i:i + size] for i in range(0, len(order), size)]
+        return [steps[int(k)] for k in torch.randperm(len(steps), generator=generator)] if self.trim else steps
+
     def chunks(self, idx: torch.Tensor, batch: int) -> list[torch.Tensor]:
         """The runs in forward passes: `batch` samples at once when batches vary, else one run each."""
         size = batch if self.batched else 1
@@ -241,7 +258,7 @@ def _mean_loss(student: TorchGraph, stage: _Stage, data: _Samples, idx: torch.Te
     """The stage's mean loss over the runs `idx`."""
     total, count = 0.0, 0
     with torch.no_grad():
-        for chunk in data.chunks(idx, batch):
+        for chunk in data.chunks(data.by_length(idx), batch):
             sse, n = _loss(student, stage, data, chunk, device)
             total, count = total + float(sse), count + n
     return total / count if count else 0.0
@@ -254,11 +271,10 @@ def _fit(student: TorchGraph, params: list, stage: _Stage, data: _Samples, train
     optimizer = torch.optim.Adam(params, lr=lr)
     step = options.batch if data.batched else max(1, options.batch // data.group)  # runs per Adam step
     for _ in range(epochs):
-        order = train[torch.randperm(len(train), generator=generator)]
-        for start in range(0, len(order), step):
+        for runs in data.steps(train, step, generator):
             optimizer.zero_grad(set_to_none=True)
             count = 0
-            for idx in data.chunks(order[start:start + step], options.batch):
+            for idx in data.chunks(runs, options.batch):
                 sse, n = _loss(student, stage, data, idx, device)
                 if n:
                     sse.backward()
@@ -310,6 +326,9 @@ def _check(options: RecoverOptions) -> None:
     """One-line errors for options recovery cannot train with."""
     if options.epochs < 0 or options.end_to_end < 0:
         raise OnnxPruneError("recovery epochs must be 0 or more")
+    if options.epochs == 0 and options.end_to_end == 0:
+        raise OnnxPruneError("recovery with 0 epochs per block and no end-to-end pass would train nothing "
+                             "(give --recover-end-to-end N)")
     if options.batch < 1:
         raise OnnxPruneError(f"recovery batch must be at least 1, got {options.batch}")
     if not options.lr > 0 or (options.end_to_end_lr is not None and not options.end_to_end_lr > 0):
@@ -411,10 +430,12 @@ def _recover(original: onnx.ModelProto, pruned: onnx.ModelProto, arrays: dict[st
     progress(f"recover: {len(lay.blocks)} blocks on {device.type}, {len(split[0]) * lay.group} training and "
              f"{len(split[1]) * lay.group} held-out samples")
     targets = list(dict.fromkeys(t for b in lay.blocks for t in b.outputs))
+    if options.epochs == 0:  # end to end only: the blocks' cuts are neither trained nor kept (memory)
+        targets = [t for t in targets if t in student.graph_outputs]
     _compute(teacher.to(device), data, list(teacher.graph_inputs), targets, data.targets, device, options.batch)
     del teacher  # the original's weights are not needed any more
     student.to(device)
-    blocks = _blocks_pass(student, lay.blocks, data, split, options, device, progress)
+    blocks = _blocks_pass(student, lay.blocks, data, split, options, device, progress) if options.epochs else []
     e2e = _end_to_end(student, lay.trainable, data, split, options, device, progress) \
         if options.end_to_end > 0 and lay.blocks else None
     mask = arrays.get(options.mask) if options.mask else None

@@ -58,9 +58,11 @@ def recovery_lines(record: dict) -> str:
     blocks = record["blocks"]
     kept = sum(b["kept"] == "recovered" for b in blocks)
     cal = record["calibration"]
-    lines = [f"recovery: {len(blocks)} blocks on {record['samples']['train']} samples ({record['samples']['held_out']} "
+    what = f"{len(blocks)} blocks" if blocks else "end to end only"
+    lines = [f"recovery: {what} on {record['samples']['train']} samples ({record['samples']['held_out']} "
              f"held out) of {cal['source']}" + (f", padding where '{cal['mask']}' is 0 left out" if cal["mask"] else "")
-             + f"; {kept} recovered, {len(blocks) - kept} kept their weights; {record['seconds']:.0f} s on "
+             + (f"; {kept} recovered, {len(blocks) - kept} kept their weights" if blocks else "")
+             + f"; {record['seconds']:.0f} s on "
              f"{record['device']}"]
     for b in blocks:
         lines.append(f"  {b['name']}: held-out {b['loss']} loss {b['held_out_loss_before']:.4g} -> "
