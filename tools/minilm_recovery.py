@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
 DIR = ROOT / "models" / "third_party" / "minilm"
 MODEL, EVAL = DIR / "minilm_l6_embed.onnx", DIR / "eval500.npz"
-C256, C1024 = str(DIR / "calib256.npz"), str(DIR / "calib1024.npz")
+C256, C1024, C8192 = str(DIR / "calib256.npz"), str(DIR / "calib1024.npz"), str(DIR / "calib8192.npz")
 VARIANTS = {  # key: (what the row says, calibration, recover flags)
     "mse3": ("mse, lr 1e-3 (the defaults)", C256, []),
     "mse4": ("mse, lr 1e-4", C256, ["--recover-lr", "1e-4"]),
@@ -33,6 +33,8 @@ VARIANTS = {  # key: (what the row says, calibration, recover flags)
     "big": ("1024 sentences: normalized, lr 3e-4, 2 epochs; 1 end-to-end epoch (cosine, lr 1e-5)", C1024,
             ["--recover-loss", "normalized", "--recover-lr", "3e-4", "--recover-epochs", "2",
              "--recover-end-to-end", "1", "--recover-end-to-end-lr", "1e-5"]),
+    "e2e8k": ("8192 sentences, end to end only (cosine, lr 1e-4, 3 epochs)", C8192,
+              ["--recover-epochs", "0", "--recover-end-to-end", "3", "--recover-lr", "1e-4"]),
 }
 
 

@@ -101,9 +101,10 @@ class _Samples:
         """The padding mask of the runs, if there is one."""
         return None if self.mask_name is None else self.take(self.values, self.mask_name, idx, device)
 
-    def store(self, table: dict[str, torch.Tensor], name: str, pieces: list[torch.Tensor]) -> None:
-        """Keep a tensor computed run by run (floats as float32)."""
-        value = torch.cat(pieces)
+    def store(self, table: dict[str, torch.Tensor], name: str, pieces: list[torch.Tensor],
+              back: torch.Tensor) -> None:
+        """Keep a tensor computed run by run, in the order `back` puts the pieces' runs in (floats as float32)."""
+        value = torch.cat(pieces)[back]
         if value.is_floating_point():
             if table is self.values:
                 self.dtypes[name] = value.dtype
@@ -184,13 +185,14 @@ def _compute(graph: TorchGraph, data: _Samples, fed: list[str], names: list[str]
     if not names:
         return
     pieces: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+    order = data.by_length(torch.arange(data.groups))  # passes over runs of about the same length
     with torch.no_grad():
-        for idx in data.chunks(torch.arange(data.groups), batch):
+        for idx in data.chunks(order, batch):
             out = graph(data.feeds(fed, idx, device), names)
             for n in names:
                 pieces[n].append(data.back(out[n], len(idx), n, data.span(idx)))
     for n in names:
-        data.store(table, n, pieces[n])
+        data.store(table, n, pieces[n], torch.argsort(order))
 
 
 def _trimmable(graph: TorchGraph, data: _Samples, names: list[str], device: torch.device) -> bool:
