@@ -314,8 +314,10 @@ def test_end_to_end_only_keeps_no_block_targets(bert, samples, monkeypatch):
     kept: list[str] = []
     compute = distill._compute
     monkeypatch.setattr(distill, "_compute", lambda *a: (kept.extend(a[3]), compute(*a))[1])
+    lines: list[str] = []
     model, record = recover(original, pruned, {"x": samples[0]}, RecoverOptions(epochs=0, end_to_end=3, lr=1e-2,
-                                                                                 batch=4))
+                                                                                 batch=4), progress=lines.append)
+    assert [line.split(",")[0] for line in lines if "epoch" in line] == [f"end to end: epoch {k}/3" for k in (1, 2, 3)]
     assert kept == ["y"]  # the final output only: no block's cut is stored
     assert record["blocks"] == [] and record["end_to_end"]["kept"] == "recovered"
     assert_only_values_changed(pruned, model)

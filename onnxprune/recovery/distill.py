@@ -267,12 +267,16 @@ def _mean_loss(student: TorchGraph, stage: _Stage, data: _Samples, idx: torch.Te
 
 
 def _fit(student: TorchGraph, params: list, stage: _Stage, data: _Samples, train: torch.Tensor,
-         options: RecoverOptions, epochs: int, device: torch.device, generator: torch.Generator) -> None:
-    """Adam on the stage's loss: `epochs` passes over the training runs in mini-batches of `batch` samples."""
+         options: RecoverOptions, epochs: int, device: torch.device, generator: torch.Generator,
+         progress: Callable[[str], None]) -> None:
+    """Adam on the stage's loss: `epochs` passes over the training runs in mini-batches of `batch` samples;
+    a progress line after each epoch of the end-to-end pass (minutes long on thousands of samples)."""
+    start = time.perf_counter()
     lr = options.end_to_end_lr if stage.name == END_TO_END and options.end_to_end_lr else options.lr
     optimizer = torch.optim.Adam(params, lr=lr)
     step = options.batch if data.batched else max(1, options.batch // data.group)  # runs per Adam step
-    for _ in range(epochs):
+    for epoch in range(1, epochs + 1):
+        total, seen = 0.0, 0
         for runs in data.steps(train, step, generator):
             optimizer.zero_grad(set_to_none=True)
             count = 0
@@ -281,15 +285,22 @@ def _fit(student: TorchGraph, params: list, stage: _Stage, data: _Samples, train
                 if n:
                     sse.backward()
                 count += n
+                total += float(sse.detach())
             if count:
                 for p in params:
                     if p.grad is not None:
                         p.grad /= count  # the mean over the whole mini-batch, however many passes it took
                 optimizer.step()
+            seen += count
+        if stage.name == END_TO_END:
+            left = (time.perf_counter() - start) / epoch * (epochs - epoch)
+            progress(f"end to end: epoch {epoch}/{epochs}, training {stage.loss} loss {total / max(seen, 1):.4g}"
+                     + (f", about {left / 60:.0f} min left" if epoch < epochs else ""))
 
 
 def _run_stage(student: TorchGraph, stage: _Stage, data: _Samples, split: tuple[torch.Tensor, torch.Tensor],
-               options: RecoverOptions, epochs: int, device: torch.device, generator: torch.Generator) -> dict:
+               options: RecoverOptions, epochs: int, device: torch.device, generator: torch.Generator,
+               progress: Callable[[str], None] = lambda _: None) -> dict:
     """Train one stage; keep the new weights only when the held-out error went down."""
     start = time.perf_counter()
     params = student.trainable(stage.params)
@@ -304,7 +315,7 @@ def _run_stage(student: TorchGraph, stage: _Stage, data: _Samples, split: tuple[
     train_before, held_before = errors()
     snapshot = {k: p.detach().clone() for k, p in params.items()}
     if params and epochs > 0:
-        _fit(student, list(params.values()), stage, data, train, options, epochs, device, generator)
+        _fit(student, list(params.values()), stage, data, train, options, epochs, device, generator, progress)
     train_after, held_after = errors()
     kept = RECOVERED if held_after < held_before else RESTORED if params and epochs > 0 else UNTRAINED
     if kept != RECOVERED:
@@ -372,7 +383,7 @@ def _end_to_end(student: TorchGraph, trainable: list[str], data: _Samples, split
     outputs = [t for t in student.graph_outputs if t in data.targets]
     stage = _Stage(END_TO_END, list(student.graph_inputs), outputs, trainable, options.end_to_end_loss)
     generator = torch.Generator().manual_seed(options.seed + 1)
-    rec = _run_stage(student, stage, data, split, options, options.end_to_end, device, generator)
+    rec = _run_stage(student, stage, data, split, options, options.end_to_end, device, generator, progress)
     progress(_line("end to end", rec))
     return {"outputs": outputs, **rec, "epochs": options.end_to_end}
 
