@@ -271,7 +271,7 @@ def _fit(student: TorchGraph, params: list, stage: _Stage, data: _Samples, train
          progress: Callable[[str], None]) -> None:
     """Adam on the stage's loss: `epochs` passes over the training runs in mini-batches of `batch` samples;
     a progress line after each epoch of the end-to-end pass (minutes long on thousands of samples)."""
-    start = time.perf_counter()
+    start, report = time.perf_counter(), stage.name == END_TO_END
     lr = options.end_to_end_lr if stage.name == END_TO_END and options.end_to_end_lr else options.lr
     optimizer = torch.optim.Adam(params, lr=lr)
     step = options.batch if data.batched else max(1, options.batch // data.group)  # runs per Adam step
@@ -285,14 +285,15 @@ def _fit(student: TorchGraph, params: list, stage: _Stage, data: _Samples, train
                 if n:
                     sse.backward()
                 count += n
-                total += float(sse.detach())
+                if report:  # a value read back from the device per pass: only where a line says it
+                    total += float(sse.detach())
             if count:
                 for p in params:
                     if p.grad is not None:
                         p.grad /= count  # the mean over the whole mini-batch, however many passes it took
                 optimizer.step()
             seen += count
-        if stage.name == END_TO_END:
+        if report:
             left = (time.perf_counter() - start) / epoch * (epochs - epoch)
             progress(f"end to end: epoch {epoch}/{epochs}, training {stage.loss} loss {total / max(seen, 1):.4g}"
                      + (f", about {left / 60:.0f} min left" if epoch < epochs else ""))
